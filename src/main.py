@@ -1,0 +1,261 @@
+"""Train the workshop's MNIST model, evaluate it as it learns, and export it for serving.
+
+The same command runs on a laptop, in a Kubernetes Job and on every replica
+of a TFJob: the cluster, if any, comes from TF_CONFIG (see cluster.py).
+
+    python src/main.py                          # mini data, defaults
+    python src/main.py --steps 500 --model_dir /tmp/run1 --export_dir /tmp/export
+
+What it keeps of the Estimator's contract: checkpoints in --model_dir, shared
+by every replica; a restarted process resumes from the last one (global step
+and optimizer state); evaluation every --eval_every steps with TensorBoard
+summaries under --model_dir; one export per run under --export_dir.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf.keras is tf-keras: it runs under every tf.distribute strategy
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+import cluster  # noqa: E402
+import mnist_data  # noqa: E402
+from cli import ArgumentParser, RetryableError, UsageError, entry_point  # noqa: E402
+from export import export_saved_model  # noqa: E402
+from model import MAX_HIDDEN_LAYERS, augment, build_model  # noqa: E402
+
+# Errors that mean "a peer replica went away": exit so that the operator restarts us.
+PEER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+             tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(
+        description="Train, evaluate and export the MNIST CNN (locally, in a Job, or on every TFJob replica).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--steps", type=int, default=3000, help="global training steps (one step = one batch)")
+    p.add_argument("--batch_size", type=int, default=100, help="global batch size, split across replicas")
+    p.add_argument("--learning_rate", type=float, default=0.05,
+                   help="initial learning rate of SGD with momentum, decayed to 0 by a cosine")
+    p.add_argument("--hidden_layers", type=int, default=2,
+                   help=f"convolution blocks, 1 to {MAX_HIDDEN_LAYERS} (each halves the 28x28 image)")
+    p.add_argument("--dataset", choices=sorted(mnist_data.DATASETS), default="mini",
+                   help="mini: 5k training images shipped in data/; full: 60k, downloaded once into --data_dir")
+    p.add_argument("--data_dir", default=str(mnist_data.DATA_DIR), help="where the MNIST files are (or go)")
+    p.add_argument("--mirror", action="append", dest="mirrors", metavar="URL",
+                   help="a base URL serving the MNIST files (repeatable; replaces the default mirrors)")
+    p.add_argument("--validation_fraction", type=float, default=0.1,
+                   help="share of the training images held out for periodic evaluation")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="randomly rotate, zoom and shift training images")
+    p.add_argument("--model_dir", default="/tmp/mnist/model",
+                   help="checkpoints and TensorBoard summaries, shared by every replica")
+    p.add_argument("--export_dir", default="/tmp/mnist/export",
+                   help="SavedModel versions for TensorFlow Serving (<export_dir>/<version>/)")
+    p.add_argument("--eval_every", type=int, default=500, help="evaluate (and log a progress line) every N steps")
+    p.add_argument("--checkpoint_every", type=int, default=500, help="write a checkpoint every N steps")
+    p.add_argument("--keep_checkpoints", type=int, default=3, help="how many recent checkpoints to keep")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split and the shuffle order")
+    args = p.parse_args(argv)
+
+    checks = [
+        (1 <= args.hidden_layers <= MAX_HIDDEN_LAYERS,
+         f"--hidden_layers must be 1 to {MAX_HIDDEN_LAYERS} on 28x28 images, not {args.hidden_layers}"),
+        (args.steps > 0, f"--steps must be positive, not {args.steps}"),
+        (args.batch_size > 0, f"--batch_size must be positive, not {args.batch_size}"),
+        (args.learning_rate > 0 and np.isfinite(args.learning_rate),
+         f"--learning_rate must be a positive number, not {args.learning_rate}"),
+        (0 < args.validation_fraction < 1, f"--validation_fraction must be between 0 and 1, not {args.validation_fraction}"),
+        (args.eval_every > 0, f"--eval_every must be positive, not {args.eval_every}"),
+        (args.checkpoint_every > 0, f"--checkpoint_every must be positive, not {args.checkpoint_every}"),
+        (args.keep_checkpoints > 0, f"--keep_checkpoints must be positive, not {args.keep_checkpoints}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    return args
+
+
+def training_dataset(images, labels, batch_size, augmented, seed):
+    """An endless, shuffled, batched (and optionally augmented) stream of raw-pixel images."""
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None].astype(np.float32), labels))
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if augmented:
+        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Every worker shuffles with the same seed and keeps every N-th batch: no two see the same images.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluate(model, images, labels, batch_size=1000):
+    """Loss and accuracy of `model` (a plain, single-device copy) on a whole split."""
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None].astype(np.float32), labels)).batch(batch_size)
+    loss_sum, correct = 0.0, 0
+    for x, y in ds:
+        logits = model(x, training=False)
+        loss_sum += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)))
+        correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == y, tf.int32)))
+    return loss_sum / len(labels), correct / len(labels)
+
+
+class Summaries:
+    """TensorBoard event files under model_dir/{train,eval,test}; the chief writes, others write nothing."""
+
+    def __init__(self, model_dir, enabled, hparams):
+        self.writers = {}
+        if enabled:
+            self.writers = {run: tf.summary.create_file_writer(os.path.join(model_dir, run))
+                            for run in ("train", "eval", "test")}
+            from tensorboard.plugins.hparams import api as hp
+            with tf.summary.create_file_writer(model_dir).as_default():
+                hp.hparams(hparams, trial_id=os.path.basename(os.path.normpath(model_dir)))
+
+    def write(self, run, step, **scalars):
+        if run in self.writers:
+            with self.writers[run].as_default(step=step):
+                for name, value in scalars.items():
+                    tf.summary.scalar(name, value)
+            self.writers[run].flush()  # TensorBoard on a shared volume sees it now, not at exit
+
+
+def train(args, role, strategy):
+    data = mnist_data.load(args.dataset, args.data_dir, args.validation_fraction,
+                           tuple(args.mirrors or mnist_data.MIRRORS), seed=args.seed)
+    train_x, train_y = data["train"]
+    chief = role.is_chief
+    say = print if chief else (lambda *a, **k: None)
+    say(f"{role.name}: {role.mode} training on {len(train_x)} images ({args.dataset}), "
+        f"{len(data['validation'][1])} for validation, {len(data['test'][1])} for the final test; "
+        f"num_replicas_in_sync={strategy.num_replicas_in_sync}", flush=True)
+
+    with strategy.scope():
+        model = build_model(args.hidden_layers)
+        schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=args.steps)
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+        train_loss = keras.metrics.Mean("loss")
+        train_accuracy = keras.metrics.SparseCategoricalAccuracy("accuracy")
+    step = optimizer.iterations  # the global step: saved with the optimizer, shared by every replica
+
+    # Checkpoints: the chief writes to model_dir; under MultiWorkerMirroredStrategy every worker
+    # must take part in saving, so the others write to a private scratch directory.
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    scratch = None if chief or role.mode != "multi_worker" else tempfile.mkdtemp(prefix=f"ckpt-{role.name}-")
+    manager = tf.train.CheckpointManager(checkpoint, scratch or args.model_dir, max_to_keep=args.keep_checkpoints)
+    latest = tf.train.latest_checkpoint(args.model_dir)
+    if latest:
+        checkpoint.restore(latest)
+        say(f"resuming from {latest} at step {int(step.numpy())}", flush=True)
+
+    def replica_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=args.batch_size)
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        train_loss.update_state(per_example)
+        train_accuracy.update_state(labels, logits)
+
+    dataset_fn = lambda _=None: training_dataset(train_x, train_y, args.batch_size, args.augment, args.seed)  # noqa: E731
+    if role.mode == "parameter_server":
+        coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+        iterator = iter(coordinator.create_per_worker_dataset(dataset_fn))
+
+        @tf.function
+        def one_step(it):
+            images, labels = next(it)
+            strategy.run(replica_step, args=(images, labels))
+
+        def run_steps(n):
+            for _ in range(n):
+                coordinator.schedule(one_step, args=(iterator,))
+            coordinator.join()
+    else:
+        iterator = iter(strategy.experimental_distribute_dataset(dataset_fn()))
+
+        @tf.function
+        def n_steps(it, n):
+            for _ in tf.range(n):
+                images, labels = next(it)
+                strategy.run(replica_step, args=(images, labels))
+
+        def run_steps(n):
+            n_steps(iterator, tf.constant(n, tf.int64))
+
+    hparams = {"learning_rate": args.learning_rate, "hidden_layers": args.hidden_layers,
+               "batch_size": args.batch_size, "steps": args.steps, "dataset": args.dataset,
+               "augment": args.augment}
+    summaries = Summaries(args.model_dir, chief, hparams)
+    eval_model = build_model(args.hidden_layers)  # a plain copy outside the strategy: evaluation and export
+
+    def snapshot():
+        # Under MultiWorkerMirroredStrategy reading batch-norm statistics is a collective: every replica calls this.
+        eval_model.set_weights(model.get_weights())
+
+    val_x, val_y = data["validation"]
+    start_step = int(step.numpy())
+    if start_step >= args.steps:
+        say(f"already trained to step {start_step} of {args.steps}: evaluating and exporting", flush=True)
+    window_start, window_step = time.time(), start_step
+    while int(step.numpy()) < args.steps:
+        current = int(step.numpy())
+        boundary = min(args.steps, (current // args.eval_every + 1) * args.eval_every,
+                       (current // args.checkpoint_every + 1) * args.checkpoint_every)
+        run_steps(boundary - current)
+        current = int(step.numpy())
+        elapsed = time.time() - window_start
+        images_per_second = (current - window_step) * args.batch_size / max(elapsed, 1e-9)
+        lr = float(schedule(current))
+        loss, accuracy = float(train_loss.result()), float(train_accuracy.result())
+        train_loss.reset_state()
+        train_accuracy.reset_state()
+        summaries.write("train", current, loss=loss, accuracy=accuracy, learning_rate=lr,
+                        images_per_second=images_per_second)
+        if current % args.checkpoint_every == 0 or current == args.steps:
+            manager.save(checkpoint_number=current)
+        if current % args.eval_every == 0 or current == args.steps:
+            snapshot()
+            if chief:
+                val_loss, val_accuracy = evaluate(eval_model, val_x, val_y)
+                summaries.write("eval", current, loss=val_loss, accuracy=val_accuracy)
+                say(f"step {current:>6}/{args.steps}  train loss {loss:.4f} acc {accuracy:.2%}  "
+                    f"validation loss {val_loss:.4f} acc {val_accuracy:.2%}  "
+                    f"lr {lr:.5f}  {images_per_second:,.0f} images/s", flush=True)
+        window_start, window_step = time.time(), current
+
+    if start_step >= args.steps:
+        snapshot()
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if not chief:
+        return None
+    test_loss, test_accuracy = evaluate(eval_model, *data["test"])
+    summaries.write("test", int(step.numpy()), loss=test_loss, accuracy=test_accuracy)
+    path = export_saved_model(eval_model, args.export_dir)
+    print(f"test accuracy {test_accuracy:.2%} (loss {test_loss:.4f}) on {len(data['test'][1])} images", flush=True)
+    print(f"exported {path}", flush=True)
+    return test_accuracy
+
+
+@entry_point
+def main(argv=None):
+    args = parse_args(argv)
+    role = cluster.read_role()
+    strategy = cluster.make_strategy(role)  # parameter servers and their workers never return from here
+    try:
+        train(args, role, strategy)
+    except PEER_LOST as err:
+        raise RetryableError(f"{role.name} lost a peer replica ({type(err).__name__}); "
+                             "exiting to be restarted and resume from the last checkpoint") from None
+
+
+if __name__ == "__main__":
+    main()
