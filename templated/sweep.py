@@ -1,0 +1,520 @@
+"""A hyperparameter sweep: one TFJob per combination of the values in templated/values.yaml.
+
+    templated/run.sh --dry-run --out /tmp/sweep    # write one TFJob per trial, submit nothing
+    templated/run.sh                               # submit them all to the cluster
+    templated/run.sh --local --parallel 2          # run them here, two at a time
+    templated/run.sh --results                     # rank the trials by test accuracy
+
+A trial's TFJob is kube/tfjob.yaml with the per-trial parts of
+templated/trial.yaml.j2 merged onto it (name, labels, image, Worker count,
+the trainer's flags): kube/tfjob.yaml stays the one source of truth for what a
+training pod is. Each trial trains into /mnt/nfs/runs/<sweep>/<trial> and
+exports to /mnt/nfs/exports/<sweep>/<trial>, so TensorBoard on /mnt/nfs/runs
+shows the trials side by side and no two trials ever write the same files.
+The trainer itself (src/main.py) judges every flag in the values file.
+"""
+import argparse
+import contextlib
+import difflib
+import io
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SRC = REPO / "src"
+sys.path.insert(0, str(SRC))
+
+from cli import ArgumentParser, UsageError, UserError, entry_point  # noqa: E402
+import tfjob_check  # noqa: E402
+
+BASE = REPO / "kube" / "tfjob.yaml"
+TEMPLATE = "trial.yaml.j2"
+VALUES = HERE / "values.yaml"
+NFS = "/mnt/nfs"                          # where the shared volume is mounted in every pod
+LOCAL_ROOT = REPO / "runs" / "nfs"        # what stands for /mnt/nfs when trials run here
+KEYS = ("name", "workers", "grid", "flags")
+SWEEP_SETS = ("model_dir", "export_dir")  # per trial, never from the values file
+DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+MAX_NAME = 63                             # a Service per replica is named <job>-worker-<i>: a DNS-1035 label
+# The types of a TFJob's conditions that are true now, e.g. "Created Running" or "Created Succeeded".
+JSONPATH = '{.status.conditions[?(@.status=="True")].type}'
+DONE = ("Succeeded", "Failed")
+
+
+@dataclass
+class Trial:
+    id: str          # t01, t02, ...: the trial's directory under the sweep's runs and exports
+    job: str         # <sweep>-t01: the TFJob's name
+    params: dict     # the grid's values for this trial, as the trainer parsed them
+    settings: dict   # every trainer flag's value for this trial (src/main.py's parsed arguments)
+    args: list       # the trainer's argument list in the TFJob
+    labels: dict     # parameter -> Kubernetes label value
+    model_dir: str   # /mnt/nfs/runs/<sweep>/<id>
+    export_dir: str  # /mnt/nfs/exports/<sweep>/<id>
+
+    def describe(self):
+        return " ".join(f"{k}={label_value(v)}" for k, v in self.params.items())
+
+
+# ---------------------------------------------------------------- the trainer's view of flags
+
+def quiet_import(module):
+    """Import a TensorFlow-loading module without its runtime's notices about CUDA on stderr.
+
+    TensorFlow's C++ runtime prints them on import whatever TF_CPP_MIN_LOG_LEVEL
+    says; a sweep's preview has nothing to say about GPUs.
+    """
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            return __import__(module)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def trainer_parse(flags):
+    """src/main.py's parsed arguments for `flags`, or its own complaint as a UsageError."""
+    trainer = quiet_import("main")
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return vars(trainer.parse_args(to_args(flags)))
+    except SystemExit:  # argparse's error: src/cli.py printed one line and exited
+        message = captured.getvalue().strip().splitlines()[-1]
+        raise UsageError(message.removeprefix("error: ").replace(" (see main.py --help)", "")) from None
+
+
+def parse_flags(args):
+    """['--dataset', 'full', '--no-augment', '--steps=300'] -> {'dataset': 'full', 'augment': False, 'steps': '300'}."""
+    flags, i = {}, 0
+    while i < len(args):
+        name, _, value = str(args[i]).removeprefix("--").partition("=")
+        if not _ and i + 1 < len(args) and not str(args[i + 1]).startswith("--"):
+            value, i = args[i + 1], i + 1
+        elif not _:
+            value = not name.startswith("no-")
+            name = name.removeprefix("no-")
+        flags[name] = value
+        i += 1
+    return flags
+
+
+def to_args(flags):
+    """The inverse of parse_flags: True and False become --flag and --no-flag."""
+    args = []
+    for name, value in flags.items():
+        if value is True or value is False:
+            args.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            args += [f"--{name}", label_value(value)]
+    return args
+
+
+def label_value(value):
+    """How a parameter reads in a label, a flag and a table: 0.01, 1e-05, 2, true, full."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------- the values file
+
+def load_values(path):
+    """Read and check the values file's shape (the trainer checks the values themselves later)."""
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"{path}: expected a mapping with the keys {', '.join(KEYS)}")
+    for key in values:
+        if key not in KEYS:
+            raise UsageError(f"{path}: unknown key {key!r}{did_you_mean(key, KEYS)} (the keys are {', '.join(KEYS)})")
+    workers = values.get("workers", 0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise UsageError(f"{path}: workers must be a whole number, 0 or more, not {workers!r}")
+    grid, flags = values.get("grid"), values.get("flags") or {}
+    if not isinstance(grid, dict) or not grid:
+        raise UsageError(f"{path}: grid must map at least one trainer flag to a list of values")
+    if not isinstance(flags, dict):
+        raise UsageError(f"{path}: flags must map trainer flags to one value each, not {flags!r}")
+    for name, options in grid.items():
+        if not isinstance(options, list) or not options:
+            raise UsageError(f"{path}: grid.{name} must be a non-empty list of values, not {options!r}")
+        if not all(isinstance(v, (str, int, float)) for v in options):
+            raise UsageError(f"{path}: grid.{name} must list plain values (numbers, words, true/false)")
+        if len(set(map(repr, options))) < len(options):
+            raise UsageError(f"{path}: grid.{name} lists a value twice: {options}")
+    for name, value in flags.items():
+        if not isinstance(value, (str, int, float)):
+            raise UsageError(f"{path}: flags.{name} must be one plain value, not {value!r}")
+        if name in grid:
+            raise UsageError(f"{path}: {name} is both in grid and in flags")
+    return {"name": values.get("name"), "workers": workers, "grid": grid, "flags": flags}
+
+
+def did_you_mean(word, candidates):
+    close = difflib.get_close_matches(str(word), list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_sweep_name(name, workers, trials):
+    """A trial's TFJob, its pods and their Services are named after the sweep: DNS-1035 labels."""
+    if not isinstance(name, str) or not DNS_1035.fullmatch(name):
+        raise UsageError(f"the sweep's name {name!r} must be lower-case letters, digits and '-', "
+                         "starting with a letter (set it with --name or in the values file)")
+    longest = f"{name}-t{trials:02d}-worker-{max(workers - 1, 0)}"
+    if len(longest) > MAX_NAME:
+        raise UsageError(f"the sweep's name {name!r} is too long: a trial's Service {longest} "
+                         f"would exceed {MAX_NAME} characters")
+
+
+def plan(values, name, base_flags, path):
+    """The trials: one per combination of the grid, in order, each checked by the trainer."""
+    grid, fixed = values["grid"], values["flags"]
+    known = set(trainer_parse({})) - set(SWEEP_SETS)
+    for section, names in (("grid", grid), ("flags", fixed)):
+        for flag in names:
+            if flag in SWEEP_SETS:
+                raise UsageError(f"{path}: {section}.{flag}: the sweep sets it for each trial "
+                                 f"({NFS}/runs/<sweep>/<trial>, {NFS}/exports/<sweep>/<trial>)")
+            if flag not in known:
+                raise UsageError(f"{path}: {section}.{flag} is not a flag of the trainer{did_you_mean(flag, known)} "
+                                 "(see python src/main.py --help)")
+    common = {**base_flags, **fixed}
+    context = "kube/tfjob.yaml's args with the values file's flags"
+    try:
+        trainer_parse(common)
+        for flag, options in grid.items():
+            for value in options:
+                context = f"{path}: grid.{flag}"
+                trainer_parse({**common, flag: value})
+    except UsageError as err:
+        raise UsageError(f"{context}: {err}") from None
+
+    combinations = list(itertools.product(*grid.values()))
+    check_sweep_name(name, values["workers"], len(combinations))
+    width = max(2, len(str(len(combinations))))
+    trials = []
+    for number, combination in enumerate(combinations, 1):
+        trial_id = f"t{number:0{width}d}"
+        flags = {**common, **dict(zip(grid, combination)),
+                 "model_dir": f"{NFS}/runs/{name}/{trial_id}", "export_dir": f"{NFS}/exports/{name}/{trial_id}"}
+        try:
+            settings = trainer_parse(flags)
+        except UsageError as err:
+            raise UsageError(f"{path}: trial {trial_id} ({dict(zip(grid, combination))}): {err}") from None
+        params = {flag: settings[flag] for flag in grid}
+        labels = {flag: label_value(value) for flag, value in params.items()}
+        for flag, value in labels.items():
+            if len(value) > 63 or not LABEL_VALUE.fullmatch(value):
+                raise UsageError(f"{path}: grid.{flag}: {value!r} cannot be a Kubernetes label value "
+                                 "(at most 63 letters, digits, '-', '_' and '.')")
+        trials.append(Trial(trial_id, f"{name}-{trial_id}", params, settings, to_args({**flags, **params}),
+                            labels, flags["model_dir"], flags["export_dir"]))
+    return trials
+
+
+# ---------------------------------------------------------------- rendering
+
+def load_base():
+    """kube/tfjob.yaml as a plain tree (its YAML alias *trainer expanded: each replica its own copy)."""
+    try:
+        docs = [d for d in yaml.safe_load_all(BASE.read_text()) if d]
+    except OSError as err:
+        raise UserError(f"cannot read {BASE.relative_to(REPO)}, the TFJob every trial is built on: {err.strerror}") from None
+    tfjobs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "TFJob"]
+    if len(tfjobs) != 1:
+        raise UserError(f"{BASE.relative_to(REPO)} must hold exactly one TFJob, not {len(tfjobs)}")
+    return json.loads(json.dumps(tfjobs[0]))
+
+
+def base_container(base):
+    """The `tensorflow` container of the base's first replica: its image and trainer args are the defaults."""
+    replica = next(iter(base["spec"]["tfReplicaSpecs"].values()))
+    return next(c for c in replica["template"]["spec"]["containers"] if c.get("name") == tfjob_check.CONTAINER)
+
+
+def merge(base, overlay):
+    """`overlay` onto `base` as `kubectl patch` would: mappings by key, lists of named items by name."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        return {**base, **{k: merge(base[k], v) if k in base else v for k, v in overlay.items()}}
+    named = lambda items: isinstance(items, list) and all(isinstance(i, dict) and "name" in i for i in items)  # noqa: E731
+    if named(base) and named(overlay):
+        patches = {item["name"]: item for item in overlay}
+        merged = [merge(item, patches.pop(item["name"])) if item["name"] in patches else item for item in base]
+        return merged + list(patches.values())
+    return overlay
+
+
+def render(trials, sweep, namespace, image, workers, base):
+    """One TFJob per trial, each checked as the API server and the operator would check it."""
+    replica_types = list(base["spec"]["tfReplicaSpecs"])
+    if workers and "Worker" not in replica_types:
+        raise UserError(f"{BASE.relative_to(REPO)} has no Worker replica to give {workers} workers")
+    template = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), undefined=jinja2.StrictUndefined,
+                                  keep_trailing_newline=True).get_template(TEMPLATE)
+    docs = []
+    for trial in trials:
+        overlay = yaml.safe_load(template.render(trial=trial, sweep=sweep, namespace=namespace, image=image,
+                                                 workers=workers, replica_types=replica_types))
+        doc = merge(base, overlay)
+        specs = doc["spec"]["tfReplicaSpecs"]
+        for replica_type in [t for t, spec in specs.items() if spec.get("replicas", 1) == 0]:
+            del specs[replica_type]
+        found = tfjob_check.problems(doc)
+        if found:
+            raise UserError(f"trial {trial.job} would be rejected by the cluster: {found[0]}")
+        docs.append(doc)
+    return docs
+
+
+def write_manifests(trials, docs, out):
+    """One file per trial, <out>/<job>.yaml; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for trial, doc in zip(trials, docs):
+        path = out / f"{trial.job}.yaml"
+        header = (f"# Trial {trial.id} of sweep {doc['metadata']['labels']['sweep']}: {trial.describe()}\n"
+                  "# Rendered by templated/run.sh from kube/tfjob.yaml and templated/trial.yaml.j2:"
+                  " edit those and the values file, not this.\n")
+        path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=120))
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------- running trials, N at a time
+
+def at_most(parallel, trials, start, outcome, interval):
+    """Start `parallel` trials, then the next each time one finishes; return {trial id: outcome}.
+
+    `start(trial)` launches a trial; `outcome(trial)` is None while it runs,
+    then a word such as "Succeeded" or "Failed".
+    """
+    waiting, running, outcomes, began = list(trials), [], {}, {}
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            trial = waiting.pop(0)
+            start(trial)
+            running.append(trial)
+            began[trial.id] = time.time()
+        finished = [(trial, result) for trial in running if (result := outcome(trial))]
+        for trial, result in finished:
+            running.remove(trial)
+            outcomes[trial.id] = result
+            print(f"{trial.job}: {result} after {time.time() - began[trial.id]:.0f}s ({trial.describe()}); "
+                  f"{len(outcomes)} of {len(trials)} done", flush=True)
+        if not finished and (waiting or running):
+            time.sleep(interval)
+    return outcomes
+
+
+def report(outcomes, trials, where):
+    failed = [t.job for t in trials if outcomes.get(t.id) != "Succeeded"]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(trials)} trials did not succeed: {', '.join(failed)} ({where})")
+
+
+def kubectl(*args, check=True):
+    exe = shutil.which("kubectl")
+    if not exe:
+        raise UserError("kubectl is not on PATH: install it and point it at your cluster, or preview with "
+                        "--dry-run --out DIR, or run the sweep here with --local")
+    result = subprocess.run([exe, *map(str, args)], capture_output=True, text=True)
+    if check and result.returncode:
+        last = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        raise UserError(f"kubectl {' '.join(map(str, args[:2]))} failed: {last}")
+    return result
+
+
+def tfjob_outcome(trial, namespace):
+    """'Succeeded' or 'Failed' once the TFJob's condition says so; 'Deleted' if it is gone; else None."""
+    result = kubectl("get", "tfjob", trial.job, "-n", namespace, "-o", f"jsonpath={JSONPATH}", check=False)
+    if result.returncode:
+        return "Deleted" if "NotFound" in result.stderr else None  # anything else: try again next poll
+    conditions = result.stdout.split()
+    return next((c for c in DONE if c in conditions), None)
+
+
+def submit(trials, paths, namespace, parallel, interval):
+    """kubectl apply every trial, or `parallel` at a time, submitting the next as one finishes."""
+    by_id = dict(zip((t.id for t in trials), paths))
+
+    def start(trial):
+        print(kubectl("apply", "-f", by_id[trial.id]).stdout.strip(), flush=True)
+
+    selector = f"sweep={trials[0].job.rsplit('-', 1)[0]}"
+    watch = f"kubectl get tfjobs -n {namespace} -l {selector} -L {','.join(['trial', *trials[0].params])}"
+    if not parallel or parallel >= len(trials):
+        for trial in trials:
+            start(trial)
+        print(f"submitted {len(trials)} trials; watch them with: {watch}")
+        return
+    print(f"submitting {len(trials)} trials, {parallel} at a time (polling every {interval:g}s; "
+          f"Ctrl-C stops submitting, the submitted ones go on); watch them with: {watch}", flush=True)
+    outcomes = at_most(parallel, trials, start, lambda trial: tfjob_outcome(trial, namespace), interval)
+    report(outcomes, trials, f"kubectl describe tfjob -n {namespace} NAME")
+
+
+def run_local(trials, paths, root, parallel, trainer_args, logs):
+    """Run every trial with src/tfjob_local.py (one process per replica), `parallel` trials at a time."""
+    processes = {}
+
+    def start(trial):
+        log = logs / f"{trial.id}.log"
+        command = [sys.executable, str(SRC / "tfjob_local.py"), str(paths[trials.index(trial)]), "--root", str(root)]
+        if trainer_args:
+            command += ["--", *trainer_args]
+        env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+        with open(log, "w") as out:
+            processes[trial.id] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        print(f"{trial.job}: started ({trial.describe()}), log {log}", flush=True)
+
+    def outcome(trial):
+        code = processes[trial.id].poll()
+        return None if code is None else "Succeeded" if code == 0 else f"Failed (exit {code})"
+
+    try:
+        outcomes = at_most(parallel, trials, start, outcome, interval=1.0)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+    report(outcomes, trials, f"see their logs in {logs}")
+
+
+def write_hparams_config(trials, logdir):
+    """The experiment for TensorBoard's HParams view: the grid's domains and the metrics to compare."""
+    tf = quiet_import("tensorflow")
+    from tensorboard.plugins.hparams import api as hp
+    hparams = [hp.HParam(flag, hp.Discrete(sorted({t.params[flag] for t in trials}))) for flag in trials[0].params]
+    metrics = [hp.Metric("accuracy", group="eval", display_name="validation accuracy"),
+               hp.Metric("accuracy", group="test", display_name="test accuracy"),
+               hp.Metric("loss", group="eval", display_name="validation loss")]
+    with tf.summary.create_file_writer(str(logdir)).as_default():
+        hp.hparams_config(hparams=hparams, metrics=metrics)
+
+
+# ---------------------------------------------------------------- command line
+
+HELP = f"""
+Modes (default: submit every trial to the cluster with kubectl apply):
+  --dry-run --out DIR  write one TFJob per trial to DIR/<sweep>-tNN.yaml and print the paths
+  --local              run every trial here with src/tfjob_local.py (the manifest's replicas as processes);
+                       {NFS} is --root. Trainer flags after -- are appended to every trial's, e.g.
+                       templated/run.sh --local -- --dataset mini --steps 300
+  --delete             kubectl delete the sweep's TFJobs (label sweep=<name>); their files stay on the volume
+  --results            rank the trials by final test accuracy from their TensorBoard event files under --root
+                       (<root>/runs/<sweep>/<trial>) and say which export to serve; writes results.csv and
+                       results.png (accuracy by learning rate) to --out, default <root>/sweeps/<sweep>.
+
+Files:
+  values   {VALUES.relative_to(REPO)}: name, workers, grid (flag: [values...], one trial per combination),
+           flags (flag: value, the same for every trial). Flags are src/main.py's, without dashes.
+  base     {BASE.relative_to(REPO)}: every trial is this TFJob with its own name, labels (sweep, trial and one
+           per grid flag), image, Workers, and trainer args; model_dir {NFS}/runs/<sweep>/<trial>,
+           export_dir {NFS}/exports/<sweep>/<trial>.
+
+Results of a cluster sweep: copy the sweep's summaries and export versions (not the weights) from the
+TensorBoard pod, which mounts the volume at {NFS}, then read them like a local sweep:
+  mkdir -p runs/cluster && kubectl exec -n NS deploy/tensorboard -- tar -C {NFS} -cf - \\
+      --exclude='*.data-*' --exclude='*.index' runs/<sweep> exports/<sweep> | tar -C runs/cluster -xf -
+  templated/run.sh --results --root runs/cluster     # paths shown under runs/cluster are {NFS}/... on the cluster
+"""
+
+
+def parse_args(argv):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    trainer_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    p = ArgumentParser(prog="templated/run.sh", description="Run a hyperparameter sweep: one TFJob per "
+                       "combination of the values file's grid.", epilog=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--values", default=str(VALUES), metavar="FILE", help="the sweep's values (default: %(default)s)")
+    p.add_argument("--name", metavar="SWEEP", help="the sweep's name (default: the values file's name)")
+    p.add_argument("--namespace", help="the trials' namespace (default: kube/tfjob.yaml's, or 'default')")
+    p.add_argument("--image", help="the trainer image, pinned (default: kube/tfjob.yaml's)")
+    p.add_argument("--parallel", type=int, metavar="N",
+                   help="at most N trials at once; the rest wait and start as others finish "
+                        "(default: the cluster takes all at once, --local runs 1 at a time)")
+    p.add_argument("--poll", type=float, default=15.0, metavar="SECONDS",
+                   help="with --parallel on the cluster: how often to ask for the trials' status (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", help="where --dry-run writes the YAML and --results the CSV and PNG")
+    p.add_argument("--root", default=str(LOCAL_ROOT.relative_to(REPO)), metavar="DIR",
+                   help="what stands for the volume (%s) with --local and --results (default: %%(default)s)" % NFS)
+    mode = p.add_mutually_exclusive_group()
+    for flag, text in (("--dry-run", "write the YAML to --out, submit nothing"), ("--local", "run the trials here"),
+                       ("--delete", "delete the sweep's TFJobs"), ("--results", "rank the trials")):
+        mode.add_argument(flag, action="store_true", help=text)
+    args = p.parse_args(argv)
+    args.trainer_args = trainer_args
+    if args.dry_run and not args.out:
+        p.error("--dry-run needs --out DIR")
+    if trainer_args and not args.local:
+        p.error("trainer flags after -- apply to --local only: put them in the values file's flags")
+    if args.parallel is not None and args.parallel < 1:
+        p.error(f"--parallel must be 1 or more, not {args.parallel}")
+    if args.poll <= 0:
+        p.error(f"--poll must be positive, not {args.poll:g}")
+    return args
+
+
+@entry_point
+def main(argv=None):
+    args = parse_args(argv)
+    values = load_values(args.values)
+    name = args.name or values["name"]
+    if args.delete:
+        check_sweep_name(name, 0, 1)
+        namespace = args.namespace or load_base()["metadata"].get("namespace", "default")
+        print(kubectl("delete", "tfjobs", "-n", namespace, "-l", f"sweep={name}").stdout.strip() or
+              f"no TFJobs with label sweep={name} in namespace {namespace}")
+        return
+
+    base = load_base()
+    container = base_container(base)
+    trials = plan(values, name, parse_flags(container.get("args", [])), args.values)
+    root = Path(args.root)
+    if args.results:
+        import results  # noqa: E402  (after plan(): TensorFlow is loaded quietly by then)
+        sys.exit(results.main(trials, name, root, Path(args.out) if args.out else root / "sweeps" / name, NFS))
+
+    namespace = args.namespace or base["metadata"].get("namespace", "default")
+    docs = render(trials, name, namespace, args.image or container["image"], values["workers"], base)
+    if args.dry_run:
+        for path in write_manifests(trials, docs, args.out):
+            print(path)
+    elif args.local:
+        sweep_dir = root / "sweeps" / name
+        paths = write_manifests(trials, docs, sweep_dir)
+        write_hparams_config(trials, root / "runs" / name)
+        run_local(trials, paths, root, args.parallel or 1, args.trainer_args, sweep_dir)
+        print(f"all {len(trials)} trials succeeded; rank them with: templated/run.sh --results --root {root}"
+              + (f" --values {args.values}" if args.values != str(VALUES) else ""))
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"{name}-") as out:
+            submit(trials, write_manifests(trials, docs, out), namespace, args.parallel, args.poll)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The trainer: it learns, resumes after a kill, exports what TensorFlow Serving loads, and refuses bad flags."""
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import mnist_data
+from conftest import SRC, assert_one_line_error, run_script
+
+
+def test_short_run_learns_far_above_chance(trained_model):
+    accuracy = float(re.search(r"test accuracy ([\d.]+)%", trained_model["stdout"]).group(1))
+    assert accuracy > 90.0, trained_model["stdout"]
+    progress = re.findall(r"^step +(\d+)/300 .*validation loss [\d.]+ acc ([\d.]+)%", trained_model["stdout"], re.M)
+    assert [int(step) for step, _ in progress] == [150, 300]
+
+
+@pytest.mark.slow
+def test_export_has_the_serving_signatures_with_exact_names_dtypes_and_shapes(trained_model):
+    import tensorflow as tf
+    loaded = tf.saved_model.load(str(trained_model["version"]))
+    assert set(loaded.signatures) == {"predict", "serving_default"}
+    for name in ("predict", "serving_default"):
+        signature = loaded.signatures[name]
+        (spec,) = signature.structured_input_signature[1].values()
+        assert list(signature.structured_input_signature[1]) == ["image"]
+        assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, 28, 28, 1]
+        outputs = signature.structured_outputs
+        assert set(outputs) == {"classes", "probabilities"}
+        assert outputs["classes"].dtype == tf.int64 and outputs["classes"].shape.as_list() == [None]
+        assert outputs["probabilities"].dtype == tf.float32
+        assert outputs["probabilities"].shape.as_list() == [None, 10]
+
+    # Raw 0..255 pixels in, as a PNG holds them: the model rescales by itself.
+    test_x, test_y = mnist_data.load("mini")["test"]
+    result = loaded.signatures["predict"](image=tf.constant(test_x[:500, ..., None], tf.float32))
+    assert result["classes"].numpy().dtype == np.int64
+    assert np.mean(result["classes"].numpy() == test_y[:500]) > 0.9
+    np.testing.assert_allclose(result["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_summaries_are_readable_by_tensorboard(trained_model):
+    from tensorboard.backend.event_processing import event_accumulator
+    tags = {}
+    for run in ("train", "eval", "test"):
+        acc = event_accumulator.EventAccumulator(str(trained_model["model_dir"] / run))
+        acc.Reload()
+        tags[run] = set(acc.Tags()["tensors"])
+    assert {"loss", "accuracy", "learning_rate"} <= tags["train"]
+    assert {"loss", "accuracy"} <= tags["eval"] and {"loss", "accuracy"} <= tags["test"]
+
+
+@pytest.mark.slow
+def test_rerun_exports_a_new_version_and_keeps_the_first(trained_model):
+    first = trained_model["version"]
+    before = {p.name: p.stat().st_mtime_ns for p in first.rglob("*")}
+    result = run_script("main.py", "--steps", 300, "--model_dir", trained_model["model_dir"],
+                        "--export_dir", trained_model["export_dir"])
+    assert result.returncode == 0, result.stderr
+    assert "already trained to step 300 of 300" in result.stdout
+    versions = sorted(int(p.name) for p in trained_model["export_dir"].iterdir() if p.name.isdigit())
+    assert len(versions) == 2 and versions[0] == int(first.name) and versions[1] > versions[0]
+    assert {p.name: p.stat().st_mtime_ns for p in first.rglob("*")} == before
+    assert not [p for p in trained_model["export_dir"].iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_from_its_last_checkpoint(tmp_path):
+    model_dir, export_dir = tmp_path / "model", tmp_path / "export"
+    args = [sys.executable, str(SRC / "main.py"), "--steps", "160", "--eval_every", "40",
+            "--checkpoint_every", "40", "--hidden_layers", "1", "--model_dir", str(model_dir),
+            "--export_dir", str(export_dir)]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (model_dir / "ckpt-40.index").exists():
+        assert first.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not export_dir.exists()
+
+    second = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    resumed = int(re.search(r"resuming from .*ckpt-(\d+) at step (\d+)", second.stdout).group(2))
+    assert resumed >= 40
+    steps = [int(s) for s in re.findall(r"^step +(\d+)/160", second.stdout, re.M)]
+    assert steps and steps[0] > resumed and steps[-1] == 160
+    assert len([p for p in export_dir.iterdir() if p.name.isdigit()]) == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hidden_layers", "0"], "--hidden_layers must be 1 to 4"),
+    (["--hidden_layers", "5"], "--hidden_layers must be 1 to 4"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--learning_rate", "-0.1"], "--learning_rate must be a positive number"),
+    (["--learning_rate", "nan"], "--learning_rate must be a positive number"),
+    (["--batch_size", "ten"], "invalid int value: 'ten'"),
+    (["--stpes", "10"], "unrecognized arguments: --stpes"),
+])
+def test_impossible_flags_fail_with_one_line(flags, message, tmp_path):
+    result = run_script("main.py", *flags, "--model_dir", tmp_path / "m", "--export_dir", tmp_path / "e")
+    assert_one_line_error(result, message)
+    assert result.returncode == 2
+    assert not (tmp_path / "m").exists() and not (tmp_path / "e").exists()
+
+
+def test_malformed_tf_config_fails_with_one_line(tmp_path):
+    result = run_script("main.py", "--model_dir", tmp_path / "m", env={"TF_CONFIG": "{not json"})
+    assert_one_line_error(result, "TF_CONFIG is not valid JSON")
+
+
+def test_help_describes_every_flag():
+    result = run_script("main.py", "--help")
+    assert result.returncode == 0
+    for flag in ("--steps", "--hidden_layers", "--learning_rate", "--model_dir", "--export_dir",
+                 "--batch_size", "--dataset", "--data_dir", "--eval_every"):
+        assert flag in result.stdout
