@@ -4,7 +4,7 @@
 
 IMAGE     ?= ghcr.io/example/mnist-trainer
 TAG       ?= 0.1.0
-NAMESPACE ?= default
+NAMESPACE ?= $(or $(shell kubectl config view --minify -o 'jsonpath={..namespace}' 2>/dev/null),default)
 
 PYTHON_BIN ?= python3
 VENV       ?= .venv
@@ -42,6 +42,29 @@ train: venv ## Train on the shipped mini data into runs/local (model_dir and exp
 bench-train: venv ## Images/s of our trainer vs. plain Keras fit, and test accuracy
 	$(PYTHON) src/bench_train.py
 
+# The whole local path in one command, and the same path as a notebook.
+DEMO_STEPS ?= 600
+# Extra flags for src/demo.py, e.g. DEMO_FLAGS=--retrain
+DEMO_FLAGS ?=
+# JupyterLab is not needed by the tests: `make lab` installs this version on first use.
+JUPYTERLAB ?= jupyterlab==4.6.6
+
+.PHONY: demo
+demo: venv ## Train (or reuse runs/demo), serve locally and predict data/0.png..9.png (DEMO_STEPS=600)
+	$(PYTHON) src/demo.py --steps $(DEMO_STEPS) --workdir $(RUNS)/demo $(DEMO_FLAGS)
+
+.PHONY: notebook
+notebook: venv ## Run notebooks/walkthrough.ipynb headless; the executed copy goes to runs/notebook/
+	@mkdir -p $(RUNS)/notebook
+	$(VENV)/bin/jupyter-execute notebooks/walkthrough.ipynb --kernel_name=python3 --timeout=900 \
+	  --output=$(abspath $(RUNS))/notebook/walkthrough
+	@echo "executed: $(RUNS)/notebook/walkthrough.ipynb (open it in JupyterLab: make lab)"
+
+.PHONY: lab
+lab: venv ## Open the walkthrough in JupyterLab (installs $(JUPYTERLAB) into .venv on first use)
+	@$(VENV)/bin/jupyter-lab --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet $(JUPYTERLAB)
+	$(VENV)/bin/jupyter-lab notebooks/walkthrough.ipynb
+
 # ---------------------------------------------------------------- local: serve and predict
 
 # ---------------------------------------------------------------- local: distributed (TFJob) runs
@@ -49,3 +72,178 @@ bench-train: venv ## Images/s of our trainer vs. plain Keras fit, and test accur
 # ---------------------------------------------------------------- local: sweep
 
 # ---------------------------------------------------------------- cluster
+# The cluster path (README, "On the cluster"): `make build push deploy`, then
+# one target per step. Every manifest goes through src/render_manifests.py,
+# which writes IMAGE:TAG and NAMESPACE into it: nobody edits YAML by hand.
+# Targets that talk to the cluster first run check-cluster.
+
+# GKE nodes are amd64: an image built on an arm64 laptop would not start there.
+PLATFORM  ?= linux/amd64
+# A managed ReadWriteMany storage class (standard-rwx: Filestore on GKE) to use
+# instead of the in-cluster NFS server of kube/nfs.yaml; empty: the NFS server.
+RWX_CLASS ?=
+RWX_SIZE  ?= 1Ti
+# Sweep trials (TFJobs) running at once: two fit in an attendee's quota beside the rest.
+SWEEP_PARALLEL ?= 2
+# The names the manifests give their workloads (tests/test_makefile.py keeps them in step).
+JOB       ?= mnist-train
+TFJOB     ?= mnist-tfjob
+SERVING   ?= mnist-serving
+# The instructor's part: attendees (namespace names), where their files go, token lifetime.
+ATTENDEES      ?=
+INSTRUCTOR_DIR ?= $(RUNS)/instructor
+TOKEN_DURATION ?= 24h
+# The Kubeflow training operator v1.9 (the last line that runs TFJobs), its newest
+# patch. The repository was kubeflow/training-operator until 2025; GitHub redirects.
+TRAINING_OPERATOR ?= github.com/kubeflow/trainer.git/manifests/overlays/standalone?ref=v1.9.4
+
+KUBECTL = kubectl --namespace $(NAMESPACE)
+RENDER  = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --namespace $(NAMESPACE)$(if $(RWX_CLASS), --rwx-storage-class $(RWX_CLASS) --rwx-size $(RWX_SIZE))
+# Wait (30 s at most) until something listens on localhost:$(1): a port-forward started in the background.
+wait_port = i=0; until $(PYTHON) -c 'import socket; socket.create_connection(("127.0.0.1", $(1)), 1)' 2>/dev/null; do \
+	i=$$((i + 1)); [ $$i -lt 30 ] || { echo "error: kubectl port-forward to localhost:$(1) did not come up" >&2; exit 1; }; sleep 1; done
+
+# Step 3 (deploy), first: the NFS server and its disk; once the server runs, the
+# PersistentVolume (cluster-scoped, so only if we may create it: the
+# instructor, or you on your own cluster) pointing at the server's ClusterIP;
+# then the claim mnist-nfs must be Bound to it.
+define storage_steps
+@echo "== storage: kube/nfs.yaml in namespace $(NAMESPACE)"
+$(RENDER) --scope namespaced kube/nfs.yaml | $(KUBECTL) apply -f -
+$(if $(RWX_CLASS),@echo "the claim mnist-nfs binds to a new $(RWX_CLASS) volume when the first pod mounts it",$(KUBECTL) rollout status deployment/nfs-server --timeout=5m)
+$(if $(RWX_CLASS),,@if kubectl auth can-i create persistentvolumes >/dev/null 2>&1; then \
+	ip=$$($(KUBECTL) get service nfs-server --output 'jsonpath={.spec.clusterIP}') && \
+	echo "PersistentVolume mnist-nfs-$(NAMESPACE) -> NFS server $$ip:/" && \
+	$(RENDER) --scope cluster --nfs-server "$$ip" kube/nfs.yaml | kubectl apply -f - || exit 1; fi)
+$(if $(RWX_CLASS),,@$(KUBECTL) wait --for=jsonpath='{.status.phase}'=Bound persistentvolumeclaim/mnist-nfs --timeout=2m || \
+	{ echo "error: the claim mnist-nfs is not Bound: its PersistentVolume mnist-nfs-$(NAMESPACE) is missing. It is cluster-scoped, so the instructor creates it: ask for 'make instructor-namespaces ATTENDEES=$(NAMESPACE)'" >&2; exit 1; })
+endef
+
+# Step 3 (deploy), second: TensorBoard over /mnt/nfs/runs.
+define tensorboard_steps
+@echo "== TensorBoard: kube/tensorboard.yaml"
+$(RENDER) kube/tensorboard.yaml | $(KUBECTL) apply -f -
+$(KUBECTL) rollout status deployment/tensorboard --timeout=10m
+endef
+
+# Step 3 (deploy), last: the training Job. A Job's pod template cannot change, so the
+# previous run's Job is deleted first; the new one resumes from its checkpoints.
+define job_steps
+@echo "== training: kube/job.yaml"
+$(RENDER) kube/job.yaml | $(KUBECTL) delete --ignore-not-found -f -
+$(RENDER) kube/job.yaml | $(KUBECTL) apply -f -
+endef
+
+# A TFJob, checked offline first (src/tfjob_check.py), then replaced as a Job is.
+define tfjob_steps
+$(PYTHON) src/tfjob_check.py $(1)
+$(RENDER) $(1) | $(KUBECTL) delete --ignore-not-found -f -
+$(RENDER) $(1) | $(KUBECTL) apply -f -
+@echo "follow its chief:  make logs TFJOB=$(2)"
+endef
+
+.PHONY: check-cluster
+check-cluster: ## Step 1: check that kubectl is installed and its context is your namespace
+	@command -v kubectl >/dev/null 2>&1 || { echo "error: kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/" >&2; exit 1; }
+	@context=$$(kubectl config current-context 2>/dev/null) || { echo "error: kubectl has no current context: export KUBECONFIG=<the kubeconfig file you were given>" >&2; exit 1; }; \
+	ns=$$(kubectl config view --minify --output 'jsonpath={..namespace}' 2>/dev/null); \
+	if [ -n "$$ns" ] && [ "$$ns" != "$(NAMESPACE)" ]; then echo "error: kubectl context $$context works in namespace $$ns but NAMESPACE is $(NAMESPACE): export NAMESPACE=$$ns" >&2; exit 1; fi; \
+	echo "cluster: context $$context, namespace $(NAMESPACE)"
+
+.PHONY: check-image
+check-image:
+	@if [ "$(IMAGE)" = "ghcr.io/example/mnist-trainer" ]; then echo "error: IMAGE is the placeholder $(IMAGE): give a registry you can push to, e.g. export IMAGE=europe-docker.pkg.dev/PROJECT/workshop/$(NAMESPACE)-mnist" >&2; exit 1; fi
+
+.PHONY: build
+build: check-image ## Step 2: build the trainer image IMAGE:TAG for PLATFORM (the full MNIST set inside)
+	@command -v docker >/dev/null 2>&1 || { echo "error: docker is not installed: see https://docs.docker.com/get-docker/" >&2; exit 1; }
+	docker build --platform $(PLATFORM) -f src/Dockerfile -t $(IMAGE):$(TAG) .
+
+.PHONY: push
+push: check-image ## Step 2: push IMAGE:TAG to its registry (log in to it first)
+	docker push $(IMAGE):$(TAG)
+
+.PHONY: deploy
+deploy: check-cluster check-image venv ## Step 3: storage (NFS), then TensorBoard, then training (the Job)
+	$(storage_steps)
+	$(tensorboard_steps)
+	$(job_steps)
+	@echo "deployed. Follow the training: kubectl logs -f --pod-running-timeout=5m job/$(JOB); watch it: make tensorboard"
+
+.PHONY: storage
+storage: check-cluster venv ## Step 3's storage alone: the NFS server, its disk and the shared claim mnist-nfs
+	$(storage_steps)
+
+.PHONY: job
+job: check-cluster check-image venv ## Step 3's training again: a new Job (kube/job.yaml), following its logs
+	$(job_steps)
+	$(KUBECTL) logs --follow --pod-running-timeout=10m job/$(JOB)
+
+.PHONY: tensorboard
+tensorboard: check-cluster ## Step 4: TensorBoard on http://localhost:6006 (a port-forward; Ctrl-C stops it)
+	@echo "TensorBoard: http://localhost:6006   (Ctrl-C to stop)"
+	$(KUBECTL) port-forward service/tensorboard 6006:6006
+
+.PHONY: tfjob
+tfjob: check-cluster check-image venv ## Step 5: train on 3 replicas at once (kube/tfjob.yaml)
+	$(call tfjob_steps,kube/tfjob.yaml,mnist-tfjob)
+
+.PHONY: tfjob-ps
+tfjob-ps: check-cluster check-image venv ## Step 6: train with a parameter server (kube/tfjob-ps.yaml)
+	$(call tfjob_steps,kube/tfjob-ps.yaml,mnist-tfjob-ps)
+
+.PHONY: logs
+logs: check-cluster ## Follow the chief of TFJOB (default mnist-tfjob; TFJOB=mnist-tfjob-ps for step 6)
+	@i=0; until $(KUBECTL) get pod $(TFJOB)-chief-0 >/dev/null 2>&1; do i=$$((i + 1)); \
+	[ $$i -lt 60 ] || { echo "error: no pod $(TFJOB)-chief-0 after 2 minutes: kubectl describe tfjob $(TFJOB)" >&2; exit 1; }; sleep 2; done
+	$(KUBECTL) logs --follow --pod-running-timeout=10m $(TFJOB)-chief-0 -c tensorflow
+
+.PHONY: serve
+serve: check-cluster venv ## Step 7: serve the newest export with TensorFlow Serving (kube/serving.yaml)
+	$(RENDER) kube/serving.yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) rollout status deployment/$(SERVING) --timeout=10m
+
+.PHONY: predict
+predict: check-cluster venv ## Step 8: classify data/*.png with the served model, from this laptop
+	@$(KUBECTL) port-forward service/$(SERVING) 8500:8500 >/dev/null & pid=$$!; trap "kill $$pid" EXIT; \
+	$(call wait_port,8500); \
+	$(PYTHON) src/client.py --host localhost --port 8500 --image data --model mnist --signature_name predict
+
+.PHONY: sweep
+sweep: check-cluster check-image venv ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once
+	templated/run.sh --namespace $(NAMESPACE) --image $(IMAGE):$(TAG) --parallel $(SWEEP_PARALLEL)
+
+.PHONY: clean
+clean: check-cluster venv ## Delete what the steps created; keeps the storage (NFS server, claim, runs, exports)
+	$(RENDER) $(wildcard kube/job.yaml kube/tfjob.yaml kube/tfjob-ps.yaml kube/tensorboard.yaml kube/serving.yaml) \
+	  | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUBECTL) delete tfjobs --selector sweep --ignore-not-found
+
+.PHONY: clean-storage
+clean-storage: check-cluster venv ## Delete the NFS server, its disk and the claim mnist-nfs: every run and export is lost
+	$(RENDER) --scope namespaced kube/nfs.yaml | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: instructor-operator
+instructor-operator: check-cluster ## Instructor, once per cluster: install the Kubeflow training operator v1.9
+	kubectl apply --server-side -k "$(TRAINING_OPERATOR)"
+	kubectl --namespace kubeflow rollout status deployment/training-operator --timeout=5m
+	kubectl get crd tfjobs.kubeflow.org
+
+.PHONY: instructor-namespaces
+instructor-namespaces: venv ## Instructor: per attendee a namespace, quota, role, storage and kubeconfig (ATTENDEES="alice bob")
+	@[ -n "$(ATTENDEES)" ] || { echo 'error: name the attendees: make instructor-namespaces ATTENDEES="alice bob"' >&2; exit 2; }
+	$(PYTHON) templated/instructor/namespaces.py --out $(INSTRUCTOR_DIR)$(if $(RWX_CLASS), --rwx-storage-class $(RWX_CLASS)) $(ATTENDEES)
+	@if ! command -v kubectl >/dev/null 2>&1 || ! kubectl config current-context >/dev/null 2>&1; then \
+	  echo "no cluster in kubectl's context: rendered only. Apply: kubectl apply -f $(INSTRUCTOR_DIR)/<name>.yaml"; exit 0; fi; \
+	for a in $(ATTENDEES); do \
+	  kubectl apply -f $(INSTRUCTOR_DIR)/$$a.yaml || exit 1; \
+	  $(MAKE) --no-print-directory storage NAMESPACE=$$a || exit 1; \
+	done; \
+	$(PYTHON) templated/instructor/namespaces.py --out $(INSTRUCTOR_DIR) --kubeconfigs --duration $(TOKEN_DURATION) $(ATTENDEES)
+
+.PHONY: instructor-clean
+instructor-clean: check-cluster ## Instructor: delete the attendees' namespaces and volumes, with all they hold (ATTENDEES=...)
+	@[ -n "$(ATTENDEES)" ] || { echo 'error: name the attendees: make instructor-clean ATTENDEES="alice bob"' >&2; exit 2; }
+	for a in $(ATTENDEES); do \
+	  kubectl delete namespace $$a --ignore-not-found && kubectl delete persistentvolume mnist-nfs-$$a --ignore-not-found || exit 1; \
+	done

@@ -58,11 +58,11 @@ def read_role(environ=os.environ):
         role = Role(cluster=cluster, task_type=str(task.get("type", "")), task_index=int(task.get("index", 0)))
     except (ValueError, TypeError, AttributeError) as err:
         raise UsageError(f"TF_CONFIG is not valid JSON of the form {{cluster, task}}: {err}") from None
+    if role.task_type == "evaluator":  # the operator leaves evaluators out of the cluster
+        raise UsageError("an Evaluator replica is not supported: the chief evaluates as it trains")
     unknown = set(cluster) - set(KNOWN_TYPES)
     if unknown or role.task_type not in cluster or not 0 <= role.task_index < len(cluster[role.task_type]):
         raise UsageError(f"TF_CONFIG task {role.name} does not fit its cluster {sorted(cluster)}")
-    if role.task_type == "evaluator":
-        raise UsageError("an Evaluator replica is not supported: the chief evaluates as it trains")
     return role
 
 
@@ -87,3 +87,21 @@ def make_strategy(role):
         server.join()
         sys.exit(0)
     return tf.distribute.ParameterServerStrategy(resolver)
+
+
+def wait_for_every_replica(strategy, role):
+    """Under MultiWorkerMirroredStrategy, hold every replica until the chief has exported.
+
+    A last all-reduce that all replicas join: workers that exited while the
+    chief still evaluates and exports would look crashed to the chief's
+    coordination service, which would then wait for their heartbeats to time
+    out before letting it exit. Once the chief has exported, a peer lost here
+    no longer matters to it.
+    """
+    if role.mode != "multi_worker":
+        return
+    try:
+        tf.function(lambda: strategy.reduce("SUM", strategy.run(lambda: tf.constant(1)), axis=None))()
+    except tf.errors.OpError:
+        if not role.is_chief:
+            raise

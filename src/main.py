@@ -167,12 +167,24 @@ def train(args, role, strategy):
     dataset_fn = lambda _=None: training_dataset(train_x, train_y, args.batch_size, args.augment, args.seed)  # noqa: E731
     if role.mode == "parameter_server":
         coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
-        iterator = iter(coordinator.create_per_worker_dataset(dataset_fn))
+        num_workers = len(role.cluster["worker"])
+
+        def worker_dataset_fn():
+            # Each worker reads the whole training set: seeded alike, all would train on the same batches.
+            worker = tf.distribute.coordinator.experimental_get_current_worker_index()
+            return training_dataset(train_x, train_y, args.batch_size, args.augment,
+                                    args.seed + tf.cast(worker, tf.int64))
+
+        iterator = iter(coordinator.create_per_worker_dataset(worker_dataset_fn))
+        with strategy.scope():
+            steps_by_worker = tf.Variable(tf.zeros([num_workers], tf.int64), trainable=False)  # not checkpointed
 
         @tf.function
         def one_step(it):
             images, labels = next(it)
             strategy.run(replica_step, args=(images, labels))
+            worker = tf.distribute.coordinator.experimental_get_current_worker_index()
+            steps_by_worker.assign_add(tf.one_hot(worker, num_workers, dtype=tf.int64))
 
         def run_steps(n):
             for _ in range(n):
@@ -235,6 +247,9 @@ def train(args, role, strategy):
         window_start, window_step = time.time(), current
 
     train_seconds = time.time() - train_start
+    if role.mode == "parameter_server":
+        say("steps run by each worker: " + ", ".join(
+            f"worker-{i} {n}" for i, n in enumerate(steps_by_worker.numpy())), flush=True)
     if start_step >= args.steps:
         snapshot()
     if scratch:
@@ -259,6 +274,7 @@ def main(argv=None):
     strategy = cluster.make_strategy(role)  # parameter servers and their workers never return from here
     try:
         train(args, role, strategy)
+        cluster.wait_for_every_replica(strategy, role)
     except PEER_LOST as err:
         raise RetryableError(f"{role.name} lost a peer replica ({type(err).__name__}); "
                              "exiting to be restarted and resume from the last checkpoint") from None

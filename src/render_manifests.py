@@ -81,7 +81,9 @@ def render(docs, image, tag, namespace, nfs_server=None, rwx_storage_class=None,
         if rwx_storage_class and is_storage and not (kind == "PersistentVolumeClaim" and meta.get("name") == CLAIM):
             continue  # a managed ReadWriteMany class replaces the NFS server and its volume
         if kind not in CLUSTER_SCOPED:
-            meta["namespace"] = namespace
+            rest = {k: v for k, v in meta.items() if k != "namespace"}
+            doc["metadata"] = meta = {**({"name": rest.pop("name")} if "name" in rest else {}),
+                                      "namespace": namespace, **rest}
         retag(doc, f"{image}:{tag}")
         spec = doc.get("spec", {})
         if kind == "PersistentVolume" and meta.get("name") == CLAIM:

@@ -9,7 +9,6 @@ to serve, and writes it as results.csv and results.png.
 """
 import csv
 import itertools
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 from tensorboard.util import tensor_util  # noqa: E402
 
@@ -134,33 +134,38 @@ def plot(results, path, sweep):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
     axes[0].set_ylabel("accuracy")
+    axes[0].yaxis.set_major_formatter(PercentFormatter(1.0))
     fig.suptitle(f"sweep {sweep}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def main(trials, sweep, root, out, nfs):
-    """Print the ranking and the export to serve; write results.csv and results.png to `out`. Returns 0."""
-    results = collect(trials, root, nfs)
+def main(trials, sweep, volume, nfs, out):
+    """Print the ranking and the export to serve; write <sweep>-results.csv and .png to `out`.
+
+    `volume` is the local directory that holds what the cluster has under `nfs`.
+    """
+    results = collect(trials, volume, nfs)
     finished = sum(r.status == FINISHED for r in results)
-    print(f"sweep {sweep}: {finished} of {len(results)} trials finished (event files under {Path(root) / 'runs' / sweep})")
+    print(f"sweep {sweep}: {finished} of {len(results)} trials finished (event files in {Path(volume) / 'runs' / sweep})")
     rows = table(results)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(results, out / "results.csv")
-    plot(results, out / "results.png", sweep)
+    csv_path, png_path = out / f"{sweep}-results.csv", out / f"{sweep}-results.png"
+    write_csv(results, csv_path)
+    plot(results, png_path, sweep)
     best = results[0]
     if best.status == FINISHED:
-        print(f"best: {best.trial.id} ({best.trial.describe()}), test accuracy {best.test:.2%}, "
+        print(f"best: {best.trial.id} ({best.trial.describe()}): test accuracy {best.test:.2%}, "
               f"validation accuracy {percent(best.validation)}")
         if best.export:
-            print(f"serve: {best.export}   (TensorFlow Serving's --model_base_path: {best.export_dir})")
+            print(f"serve: {best.export} (the newest version under {best.export_dir}, "
+                  f"which is {best.trial.export_dir} on the cluster)")
         else:
-            print(f"serve: no export yet under {best.export_dir}")
+            print(f"serve: nothing yet, {best.export_dir} holds no export")
     else:
-        print("best: none yet (no trial has finished)", file=sys.stderr)
-    print(f"wrote {out / 'results.csv'} and {out / 'results.png'}")
-    return 0
+        print("best: none yet, no trial has finished")
+    print(f"wrote {csv_path} and {png_path}")

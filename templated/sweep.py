@@ -44,7 +44,7 @@ BASE = REPO / "kube" / "tfjob.yaml"
 TEMPLATE = "trial.yaml.j2"
 VALUES = HERE / "values.yaml"
 NFS = "/mnt/nfs"                          # where the shared volume is mounted in every pod
-LOCAL_ROOT = REPO / "runs" / "nfs"        # what stands for /mnt/nfs when trials run here
+LOCAL_ROOTS = REPO / "runs" / "tfjob-local"  # --local: <this>/<sweep> stands for the cluster, as for tfjob_local
 KEYS = ("name", "workers", "grid", "flags")
 SWEEP_SETS = ("model_dir", "export_dir")  # per trial, never from the values file
 DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
@@ -72,32 +72,39 @@ class Trial:
 
 # ---------------------------------------------------------------- the trainer's view of flags
 
-def quiet_import(module):
-    """Import a TensorFlow-loading module without its runtime's notices about CUDA on stderr.
+@contextlib.contextmanager
+def quiet_stderr():
+    """Keep TensorFlow's C++ runtime notices (no CUDA here, cuInit failed) off the terminal.
 
-    TensorFlow's C++ runtime prints them on import whatever TF_CPP_MIN_LOG_LEVEL
-    says; a sweep's preview has nothing to say about GPUs.
+    The runtime prints them straight to file descriptor 2, whatever
+    TF_CPP_MIN_LOG_LEVEL says; a sweep's preview has nothing to say about GPUs.
     """
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            return __import__(module)
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
 
 
+def trainer():
+    """src/main.py: its parse_args is the one judge of the trainer's flags."""
+    with quiet_stderr():
+        import main
+    return main
+
+
 def trainer_parse(flags):
     """src/main.py's parsed arguments for `flags`, or its own complaint as a UsageError."""
-    trainer = quiet_import("main")
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return vars(trainer.parse_args(to_args(flags)))
+            return vars(trainer().parse_args(to_args(flags)))
     except SystemExit:  # argparse's error: src/cli.py printed one line and exited
-        message = captured.getvalue().strip().splitlines()[-1]
-        raise UsageError(message.removeprefix("error: ").replace(" (see main.py --help)", "")) from None
+        message = re.sub(r" \(see \S+ --help\)$", "", captured.getvalue().strip().splitlines()[-1])
+        raise UsageError(message.removeprefix("error: ")) from None
 
 
 def parse_flags(args):
@@ -190,18 +197,23 @@ def check_sweep_name(name, workers, trials):
 def plan(values, name, base_flags, path):
     """The trials: one per combination of the grid, in order, each checked by the trainer."""
     grid, fixed = values["grid"], values["flags"]
+    combinations = list(itertools.product(*grid.values()))
+    check_sweep_name(name, values["workers"], len(combinations))
+    for section, names in (("grid", grid), ("flags", fixed)):
+        for flag in set(names) & set(SWEEP_SETS):
+            raise UsageError(f"{path}: {section}.{flag}: the sweep sets it for each trial "
+                             f"({NFS}/runs/<sweep>/<trial>, {NFS}/exports/<sweep>/<trial>)")
     known = set(trainer_parse({})) - set(SWEEP_SETS)
     for section, names in (("grid", grid), ("flags", fixed)):
         for flag in names:
-            if flag in SWEEP_SETS:
-                raise UsageError(f"{path}: {section}.{flag}: the sweep sets it for each trial "
-                                 f"({NFS}/runs/<sweep>/<trial>, {NFS}/exports/<sweep>/<trial>)")
             if flag not in known:
                 raise UsageError(f"{path}: {section}.{flag} is not a flag of the trainer{did_you_mean(flag, known)} "
                                  "(see python src/main.py --help)")
     common = {**base_flags, **fixed}
-    context = "kube/tfjob.yaml's args with the values file's flags"
     try:
+        context = f"{BASE.relative_to(REPO)}: the trainer's args"
+        trainer_parse(base_flags)
+        context = f"{path}: flags"
         trainer_parse(common)
         for flag, options in grid.items():
             for value in options:
@@ -210,8 +222,6 @@ def plan(values, name, base_flags, path):
     except UsageError as err:
         raise UsageError(f"{context}: {err}") from None
 
-    combinations = list(itertools.product(*grid.values()))
-    check_sweep_name(name, values["workers"], len(combinations))
     width = max(2, len(str(len(combinations))))
     trials = []
     for number, combination in enumerate(combinations, 1):
@@ -375,71 +385,87 @@ def submit(trials, paths, namespace, parallel, interval):
     report(outcomes, trials, f"kubectl describe tfjob -n {namespace} NAME")
 
 
-def run_local(trials, paths, root, parallel, trainer_args, logs):
-    """Run every trial with src/tfjob_local.py (one process per replica), `parallel` trials at a time."""
-    processes = {}
+def run_local(trials, paths, root, parallel, trainer_args):
+    """Run every trial with src/tfjob_local.py (one process per replica), `parallel` trials at a time.
+
+    All trials share `root`, so that its volume holds them side by side as the
+    NFS claim does on the cluster; each trial's output goes to <root>/logs/<job>.log.
+    """
+    processes, logs = {}, root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
 
     def start(trial):
-        log = logs / f"{trial.id}.log"
-        command = [sys.executable, str(SRC / "tfjob_local.py"), str(paths[trials.index(trial)]), "--root", str(root)]
+        log = logs / f"{trial.job}.log"
+        command = [sys.executable, str(SRC / "tfjob_local.py"), str(paths[trial.id]), "--root", str(root)]
         if trainer_args:
             command += ["--", *trainer_args]
-        env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
         with open(log, "w") as out:
-            processes[trial.id] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            processes[trial.id] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         print(f"{trial.job}: started ({trial.describe()}), log {log}", flush=True)
 
     def outcome(trial):
         code = processes[trial.id].poll()
-        return None if code is None else "Succeeded" if code == 0 else f"Failed (exit {code})"
+        return None if code is None else "Succeeded" if code == 0 else f"Failed (exit code {code})"
 
     try:
         outcomes = at_most(parallel, trials, start, outcome, interval=1.0)
     finally:
-        for process in processes.values():
+        for process in processes.values():  # interrupted: tfjob_local stops its replicas on SIGTERM
             if process.poll() is None:
                 process.terminate()
                 process.wait()
-    report(outcomes, trials, f"see their logs in {logs}")
+    report(outcomes, trials, f"their logs are {logs}/<job>.log")
 
 
 def write_hparams_config(trials, logdir):
     """The experiment for TensorBoard's HParams view: the grid's domains and the metrics to compare."""
-    tf = quiet_import("tensorflow")
+    import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
     hparams = [hp.HParam(flag, hp.Discrete(sorted({t.params[flag] for t in trials}))) for flag in trials[0].params]
     metrics = [hp.Metric("accuracy", group="eval", display_name="validation accuracy"),
                hp.Metric("accuracy", group="test", display_name="test accuracy"),
                hp.Metric("loss", group="eval", display_name="validation loss")]
-    with tf.summary.create_file_writer(str(logdir)).as_default():
+    with quiet_stderr(), tf.summary.create_file_writer(str(logdir)).as_default():
         hp.hparams_config(hparams=hparams, metrics=metrics)
+
+
+def volume_dir(root, container):
+    """The directory standing for the NFS claim under a tfjob_local --root: <root>/<volume name>."""
+    mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"] == NFS), None)
+    if mount is None:
+        raise UserError(f"{BASE.relative_to(REPO)}: the tensorflow container mounts nothing at {NFS}")
+    return Path(root) / mount["name"] / mount.get("subPath", "")
 
 
 # ---------------------------------------------------------------- command line
 
 HELP = f"""
-Modes (default: submit every trial to the cluster with kubectl apply):
-  --dry-run --out DIR  write one TFJob per trial to DIR/<sweep>-tNN.yaml and print the paths
-  --local              run every trial here with src/tfjob_local.py (the manifest's replicas as processes);
-                       {NFS} is --root. Trainer flags after -- are appended to every trial's, e.g.
-                       templated/run.sh --local -- --dataset mini --steps 300
-  --delete             kubectl delete the sweep's TFJobs (label sweep=<name>); their files stay on the volume
-  --results            rank the trials by final test accuracy from their TensorBoard event files under --root
-                       (<root>/runs/<sweep>/<trial>) and say which export to serve; writes results.csv and
-                       results.png (accuracy by learning rate) to --out, default <root>/sweeps/<sweep>.
+modes (the default submits every trial to the cluster with kubectl apply):
+  --dry-run --out DIR  write one TFJob per trial, DIR/<sweep>-tNN.yaml, and print their paths
+  --local              run every trial here with src/tfjob_local.py (one process per replica), 1 at a
+                       time unless --parallel; trainer flags after -- are appended to every trial's:
+                         templated/run.sh --local -- --dataset mini --steps 300
+                       --root (default runs/tfjob-local/<sweep>) stands for the cluster: its nfs/ is the
+                       volume ({NFS}), logs/<job>.log the trials' output, manifests/ their TFJobs
+  --delete             delete the sweep's TFJobs (kubectl delete -l sweep=<name>); their files stay
+  --results            rank the trials by final test accuracy, read from their TensorBoard event files
+                       under <root>/nfs/runs/<sweep>/, and name the best one's export; write the table to
+                       <out>/<sweep>-results.csv and a plot of accuracy by learning rate to
+                       <out>/<sweep>-results.png (--out defaults to --root)
 
-Files:
-  values   {VALUES.relative_to(REPO)}: name, workers, grid (flag: [values...], one trial per combination),
-           flags (flag: value, the same for every trial). Flags are src/main.py's, without dashes.
-  base     {BASE.relative_to(REPO)}: every trial is this TFJob with its own name, labels (sweep, trial and one
-           per grid flag), image, Workers, and trainer args; model_dir {NFS}/runs/<sweep>/<trial>,
-           export_dir {NFS}/exports/<sweep>/<trial>.
+files:
+  {VALUES.relative_to(REPO)}  name, workers, grid (flag: [values], one trial per combination) and
+                         flags (flag: value, for every trial); flags are src/main.py's, without dashes
+  {BASE.relative_to(REPO)}        every trial is this TFJob with its own name (<sweep>-tNN), labels (sweep,
+                         trial, one per grid flag), image, Worker count and trainer flags, training into
+                         {NFS}/runs/<sweep>/tNN and exporting to {NFS}/exports/<sweep>/tNN
 
-Results of a cluster sweep: copy the sweep's summaries and export versions (not the weights) from the
-TensorBoard pod, which mounts the volume at {NFS}, then read them like a local sweep:
-  mkdir -p runs/cluster && kubectl exec -n NS deploy/tensorboard -- tar -C {NFS} -cf - \\
-      --exclude='*.data-*' --exclude='*.index' runs/<sweep> exports/<sweep> | tar -C runs/cluster -xf -
-  templated/run.sh --results --root runs/cluster     # paths shown under runs/cluster are {NFS}/... on the cluster
+results of a cluster sweep: copy its event files and export versions (not the weights) out of the
+TensorBoard pod, which mounts the volume, then read them as a local sweep's:
+  mkdir -p runs/cluster/nfs
+  kubectl exec -n NAMESPACE deploy/tensorboard -- tar -C {NFS} -cf - --exclude='*.data-*' \\
+      --exclude='*.index' runs/SWEEP exports/SWEEP | tar -C runs/cluster/nfs -xf -
+  templated/run.sh --results --root runs/cluster     (runs/cluster/nfs/... is {NFS}/... on the cluster)
 """
 
 
@@ -447,31 +473,33 @@ def parse_args(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     trainer_args = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
-    p = ArgumentParser(prog="templated/run.sh", description="Run a hyperparameter sweep: one TFJob per "
-                       "combination of the values file's grid.", epilog=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--values", default=str(VALUES), metavar="FILE", help="the sweep's values (default: %(default)s)")
+    p = ArgumentParser(prog="templated/run.sh", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="A hyperparameter sweep: one TFJob per combination of the values file's grid.",
+                       epilog=HELP, usage="%(prog)s [options] [--dry-run --out DIR | --local | --delete | "
+                                          "--results] [-- TRAINER_FLAGS...]")
+    p.add_argument("--values", metavar="FILE", help=f"the sweep's values file (default: {VALUES.relative_to(REPO)})")
     p.add_argument("--name", metavar="SWEEP", help="the sweep's name (default: the values file's name)")
-    p.add_argument("--namespace", help="the trials' namespace (default: kube/tfjob.yaml's, or 'default')")
-    p.add_argument("--image", help="the trainer image, pinned (default: kube/tfjob.yaml's)")
+    p.add_argument("--namespace", help="the trials' namespace (default: kube/tfjob.yaml's, else 'default')")
+    p.add_argument("--image", help="the trainer image, with its tag (default: kube/tfjob.yaml's)")
     p.add_argument("--parallel", type=int, metavar="N",
-                   help="at most N trials at once; the rest wait and start as others finish "
-                        "(default: the cluster takes all at once, --local runs 1 at a time)")
+                   help="at most N trials at once; each of the rest starts when one finishes (default: on the "
+                        "cluster all at once, with --local 1)")
     p.add_argument("--poll", type=float, default=15.0, metavar="SECONDS",
-                   help="with --parallel on the cluster: how often to ask for the trials' status (default: %(default)s)")
+                   help="with --parallel on the cluster, how often to ask for the trials' status (default: %(default)g)")
+    p.add_argument("--root", metavar="DIR", help="with --local and --results: the local stand-in for the cluster "
+                                                  "(default: runs/tfjob-local/<sweep>)")
     p.add_argument("--out", metavar="DIR", help="where --dry-run writes the YAML and --results the CSV and PNG")
-    p.add_argument("--root", default=str(LOCAL_ROOT.relative_to(REPO)), metavar="DIR",
-                   help="what stands for the volume (%s) with --local and --results (default: %%(default)s)" % NFS)
     mode = p.add_mutually_exclusive_group()
-    for flag, text in (("--dry-run", "write the YAML to --out, submit nothing"), ("--local", "run the trials here"),
-                       ("--delete", "delete the sweep's TFJobs"), ("--results", "rank the trials")):
-        mode.add_argument(flag, action="store_true", help=text)
+    mode.add_argument("--dry-run", action="store_true", help="write the trials' YAML to --out, submit nothing")
+    mode.add_argument("--local", action="store_true", help="run the trials on this machine")
+    mode.add_argument("--delete", action="store_true", help="delete the sweep's TFJobs from the cluster")
+    mode.add_argument("--results", action="store_true", help="rank the trials and name the export to serve")
     args = p.parse_args(argv)
     args.trainer_args = trainer_args
     if args.dry_run and not args.out:
         p.error("--dry-run needs --out DIR")
     if trainer_args and not args.local:
-        p.error("trainer flags after -- apply to --local only: put them in the values file's flags")
+        p.error("trainer flags after -- go with --local only; for the cluster, put them in the values file")
     if args.parallel is not None and args.parallel < 1:
         p.error(f"--parallel must be 1 or more, not {args.parallel}")
     if args.poll <= 0:
@@ -482,35 +510,36 @@ def parse_args(argv):
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
-    values = load_values(args.values)
+    values_path = args.values or os.path.relpath(VALUES)
+    values = load_values(values_path)
     name = args.name or values["name"]
+    base = load_base()
+    namespace = args.namespace or base["metadata"].get("namespace", "default")
     if args.delete:
         check_sweep_name(name, 0, 1)
-        namespace = args.namespace or load_base()["metadata"].get("namespace", "default")
-        print(kubectl("delete", "tfjobs", "-n", namespace, "-l", f"sweep={name}").stdout.strip() or
-              f"no TFJobs with label sweep={name} in namespace {namespace}")
+        deleted = kubectl("delete", "tfjobs", "-n", namespace, "-l", f"sweep={name}").stdout.strip()
+        print(deleted or f"no TFJobs labelled sweep={name} in namespace {namespace}")
         return
 
-    base = load_base()
     container = base_container(base)
-    trials = plan(values, name, parse_flags(container.get("args", [])), args.values)
-    root = Path(args.root)
+    trials = plan(values, name, parse_flags(container.get("args", [])), values_path)
+    root = Path(args.root or os.path.relpath(LOCAL_ROOTS / name))
     if args.results:
-        import results  # noqa: E402  (after plan(): TensorFlow is loaded quietly by then)
-        sys.exit(results.main(trials, name, root, Path(args.out) if args.out else root / "sweeps" / name, NFS))
+        import results  # noqa: E402  (TensorBoard's reader: TensorFlow is loaded, quietly, by plan())
+        results.main(trials, name, volume_dir(root, container), NFS, Path(args.out or root))
+        return
 
-    namespace = args.namespace or base["metadata"].get("namespace", "default")
     docs = render(trials, name, namespace, args.image or container["image"], values["workers"], base)
     if args.dry_run:
         for path in write_manifests(trials, docs, args.out):
             print(path)
     elif args.local:
-        sweep_dir = root / "sweeps" / name
-        paths = write_manifests(trials, docs, sweep_dir)
-        write_hparams_config(trials, root / "runs" / name)
-        run_local(trials, paths, root, args.parallel or 1, args.trainer_args, sweep_dir)
-        print(f"all {len(trials)} trials succeeded; rank them with: templated/run.sh --results --root {root}"
-              + (f" --values {args.values}" if args.values != str(VALUES) else ""))
+        paths = dict(zip((t.id for t in trials), write_manifests(trials, docs, root / "manifests")))
+        write_hparams_config(trials, volume_dir(root, container) / "runs" / name)
+        run_local(trials, paths, root, args.parallel or 1, args.trainer_args)
+        print(f"all {len(trials)} trials succeeded; rank them with: templated/run.sh --results"
+              + (f" --values {args.values}" if args.values else "")
+              + (f" --name {name}" if args.name else "") + (f" --root {args.root}" if args.root else ""))
     else:
         with tempfile.TemporaryDirectory(prefix=f"{name}-") as out:
             submit(trials, write_manifests(trials, docs, out), namespace, args.parallel, args.poll)

@@ -1,0 +1,125 @@
+"""src/demo.py (`make demo`): train, export, serve and predict the ten sample digits in one command.
+
+The real trainer, model server and client run as processes; the demo must
+always stop the server it started, and a second run must reuse the export.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, SRC, assert_one_line_error, run_script
+
+STEPS = 120
+ROW = re.compile(r"^data/(\d)\.png\s+(\d)\s+(\d+\.\d+)%", re.M)
+
+
+def server_processes(directory):
+    """Pids of model servers (src/serve.py) whose command line names `directory`: servers left running."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # it exited while we looked
+        if "serve.py" in cmdline and str(directory) in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def served_ports(stdout):
+    """The gRPC and REST ports of the `python src/serve.py ...` line the demo printed."""
+    line = next(line for line in stdout.splitlines() if line.startswith("python src/serve.py"))
+    return int(re.search(r"--port (\d+)", line).group(1)), int(re.search(r"--rest_api_port (\d+)", line).group(1))
+
+
+def assert_nothing_listens(port):
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, f"something still listens on port {port}"
+
+
+def versions(workdir):
+    return sorted(p.name for p in (workdir / "export").iterdir() if p.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One demo from nothing: a short training into a fresh workdir, then serving and predicting."""
+    workdir = tmp_path_factory.mktemp("demo")
+    result = run_script("demo.py", "--steps", STEPS, "--workdir", workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir, result
+
+
+@pytest.mark.slow
+def test_demo_trains_then_predicts_every_sample_digit_with_the_served_model(first_run):
+    workdir, result = first_run
+    out = result.stdout
+    assert f"step    {STEPS}/{STEPS}" in out and "exported " in out  # the trainer's own progress
+    assert re.search(r"model mnist version \d+ AVAILABLE", out)
+    rows = ROW.findall(out)
+    assert sorted(int(file) for file, _, _ in rows) == list(range(10)), out
+    assert all(0 < float(probability) <= 100 for _, _, probability in rows)
+    correct = sum(file == predicted for file, predicted, _ in rows)
+    assert f"\n{correct}/10 correct\n" in out
+    assert correct >= 9, out  # real test digits; even 120 steps reach ~93% test accuracy
+    assert len(versions(workdir)) == 1
+
+
+@pytest.mark.slow
+def test_demo_stops_the_model_server_when_it_is_done(first_run):
+    workdir, result = first_run
+    assert "model server stopped" in result.stdout
+    assert not server_processes(workdir)
+    for port in served_ports(result.stdout):
+        assert_nothing_listens(port)
+
+
+@pytest.mark.slow
+def test_a_second_demo_reuses_the_export_instead_of_training(first_run):
+    workdir, first = first_run
+    before = versions(workdir)
+    result = run_script("demo.py", "--steps", STEPS, "--workdir", workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reusing the export" in result.stdout
+    assert "src/main.py" not in result.stdout and not re.search(r"^step\s+\d+/", result.stdout, re.M)
+    assert versions(workdir) == before
+    assert len(ROW.findall(result.stdout)) == 10
+    assert not server_processes(workdir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_demo_still_stops_the_model_server(first_run, sig, code):
+    """Ctrl-C (SIGINT) or `kill` (SIGTERM) while the server starts: the demo stops it before exiting."""
+    workdir, _ = first_run
+    demo = subprocess.Popen([sys.executable, str(SRC / "demo.py"), "--workdir", str(workdir)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    for line in demo.stdout:  # the demo prints the server's command line as it starts it
+        lines.append(line)
+        if line.startswith("python src/serve.py") or time.monotonic() > deadline:
+            break
+    time.sleep(1)  # the server is importing TensorFlow now
+    demo.send_signal(sig)
+    out, err = demo.communicate(timeout=60)
+    stdout = "".join(lines) + out
+    assert demo.returncode == code, stdout + err
+    assert "Traceback" not in err, err
+    assert "model server stopped" in stdout
+    assert not server_processes(workdir)
+    for port in served_ports(stdout):
+        assert_nothing_listens(port)
+
+
+def test_demo_rejects_a_non_positive_step_count():
+    assert_one_line_error(run_script("demo.py", "--steps", 0), "--steps must be positive")

@@ -1,0 +1,348 @@
+"""Every manifest in kube/, as written and as the Makefile renders it, is one a Kubernetes 1.30+ cluster accepts.
+
+Validation is strict (an unknown or misspelt field fails), against the real
+OpenAPI schemas of Kubernetes 1.30 and of the newest release kubernetes-validate
+knows; TFJobs go through src/tfjob_check.py (the operator's CRD and rules).
+Then the workshop's own rules: pinned images, requests and limits, non-root
+containers, the shared claim mounted the same way everywhere, Services that
+select a pod and name its ports, and TensorBoard's real command answering its probe.
+"""
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import latest_version
+
+import render_manifests
+from conftest import REPO, assert_one_line_error, run_script
+
+KUBE = REPO / "kube"
+MANIFESTS = sorted(KUBE.glob("*.yaml"))
+VERSIONS = ("1.30.0", latest_version())  # the oldest we support and the newest known offline
+IMAGE, TAG, NAMESPACE = "registry.example.com/me/mnist", "v9", "alice"
+NFS_POD = "nfs-server"  # the one pod allowed to run as root / privileged, with a comment saying why
+POD_TEMPLATE_PATHS = {
+    "Deployment": [("spec", "template")], "StatefulSet": [("spec", "template")],
+    "DaemonSet": [("spec", "template")], "Job": [("spec", "template")],
+    "CronJob": [("spec", "jobTemplate", "spec", "template")],
+}
+
+
+def load(path):
+    return [doc for doc in yaml.safe_load_all(Path(path).read_text()) if doc is not None]
+
+
+def rendered(paths=MANIFESTS, **options):
+    """The documents exactly as `make` applies them, with the values of the README's example."""
+    return render_manifests.render(render_manifests.load(paths), IMAGE, TAG, NAMESPACE, **options)
+
+
+def pod_templates(doc):
+    """(where, pod template) for every pod a workload runs, TFJob replicas included."""
+    if doc["kind"] == "TFJob":
+        return [(f"{doc['metadata']['name']}/{rtype}", spec["template"])
+                for rtype, spec in doc["spec"]["tfReplicaSpecs"].items()]
+    found = []
+    for path in POD_TEMPLATE_PATHS.get(doc["kind"], []):
+        node = doc
+        for key in path:
+            node = node[key]
+        found.append((doc["metadata"]["name"], node))
+    if doc["kind"] == "Pod":
+        found.append((doc["metadata"]["name"], doc))
+    return found
+
+
+def containers(template):
+    spec = template["spec"]
+    return [(kind, c) for kind in ("initContainers", "containers") for c in spec.get(kind, [])]
+
+
+def validate(doc, version):
+    """Strict schema validation (kubernetes-validate), or tfjob_check for a TFJob; raises on a problem."""
+    if doc["kind"] == "TFJob":
+        tfjob_check = pytest.importorskip("tfjob_check", reason="src/tfjob_check.py is not written yet")
+        assert tfjob_check.problems(doc) == [], f"TFJob {doc['metadata']['name']}"
+    else:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def all_documents():
+    """(label, document) for every file as written and as rendered, storage variants included."""
+    cases = [(f"{p.name}[{i}]", doc) for p in MANIFESTS for i, doc in enumerate(load(p))]
+    cases += [(f"rendered {d['kind']}/{d['metadata']['name']}", d) for d in rendered()]
+    cases += [(f"rendered PV {d['metadata']['name']}", d)
+              for d in rendered(scope="cluster", nfs_server="10.96.0.42")]
+    cases += [(f"rendered RWX {d['kind']}/{d['metadata']['name']}", d)
+              for d in rendered(rwx_storage_class="standard-rwx")]
+    return cases
+
+
+DOCUMENTS = all_documents()
+
+
+def test_kube_holds_the_workshop_manifests():
+    assert {"nfs.yaml", "tensorboard.yaml"} <= {p.name for p in MANIFESTS}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("label,doc", DOCUMENTS, ids=[label for label, _ in DOCUMENTS])
+def test_every_document_passes_strict_validation(label, doc, version):
+    validate(doc, version)
+
+
+def test_strict_validation_rejects_a_misspelt_field():
+    """The check above can fail: an unknown field is an error, as with kubectl's --validate=strict."""
+    deployment = next(d for d in load(KUBE / "tensorboard.yaml") if d["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, VERSIONS[0], strict=True)
+
+
+@pytest.mark.parametrize("label,doc", DOCUMENTS, ids=[label for label, _ in DOCUMENTS])
+def test_every_image_is_pinned(label, doc):
+    for where, template in pod_templates(doc):
+        for _, c in containers(template):
+            image = c["image"]
+            name = image.split("@")[0].rsplit("/", 1)[-1]
+            assert ":" in name or "@sha256:" in image, f"{where}/{c['name']}: {image} has no tag"
+            assert not image.endswith(":latest"), f"{where}/{c['name']}: {image}"
+
+
+def effective(template, container, field):
+    """A securityContext field as the kubelet sees it: the container's, else the pod's."""
+    return container.get("securityContext", {}).get(field, template["spec"].get("securityContext", {}).get(field))
+
+
+def has_comment_above(path, line_pattern, words):
+    """True if the YAML line matching `line_pattern` has a comment just above it that mentions `words`."""
+    lines = Path(path).read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.search(line_pattern, line):
+            comment = []
+            for above in reversed(lines[:i]):
+                if not above.strip().startswith("#"):
+                    break
+                comment.append(above.lower())
+            return all(w in " ".join(comment) for w in words)
+    return False
+
+
+@pytest.mark.parametrize("label,doc", DOCUMENTS, ids=[label for label, _ in DOCUMENTS])
+def test_every_container_has_requests_limits_and_runs_non_root(label, doc):
+    for where, template in pod_templates(doc):
+        for kind, c in containers(template):
+            name = f"{where}/{c['name']}"
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(bound, {})), f"{name}: no {bound}"
+            if template["metadata"]["labels"].get("app") == NFS_POD:
+                continue  # checked below, with its comments
+            assert effective(template, c, "runAsNonRoot") is True, name
+            assert effective(template, c, "runAsUser") == 1000, name
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, name
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], name
+            assert not c["securityContext"].get("privileged"), name
+            assert (effective(template, c, "seccompProfile") or {}).get("type") == "RuntimeDefault", name
+
+
+def test_only_the_nfs_server_is_privileged_and_the_manifest_says_why():
+    nfs = KUBE / "nfs.yaml"
+    server = next(d for d in load(nfs) if d["kind"] == "Deployment")
+    (_, template), = pod_templates(server)
+    by_name = {c["name"]: c for _, c in containers(template)}
+    assert by_name["nfs-server"]["securityContext"] == {"privileged": True}
+    assert has_comment_above(nfs, r"^\s+privileged: true", ["kernel", "nfs"])
+    # The init container that hands the export to uid 1000 is root, but not privileged.
+    init = by_name["export-owner"]["securityContext"]
+    assert init["runAsUser"] == 0 and init["allowPrivilegeEscalation"] is False
+    assert init["capabilities"]["drop"] == ["ALL"] and "SYS_ADMIN" not in init["capabilities"]["add"]
+    assert has_comment_above(nfs, r"^\s+runAsUser: 0", ["root"])
+    assert "chown 1000:1000 /exports" in " ".join(by_name["export-owner"]["args"])
+
+
+@pytest.mark.parametrize("label,doc", DOCUMENTS, ids=[label for label, _ in DOCUMENTS])
+def test_every_object_carries_the_workshop_labels(label, doc):
+    labels = doc["metadata"].get("labels", {})
+    assert labels.get("app.kubernetes.io/part-of") == "mnist-workshop", label
+    assert labels.get("app"), label
+    for where, template in pod_templates(doc):
+        pod_labels = template["metadata"]["labels"]
+        assert pod_labels.get("app") and pod_labels.get("app.kubernetes.io/part-of") == "mnist-workshop", where
+
+
+def test_every_pod_mounts_the_shared_claim_the_same_way():
+    mounting = 0
+    for doc in rendered():
+        for where, template in pod_templates(doc):
+            volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
+            claims = {name for name, v in volumes.items()
+                      if v.get("persistentVolumeClaim", {}).get("claimName") == "mnist-nfs"}
+            if not claims:
+                continue
+            mounting += 1
+            assert claims == {"nfs"}, where
+            mounts = [m for _, c in containers(template) for m in c.get("volumeMounts", []) if m["name"] == "nfs"]
+            assert mounts and all(m["mountPath"] == "/mnt/nfs" for m in mounts), where
+    assert mounting >= 2  # at least TensorBoard and the training Job
+
+
+def test_services_select_a_pod_and_name_its_ports():
+    docs = rendered()
+    pods = [(t["metadata"]["labels"], t) for d in docs for _, t in pod_templates(d)]
+    for service in (d for d in docs if d["kind"] == "Service"):
+        selector = service["spec"]["selector"]
+        selected = [t for labels, t in pods if selector.items() <= labels.items()]
+        assert selected, f"Service {service['metadata']['name']} selects no pod"
+        names = {p.get("name") for t in selected for _, c in containers(t) for p in c.get("ports", [])}
+        for port in service["spec"]["ports"]:
+            assert port.get("name"), f"{service['metadata']['name']}: unnamed port {port}"
+            if isinstance(port.get("targetPort"), str):
+                assert port["targetPort"] in names, f"{service['metadata']['name']}: no container port {port}"
+
+
+def test_probes_use_ports_the_container_declares():
+    for doc in rendered():
+        for where, template in pod_templates(doc):
+            for _, c in containers(template):
+                names = {p["name"] for p in c.get("ports", [])}
+                for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                    action = next((v for k, v in c.get(probe, {}).items() if k in ("httpGet", "tcpSocket", "grpc")),
+                                  None)
+                    if action and isinstance(action.get("port"), str):
+                        assert action["port"] in names, f"{where}/{c['name']} {probe}"
+
+
+# ---------------------------------------------------------------- what the renderer changes
+
+def test_rendering_puts_every_trainer_container_on_the_given_image_and_namespace():
+    docs = rendered()
+    images = [c["image"] for d in docs for _, t in pod_templates(d) for _, c in containers(t)]
+    assert f"{IMAGE}:{TAG}" in images
+    assert not [i for i in images if i.startswith(render_manifests.TRAINER_IMAGE)]
+    assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs if d["kind"] != "PersistentVolume")
+    # Others' images (the NFS server, TensorFlow Serving) are left as pinned.
+    assert "registry.k8s.io/e2e-test-images/volume/nfs:1.6.0" in images
+
+
+def test_rendering_retags_every_replica_of_a_tfjob_written_with_a_yaml_alias():
+    for path in (KUBE / "tfjob.yaml", KUBE / "tfjob-ps.yaml"):
+        if path.exists():
+            (tfjob,) = rendered([path])
+            images = {c["image"] for _, t in pod_templates(tfjob) for _, c in containers(t)}
+            assert images == {f"{IMAGE}:{TAG}"}, path.name
+            text = render_manifests.dump([tfjob])
+            assert "&id" not in text and "*id" not in text  # independent copies, no anchors left
+
+
+def test_each_namespace_gets_its_own_persistent_volume_bound_to_its_own_claim():
+    volumes = {}
+    for namespace in ("alice", "bob"):
+        docs = render_manifests.render(render_manifests.load([KUBE / "nfs.yaml"]), IMAGE, TAG, namespace,
+                                       nfs_server="10.96.0.42")
+        (pv,) = [d for d in docs if d["kind"] == "PersistentVolume"]
+        claim = next(d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "mnist-nfs")
+        assert pv["metadata"]["name"] == f"mnist-nfs-{namespace}" == claim["spec"]["volumeName"]
+        assert pv["spec"]["claimRef"] == {"namespace": namespace, "name": "mnist-nfs"}
+        assert pv["spec"]["nfs"]["server"] == "10.96.0.42"
+        assert "ReadWriteMany" in pv["spec"]["accessModes"] and "ReadWriteMany" in claim["spec"]["accessModes"]
+        volumes[namespace] = pv["metadata"]["name"]
+    assert volumes["alice"] != volumes["bob"]
+
+
+def test_the_persistent_volume_is_printed_alone_with_scope_cluster_and_never_with_scope_namespaced():
+    assert {d["kind"] for d in rendered(scope="cluster", nfs_server="10.0.0.1")} == {"PersistentVolume"}
+    assert "PersistentVolume" not in {d["kind"] for d in rendered(scope="namespaced")}
+
+
+def test_a_managed_rwx_class_replaces_the_nfs_server_and_its_volume():
+    docs = rendered(rwx_storage_class="standard-rwx", rwx_size="1Ti")
+    assert not [d for d in docs if d["metadata"].get("labels", {}).get("app") == NFS_POD and d["kind"] != "PersistentVolumeClaim"]
+    (claim,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == "mnist-nfs"
+    assert claim["spec"]["storageClassName"] == "standard-rwx" and "volumeName" not in claim["spec"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Ti"
+    privileged = [c for d in docs for _, t in pod_templates(d) for _, c in containers(t)
+                  if c.get("securityContext", {}).get("privileged")]
+    assert privileged == []
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--tag", "latest"], "not reproducible"),
+    (["--namespace", "Alice"], "not a namespace name"),
+    (["--image", "registry.example.com/me/mnist:v1"], "without a tag"),
+    (["--scope", "cluster"], "--nfs-server"),
+    (["kube/missing.yaml"], "cannot read kube/missing.yaml"),
+])
+def test_render_manifests_reports_a_mistake_in_one_line(args, fragment):
+    files = [] if any(a.endswith(".yaml") for a in args) else ["kube/nfs.yaml"]
+    assert_one_line_error(run_script("render_manifests.py", *args, *files), fragment)
+
+
+def test_render_manifests_prints_yaml_that_kubectl_reads_back():
+    result = run_script("render_manifests.py", "--image", IMAGE, "--tag", TAG, "--namespace", NAMESPACE,
+                        "kube/nfs.yaml", "kube/tensorboard.yaml")
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert [d["kind"] for d in docs] == [d["kind"] for d in rendered([KUBE / "nfs.yaml", KUBE / "tensorboard.yaml"])]
+    assert json.loads(json.dumps(docs)) == docs
+
+
+# ---------------------------------------------------------------- TensorBoard's real command
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_tensorboard_command_serves_the_runs_and_answers_its_probe(tmp_path):
+    """Run the container's command and args from the manifest, on a local logdir holding one run."""
+    from tensorboard.summary import DirectoryOutput, Writer
+
+    deployment = next(d for d in rendered([KUBE / "tensorboard.yaml"]) if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = container["command"] + container["args"]
+    assert command[command.index("--logdir") + 1] == "/mnt/nfs/runs" and "--bind_all" in command
+
+    runs = tmp_path / "runs"
+    writer = Writer(DirectoryOutput(str(runs / "job" / "eval")))
+    for step in (100, 200):
+        writer.add_scalar("accuracy", 0.5 + step / 1000, step=step)
+    writer.close()
+    port = free_port()
+    # Loopback only here: --bind_all becomes --host 127.0.0.1; the logdir and port are ours.
+    local = [str(Path(sys.executable).parent / command[0])]  # the venv's tensorboard, as pinned in the image
+    args = command[1:]
+    args[args.index("--logdir") + 1] = str(runs)
+    args[args.index("--port") + 1] = str(port)
+    args[args.index("--bind_all"):args.index("--bind_all") + 1] = ["--host", "127.0.0.1"]
+    probe = container["readinessProbe"]["httpGet"]["path"]
+    server = subprocess.Popen(local + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, runs_seen = time.monotonic() + 90, []
+        while time.monotonic() < deadline and "job/eval" not in runs_seen:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=5) as response:
+                    assert response.status == 200
+                    runs_seen = json.load(response)
+            except OSError:
+                pass
+            time.sleep(1)
+        assert "job/eval" in runs_seen
+        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=job%2Feval&tag=accuracy"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            points = json.load(response)
+        assert [step for _, step, _ in points] == [100, 200]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
