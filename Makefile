@@ -56,20 +56,43 @@ demo: venv ## Train (or reuse runs/demo), serve locally and predict data/0.png..
 .PHONY: notebook
 notebook: venv ## Run notebooks/walkthrough.ipynb headless; the executed copy goes to runs/notebook/
 	@mkdir -p $(RUNS)/notebook
+	@echo "running every cell of notebooks/walkthrough.ipynb (about two minutes; it trains for a minute)"
 	$(VENV)/bin/jupyter-execute notebooks/walkthrough.ipynb --kernel_name=python3 --timeout=900 \
 	  --output=$(abspath $(RUNS))/notebook/walkthrough
 	@echo "executed: $(RUNS)/notebook/walkthrough.ipynb (open it in JupyterLab: make lab)"
 
 .PHONY: lab
-lab: venv ## Open the walkthrough in JupyterLab (installs $(JUPYTERLAB) into .venv on first use)
+lab: venv ## Open the walkthrough in JupyterLab (installs JupyterLab into .venv on first use)
 	@$(VENV)/bin/jupyter-lab --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet $(JUPYTERLAB)
-	$(VENV)/bin/jupyter-lab notebooks/walkthrough.ipynb
+	$(VENV)/bin/jupyter-lab --LabApp.default_url=/lab/tree/notebooks/walkthrough.ipynb
 
 # ---------------------------------------------------------------- local: serve and predict
 
 # ---------------------------------------------------------------- local: distributed (TFJob) runs
 
 # ---------------------------------------------------------------- local: sweep
+# The hyperparameter sweep of templated/values.yaml, one TFJob per combination:
+# previewed as YAML, or run on this machine (`make sweep` submits it to the cluster).
+# SWEEP_LOCAL_FLAGS are appended to every local trial's trainer flags: the shipped
+# mini data and 300 steps (2 cores: about 2.5 minutes per trial of 3 replicas).
+# SWEEP_ROOT: read the results from elsewhere, e.g. a cluster sweep's copy
+# (templated/run.sh --help says how to make it).
+SWEEP_VALUES      ?= templated/values.yaml
+SWEEP_LOCAL_FLAGS ?= --dataset mini --steps 300 --eval_every 100 --checkpoint_every 100
+SWEEP_ROOT        ?=
+SWEEP_RUN          = VENV=$(VENV) templated/run.sh --values $(SWEEP_VALUES)
+
+.PHONY: sweep-preview
+sweep-preview: venv ## Write the sweep's TFJobs (one per combination) to runs/sweep-preview; submit nothing
+	$(SWEEP_RUN) --dry-run --out $(RUNS)/sweep-preview --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+
+.PHONY: sweep-local
+sweep-local: venv ## Run every trial of the sweep here, one at a time, into runs/tfjob-local/<sweep>
+	$(SWEEP_RUN) --local $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT)) -- $(SWEEP_LOCAL_FLAGS)
+
+.PHONY: sweep-results
+sweep-results: venv ## Rank the sweep's trials by test accuracy, name the export to serve, plot them
+	$(SWEEP_RUN) --results $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT))
 
 # ---------------------------------------------------------------- cluster
 # The cluster path (README, "On the cluster"): `make build push deploy`, then

@@ -262,9 +262,8 @@ def top_k(scores, k):
     return [(int(i), float(scores[i])) for i in order]
 
 
-def classify(model, paths, batch_size, top, as_json, out=sys.stdout):
-    """Preprocess every image first (a bad file stops us before any request), then ask in batches."""
-    images = preprocess.load_batch(paths)
+def classify(model, paths, images, batch_size, top, as_json, out=sys.stdout):
+    """Ask for `images` (float32 [n, 28, 28, 1], read from `paths`) in batches; print one result per image."""
     latencies = []
     for start in range(0, len(paths), batch_size):
         batch = images[start:start + batch_size]
@@ -372,13 +371,15 @@ def parse_args(argv=None):
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
-    paths = preprocess.image_paths(args.image) if args.image else None  # a missing file fails before any network
+    if args.image:  # a missing or broken file fails before any network traffic
+        paths = preprocess.image_paths(args.image)
+        images = preprocess.load_batch(paths)
     Model = RestModel if args.rest else GrpcModel
     model = Model(args.host, args.port, args.model, args.signature_name,
                   args.model_version, args.version_label, args.timeout)
     model.connect()
-    if paths is not None:
-        classify(model, paths, args.batch_size, args.top, args.json)
+    if args.image:
+        classify(model, paths, images, args.batch_size, args.top, args.json)
         return
     images, labels = load_test_set()
     report = load_test(model, images, labels, args.num_tests, args.concurrency)

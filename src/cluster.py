@@ -100,8 +100,16 @@ def wait_for_every_replica(strategy, role):
     """
     if role.mode != "multi_worker":
         return
+
+    def one():
+        return tf.constant(1)
+
+    @tf.function
+    def barrier():
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(one), axis=None)
+
     try:
-        tf.function(lambda: strategy.reduce("SUM", strategy.run(lambda: tf.constant(1)), axis=None))()
+        barrier()
     except tf.errors.OpError:
         if not role.is_chief:
             raise

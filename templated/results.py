@@ -5,11 +5,11 @@ test accuracy to <model_dir>/test (tag `accuracy`). TensorBoard's own reader
 (EventAccumulator) reads them; TF2's tf.summary.scalar stores tensors, so the
 values are read as tensors. Trials still training or never started are listed
 as such, below the finished ones. `main` prints the ranking, names the export
-to serve, and writes it as results.csv and results.png.
+to serve, and writes <sweep>-results.csv and a plot, <sweep>-results.png.
 """
 import csv
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -35,7 +35,7 @@ class Result:
     validation: float = None      # the last validation accuracy (model_dir/eval)
     test: float = None            # the final test accuracy (model_dir/test)
     export: Path = None           # the newest version under export_dir
-    rank: int = field(default=None)
+    rank: int = None              # 1 for the best finished trial; None for the others
 
 
 def last_value(run_dir, tag="accuracy"):
@@ -132,7 +132,8 @@ def plot(results, path, sweep):
         ax.set_xlabel("learning rate")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:  # nothing to plot before any trial has evaluated
+            ax.legend(fontsize="small")
     axes[0].set_ylabel("accuracy")
     axes[0].yaxis.set_major_formatter(PercentFormatter(1.0))
     fig.suptitle(f"sweep {sweep}")
@@ -162,8 +163,9 @@ def main(trials, sweep, volume, nfs, out):
         print(f"best: {best.trial.id} ({best.trial.describe()}): test accuracy {best.test:.2%}, "
               f"validation accuracy {percent(best.validation)}")
         if best.export:
-            print(f"serve: {best.export} (the newest version under {best.export_dir}, "
-                  f"which is {best.trial.export_dir} on the cluster)")
+            print(f"serve: {best.export}\n"
+                  f"       (on the cluster: TensorFlow Serving --model_base_path={best.trial.export_dir}, "
+                  "which serves its newest version)")
         else:
             print(f"serve: nothing yet, {best.export_dir} holds no export")
     else:

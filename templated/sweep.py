@@ -111,10 +111,10 @@ def parse_flags(args):
     """['--dataset', 'full', '--no-augment', '--steps=300'] -> {'dataset': 'full', 'augment': False, 'steps': '300'}."""
     flags, i = {}, 0
     while i < len(args):
-        name, _, value = str(args[i]).removeprefix("--").partition("=")
-        if not _ and i + 1 < len(args) and not str(args[i + 1]).startswith("--"):
+        name, equals, value = str(args[i]).removeprefix("--").partition("=")
+        if not equals and i + 1 < len(args) and not str(args[i + 1]).startswith("--"):
             value, i = args[i + 1], i + 1
-        elif not _:
+        elif not equals:
             value = not name.startswith("no-")
             name = name.removeprefix("no-")
         flags[name] = value
@@ -185,6 +185,8 @@ def did_you_mean(word, candidates):
 
 def check_sweep_name(name, workers, trials):
     """A trial's TFJob, its pods and their Services are named after the sweep: DNS-1035 labels."""
+    if not name:
+        raise UsageError("the sweep has no name: set `name:` in the values file or give --name")
     if not isinstance(name, str) or not DNS_1035.fullmatch(name):
         raise UsageError(f"the sweep's name {name!r} must be lower-case letters, digits and '-', "
                          "starting with a letter (set it with --name or in the values file)")
@@ -365,15 +367,14 @@ def tfjob_outcome(trial, namespace):
     return next((c for c in DONE if c in conditions), None)
 
 
-def submit(trials, paths, namespace, parallel, interval):
+def submit(sweep, trials, paths, namespace, parallel, interval):
     """kubectl apply every trial, or `parallel` at a time, submitting the next as one finishes."""
     by_id = dict(zip((t.id for t in trials), paths))
 
     def start(trial):
         print(kubectl("apply", "-f", by_id[trial.id]).stdout.strip(), flush=True)
 
-    selector = f"sweep={trials[0].job.rsplit('-', 1)[0]}"
-    watch = f"kubectl get tfjobs -n {namespace} -l {selector} -L {','.join(['trial', *trials[0].params])}"
+    watch = f"kubectl get tfjobs -n {namespace} -l sweep={sweep} -L {','.join(['trial', *trials[0].params])}"
     if not parallel or parallel >= len(trials):
         for trial in trials:
             start(trial)
@@ -396,11 +397,12 @@ def run_local(trials, paths, root, parallel, trainer_args):
 
     def start(trial):
         log = logs / f"{trial.job}.log"
-        command = [sys.executable, str(SRC / "tfjob_local.py"), str(paths[trial.id]), "--root", str(root)]
+        command = [sys.executable, str(SRC / "tfjob_local.py"), str(Path(paths[trial.id]).resolve()),
+                   "--root", str(Path(root).resolve())]
         if trainer_args:
             command += ["--", *trainer_args]
         with open(log, "w") as out:
-            processes[trial.id] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+            processes[trial.id] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         print(f"{trial.job}: started ({trial.describe()}), log {log}", flush=True)
 
     def outcome(trial):
@@ -542,7 +544,7 @@ def main(argv=None):
               + (f" --name {name}" if args.name else "") + (f" --root {args.root}" if args.root else ""))
     else:
         with tempfile.TemporaryDirectory(prefix=f"{name}-") as out:
-            submit(trials, write_manifests(trials, docs, out), namespace, args.parallel, args.poll)
+            submit(name, trials, write_manifests(trials, docs, out), namespace, args.parallel, args.poll)
 
 
 if __name__ == "__main__":
