@@ -16,7 +16,6 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf.keras is tf-keras: it runs under every tf.distribute strategy
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -27,60 +26,14 @@ import tf_keras as keras  # noqa: E402
 
 import cluster  # noqa: E402
 import mnist_data  # noqa: E402
-from cli import ArgumentParser, RetryableError, UsageError, entry_point  # noqa: E402
+from cli import RetryableError, entry_point  # noqa: E402
 from export import export_saved_model  # noqa: E402
-from model import MAX_HIDDEN_LAYERS, augment, build_model  # noqa: E402
+from flags import parse_args  # noqa: E402
+from model import augment, build_model  # noqa: E402
 
 # Errors that mean "a peer replica went away": exit so that the operator restarts us.
 PEER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
              tf.errors.CancelledError, tf.errors.AbortedError)
-
-
-def parse_args(argv=None):
-    p = ArgumentParser(
-        description="Train, evaluate and export the MNIST CNN (locally, in a Job, or on every TFJob replica).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=3000, help="global training steps (one step = one batch)")
-    p.add_argument("--batch_size", type=int, default=100, help="global batch size, split across replicas")
-    p.add_argument("--learning_rate", type=float, default=0.05,
-                   help="initial learning rate of SGD with momentum, decayed to 0 by a cosine")
-    p.add_argument("--hidden_layers", type=int, default=2,
-                   help=f"convolution blocks, 1 to {MAX_HIDDEN_LAYERS} (each halves the 28x28 image)")
-    p.add_argument("--dataset", choices=sorted(mnist_data.DATASETS), default="mini",
-                   help="mini: 5k training images shipped in data/; full: 60k, downloaded once into --data_dir")
-    p.add_argument("--data_dir", default=str(mnist_data.DATA_DIR), help="where the MNIST files are (or go)")
-    p.add_argument("--mirror", action="append", dest="mirrors", metavar="URL",
-                   help="a base URL serving the MNIST files (repeatable; replaces the default mirrors)")
-    p.add_argument("--validation_fraction", type=float, default=0.1,
-                   help="share of the training images held out for periodic evaluation")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                   help="randomly rotate, zoom and shift training images")
-    p.add_argument("--model_dir", default="/tmp/mnist/model",
-                   help="checkpoints and TensorBoard summaries, shared by every replica")
-    p.add_argument("--export_dir", default="/tmp/mnist/export",
-                   help="SavedModel versions for TensorFlow Serving (<export_dir>/<version>/)")
-    p.add_argument("--eval_every", type=int, default=500, help="evaluate (and log a progress line) every N steps")
-    p.add_argument("--checkpoint_every", type=int, default=500, help="write a checkpoint every N steps")
-    p.add_argument("--keep_checkpoints", type=int, default=3, help="how many recent checkpoints to keep")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation split and the shuffle order")
-    args = p.parse_args(argv)
-
-    checks = [
-        (1 <= args.hidden_layers <= MAX_HIDDEN_LAYERS,
-         f"--hidden_layers must be 1 to {MAX_HIDDEN_LAYERS} on 28x28 images, not {args.hidden_layers}"),
-        (args.steps > 0, f"--steps must be positive, not {args.steps}"),
-        (args.batch_size > 0, f"--batch_size must be positive, not {args.batch_size}"),
-        (args.learning_rate > 0 and np.isfinite(args.learning_rate),
-         f"--learning_rate must be a positive number, not {args.learning_rate}"),
-        (0 < args.validation_fraction < 1, f"--validation_fraction must be between 0 and 1, not {args.validation_fraction}"),
-        (args.eval_every > 0, f"--eval_every must be positive, not {args.eval_every}"),
-        (args.checkpoint_every > 0, f"--checkpoint_every must be positive, not {args.checkpoint_every}"),
-        (args.keep_checkpoints > 0, f"--keep_checkpoints must be positive, not {args.keep_checkpoints}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-    return args
 
 
 def training_dataset(images, labels, batch_size, augmented, seed):

@@ -9,8 +9,6 @@ import math
 import tensorflow as tf
 import tf_keras as keras
 
-MAX_HIDDEN_LAYERS = 4  # each block halves 28x28; a fifth would leave less than one pixel
-
 
 def build_model(hidden_layers=2, dropout=0.4):
     """`hidden_layers` blocks of 5x5 conv (32 filters), batch norm, ReLU, 2x2 max-pool; dense 1024; 10 logits."""

@@ -38,6 +38,7 @@ SRC = REPO / "src"
 sys.path.insert(0, str(SRC))
 
 from cli import ArgumentParser, UsageError, UserError, entry_point  # noqa: E402
+import flags as trainer_flags  # noqa: E402  (src/flags.py: the trainer's own parser, without TensorFlow)
 import tfjob_check  # noqa: E402
 
 BASE = REPO / "kube" / "tfjob.yaml"
@@ -89,19 +90,12 @@ def quiet_stderr():
         os.close(saved)
 
 
-def trainer():
-    """src/main.py: its parse_args is the one judge of the trainer's flags."""
-    with quiet_stderr():
-        import main
-    return main
-
-
 def trainer_parse(flags):
-    """src/main.py's parsed arguments for `flags`, or its own complaint as a UsageError."""
+    """The trainer's parsed arguments for `flags`, or its own complaint as a UsageError."""
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return vars(trainer().parse_args(to_args(flags)))
+            return vars(trainer_flags.parse_args(to_args(flags)))
     except SystemExit:  # argparse's error: src/cli.py printed one line and exited
         message = re.sub(r" \(see \S+ --help\)$", "", captured.getvalue().strip().splitlines()[-1])
         raise UsageError(message.removeprefix("error: ")) from None
