@@ -15,7 +15,7 @@ RUNS       ?= runs
 
 .PHONY: help
 help: ## Show this list
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # ---------------------------------------------------------------- local: setup and tests
 
@@ -34,9 +34,18 @@ test: venv ## Run the whole test suite (builds .venv first if needed)
 
 # ---------------------------------------------------------------- local: train
 
+# Extra trainer flags for `make train`, e.g. TRAIN_FLAGS="--steps 500 --hidden_layers 3".
+TRAIN_FLAGS ?=
+TB_PORT     ?= 6006
+
 .PHONY: train
-train: venv ## Train on the shipped mini data into runs/local (model_dir and export)
-	$(PYTHON) src/main.py --model_dir $(RUNS)/local/model --export_dir $(RUNS)/local/export
+train: venv ## Train on the shipped mini data into runs/local (checkpoints, summaries, export); TRAIN_FLAGS adds flags
+	$(PYTHON) src/main.py --model_dir $(RUNS)/local/model --export_dir $(RUNS)/local/export $(TRAIN_FLAGS)
+
+.PHONY: tensorboard-local
+tensorboard-local: venv ## TensorBoard on http://localhost:6006 over every local run under runs/ (Ctrl-C stops it)
+	@echo "TensorBoard: http://localhost:$(TB_PORT)   (Ctrl-C to stop)"
+	$(VENV)/bin/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port $(TB_PORT)
 
 .PHONY: bench-train
 bench-train: venv ## Images/s of our trainer vs. plain Keras fit, and test accuracy
@@ -69,6 +78,24 @@ lab: venv ## Open the walkthrough in JupyterLab (installs JupyterLab into .venv 
 # ---------------------------------------------------------------- local: serve and predict
 
 # ---------------------------------------------------------------- local: distributed (TFJob) runs
+# The TFJob manifests of kube/, run here before they go to the cluster: one process per
+# replica (src/tfjob_local.py). TFJOB_LOCAL_FLAGS are added to every replica's flags:
+# the mini data and a few hundred steps, since all replicas share this machine's cores.
+TFJOB_LOCAL_FLAGS ?= --dataset mini --steps 300 --eval_every 100 --checkpoint_every 100
+
+.PHONY: tfjob-check
+tfjob-check: venv ## Check kube/tfjob*.yaml offline: the TFJob CRD's schema (strictly) and the operator's rules
+	$(PYTHON) src/tfjob_check.py kube/tfjob.yaml kube/tfjob-ps.yaml
+
+.PHONY: tfjob-local
+tfjob-local: venv ## Run kube/tfjob.yaml here: chief + 2 workers, one model (afresh in runs/tfjob-local/mnist-tfjob)
+	rm -rf $(RUNS)/tfjob-local/mnist-tfjob
+	$(PYTHON) src/tfjob_local.py kube/tfjob.yaml --root $(RUNS)/tfjob-local/mnist-tfjob -- $(TFJOB_LOCAL_FLAGS)
+
+.PHONY: tfjob-ps-local
+tfjob-ps-local: venv ## Run kube/tfjob-ps.yaml here: chief, 2 workers, 1 parameter server (runs/tfjob-local/mnist-tfjob-ps)
+	rm -rf $(RUNS)/tfjob-local/mnist-tfjob-ps
+	$(PYTHON) src/tfjob_local.py kube/tfjob-ps.yaml --root $(RUNS)/tfjob-local/mnist-tfjob-ps -- $(TFJOB_LOCAL_FLAGS)
 
 # ---------------------------------------------------------------- local: sweep
 # The hyperparameter sweep of templated/values.yaml, one TFJob per combination:
@@ -93,6 +120,91 @@ sweep-local: venv ## Run every trial of the sweep here, one at a time, into runs
 .PHONY: sweep-results
 sweep-results: venv ## Rank the sweep's trials by test accuracy, name the export to serve, plot them
 	$(SWEEP_RUN) --results $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT))
+
+# ---------------------------------------------------------------- beyond one model
+# Retrain on a schedule, score a folder without a server, serve more users as
+# traffic grows, and try a new version on part of the traffic before it
+# replaces the old one. The cluster targets use the cluster section's
+# KUBECTL, RENDER, SERVING and check-cluster (below).
+
+# batch-predict-local: the folder to score; if it holds no image, the 10,000 MNIST test digits are written there first.
+BATCH_INPUT  ?= $(RUNS)/batch/in
+BATCH_OUTPUT ?= $(RUNS)/batch/predictions.csv
+# canary: the version to try (the `exported /mnt/nfs/exports/mnist/<version>` line of a retrain's log);
+# empty: the newest of the versions serving has loaded, with the one before it as stable.
+CANARY ?=
+MODEL_CONFIG ?= mnist-model-config
+# Change the live model config: $(call edit_model_config,ACTION FLAGS), through src/model_config.py.
+edit_model_config = $(KUBECTL) get configmap $(MODEL_CONFIG) --output yaml \
+	| $(PYTHON) src/model_config.py $(1) --configmap - | $(KUBECTL) apply -f -
+# Wait until the pod behind localhost:8501 serves the live model config (about a minute: the kubelet's ConfigMap sync).
+wait_model_config = $(KUBECTL) get configmap $(MODEL_CONFIG) --output yaml \
+	| $(PYTHON) src/model_config.py wait --configmap - --server http://localhost:8501
+# Port-forward the serving REST port for the rest of a recipe line.
+forward_rest = $(KUBECTL) port-forward service/$(SERVING) 8501:8501 >/dev/null & pid=$$!; trap "kill $$pid" EXIT; \
+	$(call wait_port,8501)
+
+.PHONY: batch-predict-local
+batch-predict-local: venv ## Score BATCH_INPUT (default: the 10k test digits) with runs/local/export, no server; CSV to BATCH_OUTPUT
+	$(PYTHON) src/batch_predict.py --model_base_path $(RUNS)/local/export --input $(BATCH_INPUT) \
+	  --output $(BATCH_OUTPUT) --sample_input
+
+.PHONY: retrain-schedule
+retrain-schedule: check-cluster check-image venv ## Retrain every night at 03:00 UTC (the CronJob of kube/retrain-cronjob.yaml)
+	$(RENDER) kube/retrain-cronjob.yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) get cronjob mnist-retrain
+
+.PHONY: retrain-now
+retrain-now: retrain-schedule ## Retrain now: a Job from the CronJob mnist-retrain, following its log to the new version
+	@job=mnist-retrain-manual-$$(date +%s); \
+	echo "$(KUBECTL) create job --from=cronjob/mnist-retrain $$job"; \
+	$(KUBECTL) create job --from=cronjob/mnist-retrain $$job && \
+	$(KUBECTL) logs --follow --pod-running-timeout=10m job/$$job
+
+.PHONY: batch-predict
+batch-predict: check-cluster check-image venv ## Score /mnt/nfs/batch/in with the newest export (a Job, no server); CSV to BATCH_OUTPUT
+	$(RENDER) kube/batch-predict.yaml | $(KUBECTL) delete --ignore-not-found -f -
+	$(RENDER) kube/batch-predict.yaml | $(KUBECTL) apply -f -
+	@echo "waiting for job/mnist-batch-predict to finish (the image pull, then about a minute)"
+	@i=0; until state=$$($(KUBECTL) get job mnist-batch-predict --output 'jsonpath={.status.conditions[?(@.status=="True")].type}') \
+	  && case "$$state" in *Complete*|*Failed*) true;; *) false;; esac; do \
+	  i=$$((i + 1)); [ $$i -lt 180 ] || { echo "error: job/mnist-batch-predict has not finished after 15 minutes: kubectl describe job mnist-batch-predict" >&2; exit 1; }; \
+	  sleep 5; done; \
+	$(KUBECTL) logs job/mnist-batch-predict -c predict; \
+	case "$$state" in *Failed*) echo "error: job/mnist-batch-predict failed: kubectl describe job mnist-batch-predict" >&2; exit 1;; esac
+	@mkdir -p $(dir $(BATCH_OUTPUT))
+	$(KUBECTL) logs job/mnist-batch-predict -c csv > $(BATCH_OUTPUT)
+	@echo "$(BATCH_OUTPUT): $$(($$(wc -l < $(BATCH_OUTPUT)) - 1)) rows (path,digit,probability,error)"
+
+.PHONY: autoscale
+autoscale: check-cluster venv ## Autoscale serving: 1 to 4 pods at 60% CPU, and a disruption budget (kube/serving-autoscale.yaml)
+	$(RENDER) kube/serving-autoscale.yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) get hpa $(SERVING)
+
+.PHONY: watch-hpa
+watch-hpa: check-cluster ## Watch the autoscaler: CPU use against its target, and the number of serving pods (Ctrl-C stops)
+	$(KUBECTL) get hpa $(SERVING) --watch
+
+.PHONY: model-config
+model-config: check-cluster venv ## Create the ConfigMap mnist-model-config (TF Serving's versions and labels) if it does not exist
+	@$(KUBECTL) get configmap $(MODEL_CONFIG) >/dev/null 2>&1 || { \
+	  echo "$(RENDER) kube/model-config.yaml | $(KUBECTL) apply -f -"; \
+	  $(RENDER) kube/model-config.yaml | $(KUBECTL) apply -f -; }
+
+.PHONY: model-config-reset
+model-config-reset: check-cluster venv ## Serve the two newest versions again, without labels (kube/model-config.yaml as written)
+	$(RENDER) kube/model-config.yaml | $(KUBECTL) apply -f -
+
+.PHONY: canary
+canary: check-cluster venv ## A/B: serve two versions labelled stable and canary (CANARY=<version>; default: the newest loaded)
+	@$(forward_rest); \
+	$(if $(CANARY),$(call edit_model_config,load --version $(CANARY) --server http://localhost:8501) && $(wait_model_config) && ) \
+	$(call edit_model_config,canary $(if $(CANARY),--canary $(CANARY)) --server http://localhost:8501) && $(wait_model_config)
+
+.PHONY: promote
+promote: check-cluster venv ## A/B: point the label stable at the canary's version (the ConfigMap mnist-model-config)
+	@$(forward_rest); \
+	$(call edit_model_config,promote) && $(wait_model_config)
 
 # ---------------------------------------------------------------- cluster
 # The cluster path (README, "On the cluster"): `make build push deploy`, then

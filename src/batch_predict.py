@@ -25,7 +25,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
 
+import mnist_data  # noqa: E402
 import preprocess  # noqa: E402
 from cli import ArgumentParser, UsageError, UserError, entry_point  # noqa: E402
 from export import versions  # noqa: E402
@@ -45,10 +47,29 @@ def parse_args(argv=None):
     p.add_argument("--input", required=True, help="a folder of .png/.jpg images (or one image)")
     p.add_argument("--output", required=True, help="the CSV file to write (its folder is created)")
     p.add_argument("--batch_size", type=int, default=256, help="images per call of the model")
+    p.add_argument("--sample_input", action="store_true",
+                   help="if --input holds no image, first write the 10,000 MNIST test digits there as "
+                        "<index>-<label>.png: a batch to try this on")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be at least 1, not {args.batch_size}")
     return args
+
+
+def write_test_images(folder, data_dir=mnist_data.DATA_DIR):
+    """The official 10,000 MNIST test digits as PNG files, <index>-<label>.png: the label is in the name."""
+    images_file, labels_file = mnist_data.DATASETS["mini"][2:]
+    images, labels = (mnist_data.read_idx(mnist_data.ensure_file(name, data_dir)) for name in (images_file, labels_file))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        Image.fromarray(image).save(folder / f"{i:05d}-{label}.png")
+    return len(images)
+
+
+def has_images(folder):
+    folder = Path(folder)
+    return folder.is_dir() and any(p.suffix.lower() in preprocess.IMAGE_SUFFIXES for p in folder.iterdir())
 
 
 def find_version(base_path, version=None):
@@ -107,24 +128,30 @@ def open_output(path):
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
+    if args.sample_input and not has_images(args.input):
+        try:
+            count = write_test_images(args.input)
+        except OSError as err:
+            raise UserError(f"cannot write the sample images into {args.input}: {err.strerror}") from None
+        print(f"{args.input} held no image: wrote the {count} MNIST test digits there (<index>-<label>.png)",
+              flush=True)
     paths = preprocess.image_paths(args.input)
     model_path = find_version(args.model_base_path, args.model_version)
-    _, predict, input_name = load_signature(model_path)
-    print(f"scoring {len(paths)} image{'s' * (len(paths) != 1)} of {args.input} with {model_path} "
-          f"(signature {SIGNATURE}), {args.batch_size} at a time", flush=True)
-
-    f, staging = open_output(args.output)
-    began = last_note = time.perf_counter()
+    f, staging = open_output(args.output)  # an unwritable output fails now, not after the work
     errors = 0
     try:
         with f:
+            _, predict, input_name = load_signature(model_path)
+            print(f"scoring {len(paths)} image{'s' * (len(paths) != 1)} of {args.input} with {model_path} "
+                  f"(signature {SIGNATURE}), {args.batch_size} at a time", flush=True)
+            began = last_note = time.perf_counter()
             writer = csv.writer(f)
             writer.writerow(COLUMNS)
             for start in range(0, len(paths), args.batch_size):
                 chunk = paths[start:start + args.batch_size]
                 good, batch, failed = read_images(chunk)
-                probabilities = predict(**{input_name: batch})["probabilities"].numpy() if good else None
-                scores = dict(zip(good, probabilities)) if good else {}
+                probabilities = predict(**{input_name: batch})["probabilities"].numpy() if good else []
+                scores = dict(zip(good, probabilities))
                 for i, path in enumerate(chunk):
                     if i in scores:
                         digit = int(np.argmax(scores[i]))

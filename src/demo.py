@@ -121,15 +121,17 @@ def local_server(export_dir):
             print(command_line("serve.py", ["--model_name", MODEL_NAME, "--model_base_path", export_dir,
                                             "--port", server.grpc_port, "--rest_api_port", server.rest_port]),
                   f"  (pid {server.process.pid})", flush=True)
-            print(f"model {MODEL_NAME} AVAILABLE after {time.monotonic() - started:.1f}s: gRPC {HOST}:{server.grpc_port}, "
-                  f"REST http://{HOST}:{server.rest_port}/v1/models/{MODEL_NAME}", flush=True)
+            print(f"model {MODEL_NAME} AVAILABLE after {time.monotonic() - started:.1f}s: "
+                  f"gRPC {HOST}:{server.grpc_port}, REST http://{HOST}:{server.rest_port}/v1/models/{MODEL_NAME}",
+                  flush=True)
             yield server
     except RuntimeError as err:  # serve.running: the server exited, or did not answer in time
         if up:
             raise
         lines = str(err).strip().splitlines()
         reason = next((line for line in reversed(lines) if line.startswith("error: ")), lines[-1])
-        raise UserError(f"the model server did not start ({lines[0].rstrip(':')}): {reason.removeprefix('error: ')}") from None
+        raise UserError(f"the model server did not start ({lines[0].rstrip(':')}): {reason.removeprefix('error: ')}; "
+                        f"to train and export a new model: python src/demo.py --retrain") from None
     print(f"model server stopped (pid {server.process.pid})", flush=True)
 
 

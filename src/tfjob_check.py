@@ -177,7 +177,8 @@ def operator_problems(doc):
         else:
             by_type.setdefault(canonical, []).append(replica_type)
         if canonical in ("Chief", "Master") and replica.get("replicas", 1) != 1:
-            found.append(f"{path}.replicas: must be 1 (a TensorFlow cluster has one chief), not {replica.get('replicas')}")
+            found.append(f"{path}.replicas: must be 1 (a TensorFlow cluster has one chief), "
+                         f"not {replica.get('replicas')}")
         policy = replica.get("restartPolicy", "Never")
         if policy not in RESTART_POLICIES:
             found.append(f"{path}.restartPolicy: {policy!r} is not one of {', '.join(RESTART_POLICIES)}")

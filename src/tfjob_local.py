@@ -9,12 +9,14 @@ replica the TF_CONFIG the operator would give it (with each replica's
 `<job>-<type>-<index>.<namespace>.svc:2222` mapped to a free localhost port),
 restarts a replica that fails according to its restartPolicy within
 runPolicy.backoffLimit, and ends when the Chief (or, without one, worker 0)
-succeeds or a replica fails for good, then stops the replicas still running.
+succeeds or a replica fails for good, then stops the replicas still running
+(as cleanPodPolicy Running does; Ctrl-C stops them all too).
 
 What stands in for the cluster: `python` is this interpreter, /app/ (the
 image's WORKDIR) is this repository, and every volume is a directory under
 --root, shared by all replicas as the NFS claim is. Each replica's output is
-printed with its name (`[worker-1] ...`) and kept in <root>/logs/<replica>.log.
+printed with its name (`[worker-1] ...`) and kept in <root>/logs/<pod>.log,
+where a pod is named as on the cluster: <job>-<type>-<index>.
 """
 import json
 import os
@@ -107,7 +109,6 @@ class Replica:
     process: subprocess.Popen = None
     reader: threading.Thread = None
     state: str = "pending"  # pending, running, succeeded, failed
-    exit_code: int = None
     restart_at: float = None
     tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
 
@@ -118,8 +119,7 @@ class Replica:
 
 def plan_replicas(doc, root, trainer_args):
     """One Replica per pod the operator would create, with its command, environment and directories."""
-    specs = replica_specs(doc)
-    job, namespace = doc["metadata"]["name"], doc["metadata"].get("namespace", "default")
+    specs, job = replica_specs(doc), doc["metadata"]["name"]
     base_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     configs = {(t, i): operator_tf_config(doc, t, i) for t, s in specs.items() for i in range(s.get("replicas", 1))}
     hosts = sorted({h for c in configs.values() if c for hs in json.loads(c)["cluster"].values() for h in hs})
@@ -130,7 +130,7 @@ def plan_replicas(doc, root, trainer_args):
     replicas = []
     for (rtype, index), config in configs.items():
         spec = specs[rtype]
-        name = f"{rtype.lower()}-{index}"
+        pod = f"{job}-{rtype.lower()}-{index}"  # the pod's name on the cluster
         container = tensorflow_container(spec)
         if not container.get("command"):
             raise UserError(f"{rtype}: the tensorflow container has no command: state it "
@@ -139,7 +139,7 @@ def plan_replicas(doc, root, trainer_args):
         mounts = []
         for mount in container.get("volumeMounts", []):
             per_pod = "emptyDir" in volumes.get(mount["name"], {})  # an emptyDir belongs to one pod; claims are shared
-            local = root / ("pods/" + name if per_pod else "") / mount["name"] / mount.get("subPath", "")
+            local = root / ("pods/" + pod if per_pod else "") / mount["name"] / mount.get("subPath", "")
             local.mkdir(parents=True, exist_ok=True)
             mounts.append((mount["mountPath"], local))
         mounts.append((IMAGE_WORKDIR, REPO))
@@ -153,14 +153,14 @@ def plan_replicas(doc, root, trainer_args):
             if "value" in var:
                 env[var["name"]] = localize(var["value"], mounts)
             else:
-                say(f"{name}: env {var['name']} uses valueFrom, which this runner cannot resolve: left unset")
+                say(f"{pod}: env {var['name']} uses valueFrom, which this runner cannot resolve: left unset")
         if config:
             for host, local in local_hosts.items():
                 config = config.replace(f'"{host}"', f'"{local}"')
             env["TF_CONFIG"] = config
         cwd = localize(container.get("workingDir", IMAGE_WORKDIR), mounts)
         replicas.append(Replica(rtype, index, spec.get("restartPolicy", "Never"), argv, env, cwd,
-                                root / "logs" / f"{name}.log"))
+                                root / "logs" / f"{pod}.log"))
     return replicas
 
 
@@ -179,7 +179,7 @@ def start(replica):
         replica.argv, env=replica.env, cwd=replica.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, text=True, bufsize=1, errors="replace",
         start_new_session=True)  # Ctrl-C reaches this runner only: it stops the replicas in order
-    replica.state, replica.exit_code, replica.restart_at = "running", None, None
+    replica.state, replica.restart_at = "running", None
     say(f"started {replica.name} (pid {replica.process.pid}): {' '.join(replica.argv[1:])}")
 
     def copy_output(process=replica.process):
@@ -241,7 +241,7 @@ def supervise(doc, replicas):
             if r.state != "running" or r.process.poll() is None:
                 continue
             r.reader.join(timeout=2)  # its last lines first
-            r.exit_code = code = exit_code_of(r.process)
+            code = exit_code_of(r.process)
             retry = (r.restart_policy == "Always"
                      or (code != 0 and r.restart_policy == "OnFailure")
                      or (code in RETRYABLE_EXIT_CODES and r.restart_policy == "ExitCode"))
@@ -282,11 +282,11 @@ def main(argv=None):
                     "and success rule of the Kubeflow training operator.",
         usage="%(prog)s MANIFEST [--root DIR] [-- TRAINER_ARGS...]")
     parser.add_argument("manifest", help="a YAML file holding one TFJob")
-    parser.add_argument("--root", type=Path,
+    parser.add_argument("--root", type=Path, metavar="DIR",
                         help="where volumes and logs go (default: runs/tfjob-local/<job name>)")
     args = parser.parse_args(own)
 
-    docs = [d for d in tfjob_check.load(args.manifest)]
+    docs = tfjob_check.load(args.manifest)
     if len(docs) != 1:
         raise UserError(f"{args.manifest} holds {len(docs)} documents; expected one TFJob")
     found = tfjob_check.problems(docs[0])
@@ -316,7 +316,7 @@ def main(argv=None):
     if culprit is not None:
         say(f"last lines of {culprit.name} (all in {culprit.log_path}):")
         for line in culprit.tail:
-            say(line, culprit.name)
+            say(f"| {line}")
     fail(f"job {name} failed after {elapsed:.0f}s: {reason}")
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO, SRC, assert_one_line_error, run_script
 
-STEPS = 200  # short runs of the trainer vary a lot below ~150 steps
+STEPS = 300  # shorter runs vary a lot: one 100-step run reached 35% test accuracy, 150-step runs 93-96%
 ROW = re.compile(r"^data/(\d)\.png\s+(\d)\s+(\d+\.\d+)%", re.M)
 
 
@@ -65,13 +65,13 @@ def test_demo_trains_then_predicts_every_sample_digit_with_the_served_model(firs
     workdir, result = first_run
     out = result.stdout
     assert f"step    {STEPS}/{STEPS}" in out and "exported " in out  # the trainer's own progress
-    assert re.search(r"model mnist version \d+ AVAILABLE", out)
+    assert re.search(r"^model mnist AVAILABLE after \d+\.\ds: gRPC 127.0.0.1:\d+", out, re.M)
     rows = ROW.findall(out)
     assert sorted(int(file) for file, _, _ in rows) == list(range(10)), out
     assert all(0 < float(probability) <= 100 for _, _, probability in rows)
     correct = sum(file == predicted for file, predicted, _ in rows)
     assert f"\n{correct}/10 correct\n" in out
-    assert correct >= 9, out  # real, clearly written test digits; 200 steps reach ~95% test accuracy
+    assert correct >= 9, out  # real, clearly written test digits; 300 steps reach ~97% test accuracy
     assert len(versions(workdir)) == 1
 
 
@@ -98,7 +98,7 @@ def test_a_second_demo_reuses_the_export_instead_of_training(first_run):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_demo_still_stops_the_model_server(first_run, sig, code):
     """Ctrl-C (SIGINT) or `kill` (SIGTERM) while the server starts: the demo stops it before exiting."""
     workdir, _ = first_run
@@ -119,6 +119,15 @@ def test_an_interrupted_demo_still_stops_the_model_server(first_run, sig, code):
     assert demo.returncode == code, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: "), err
     assert not server_processes(workdir)
+
+
+@pytest.mark.slow
+def test_an_export_the_server_cannot_load_is_a_one_line_error_and_no_server_is_left(tmp_path):
+    (tmp_path / "export" / "1").mkdir(parents=True)
+    (tmp_path / "export" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    result = run_script("demo.py", "--workdir", tmp_path, timeout=300)
+    assert_one_line_error(result, "the model server did not start", "--retrain")
+    assert not server_processes(tmp_path)
 
 
 def test_demo_rejects_a_non_positive_step_count():

@@ -53,7 +53,8 @@ def test_notebook_trains_serves_shows_the_mistakes_and_skips_the_tfjob_without_a
     served = re.search(r"test accuracy through the model server: (\d+\.\d+)% \((\d+) of 10000 misclassified\)", printed)
     assert served and float(served.group(1)) > 80, printed
     assert "model server stopped" in printed
-    assert "skipped: no cluster (" in printed and "kind: TFJob" in printed
+    assert "TFJob mnist-tfjob in namespace default: 1 Chief, 2 Worker" in printed
+    assert "skipped: no cluster (" in printed and (run_dir / "tfjob.yaml").read_text().count("kind: TFJob") == 1
     pictures = [o for cell in code for o in cell.outputs if "image/png" in o.get("data", {})]
     assert len(pictures) >= 4  # the training digits, the learning curve, the samples, the mistakes
     assert any((run_dir / "export").iterdir())

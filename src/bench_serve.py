@@ -1,0 +1,94 @@
+"""How fast does serve.py answer? One-image gRPC requests at 1 to 32 in flight, and one 10,000-image request.
+
+    python src/bench_serve.py                                        # trains a 200-step model into runs/bench if needed
+    python src/bench_serve.py --model_base_path runs/local/export
+    python src/bench_serve.py --server_args="--enable_batching=false"    # compare without request merging
+
+It starts src/serve.py on free loopback ports, sends MNIST test images the
+way `client.py --num_tests` does (client and server share this machine's
+cores), and prints a table. Nothing is asserted: the figures depend on the
+machine and on what else runs on it.
+"""
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import client
+import serve
+from cli import ArgumentParser, UsageError, UserError, entry_point
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO / "runs" / "bench"
+TRAIN_STEPS = 200
+
+
+def bench_model(runs_dir):
+    """The newest export under runs_dir/export, trained (TRAIN_STEPS steps, a minute or two) if there is none."""
+    export_dir = Path(runs_dir) / "export"
+    if not any(p.name.isdigit() for p in export_dir.glob("*")):
+        print(f"no export under {export_dir}: training one ({TRAIN_STEPS} steps)", flush=True)
+        result = subprocess.run([sys.executable, str(REPO / "src" / "main.py"), "--steps", str(TRAIN_STEPS),
+                                 "--model_dir", str(Path(runs_dir) / "model"), "--export_dir", str(export_dir)])
+        if result.returncode != 0:
+            raise UserError(f"training the benchmark model failed (exit {result.returncode})")
+    return export_dir
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_base_path", help="export directory to serve (default: train one into --runs_dir)")
+    p.add_argument("--runs_dir", default=str(BENCH_DIR), help="where the benchmark model is trained if needed")
+    p.add_argument("--requests", type=int, default=3000, help="one-image requests per concurrency level")
+    p.add_argument("--concurrency", default="1,8,16,32", help="requests in flight, comma-separated levels")
+    p.add_argument("--server_args", default="", help="extra flags for serve.py, e.g. --enable_batching=false")
+    args = p.parse_args(argv)
+    try:
+        args.levels = [int(c) for c in args.concurrency.split(",")]
+    except ValueError:
+        raise UsageError(f"--concurrency must be comma-separated integers, not {args.concurrency!r}") from None
+    if args.requests < 1 or min(args.levels) < 1:
+        raise UsageError("--requests and every --concurrency level must be at least 1")
+    return args
+
+
+def measure(grpc_port, images, labels, levels, requests):
+    """Print one row per concurrency level, then time one request of every test image."""
+    model = client.GrpcModel("127.0.0.1", grpc_port, "mnist", "predict", timeout=60)
+    model.connect()
+    client.load_test(model, images, labels, min(500, requests), 8)  # warm up both sides
+    print(f"{'in flight':>9}  {'predictions/s':>13}  {'p50 ms':>7}  {'p99 ms':>7}  {'errors':>6}  {'accuracy':>8}")
+    for concurrency in levels:
+        r = client.load_test(model, images, labels, requests, concurrency)
+        print(f"{concurrency:>9}  {r['throughput']:>13,.0f}  {r['p50_ms']:>7.1f}  {r['p99_ms']:>7.1f}  "
+              f"{r['error_rate']:>6.1%}  {r['accuracy']:>8.2%}", flush=True)
+    seconds = []
+    for _ in range(3):
+        began = time.perf_counter()
+        scores, _ = model.predict(images)
+        seconds.append(time.perf_counter() - began)
+    accuracy = float(np.mean(np.argmax(scores, axis=1) == labels))
+    print(f"one request of {len(images):,} images: {min(seconds):.2f} s best of 3 "
+          f"(median {np.median(seconds):.2f} s, {len(images) / min(seconds):,.0f} images/s), accuracy {accuracy:.2%}")
+
+
+@entry_point
+def main(argv=None):
+    args = parse_args(argv)
+    base_path = Path(args.model_base_path) if args.model_base_path else bench_model(args.runs_dir)
+    images, labels = client.load_test_set()
+    print(f"serve.py {args.server_args or '(default flags)'} serving {base_path}; "
+          f"{args.requests} one-image gRPC requests per row", flush=True)
+    try:
+        with serve.running(base_path, "mnist", shlex.split(args.server_args)) as server:
+            measure(server.grpc_port, images, labels, args.levels, args.requests)
+    except RuntimeError as err:  # serve.running: the server exited or never answered
+        raise UserError(f"serve.py did not start: {' '.join(str(err).split())[:400]}") from None
+
+
+if __name__ == "__main__":
+    main()
