@@ -32,6 +32,10 @@ venv: $(VENV)/.installed ## Create .venv with the pinned requirements (only when
 test: venv ## Run the whole test suite (builds .venv first if needed)
 	$(PYTHON) -m pytest
 
+.PHONY: readme-steps
+readme-steps: venv ## Run the README's local steps from README.md, shortened (CI runs this after make test)
+	$(PYTHON) -m pytest -m readme tests/test_readme.py
+
 # ---------------------------------------------------------------- local: train
 
 # Extra trainer flags for `make train`, e.g. TRAIN_FLAGS="--steps 500 --hidden_layers 3".
@@ -65,7 +69,7 @@ demo: venv ## Train (or reuse runs/demo), serve locally and predict data/0.png..
 .PHONY: notebook
 notebook: venv ## Run notebooks/walkthrough.ipynb headless; the executed copy goes to runs/notebook/
 	@mkdir -p $(RUNS)/notebook
-	@echo "running every cell of notebooks/walkthrough.ipynb (about two minutes; it trains for a minute)"
+	@echo "running every cell of notebooks/walkthrough.ipynb (one to two minutes: it trains for 30 s)"
 	$(VENV)/bin/jupyter-execute notebooks/walkthrough.ipynb --kernel_name=python3 --timeout=900 \
 	  --output=$(abspath $(RUNS))/notebook/walkthrough
 	@echo "executed: $(RUNS)/notebook/walkthrough.ipynb (open it in JupyterLab: make lab)"
