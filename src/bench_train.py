@@ -23,7 +23,7 @@ import cluster  # noqa: E402
 import main as trainer  # noqa: E402
 import mnist_data  # noqa: E402
 from cli import ArgumentParser, entry_point  # noqa: E402
-from model import build_model  # noqa: E402
+from model import build_model, make_optimizer  # noqa: E402
 
 
 class Throughput(keras.callbacks.Callback):
@@ -46,8 +46,7 @@ def keras_fit(args, data):
     """The same model, optimizer and input pipeline, trained by `model.fit`."""
     train_x, train_y = data["train"]
     model = build_model(args.hidden_layers)
-    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=args.fit_steps)
-    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+    model.compile(optimizer=make_optimizer(args.learning_rate, args.fit_steps)[0],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     epochs = 5
     meter = Throughput(args.batch_size, args.fit_steps // epochs)

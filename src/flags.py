@@ -19,7 +19,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=3000, help="global training steps (one step = one batch)")
     p.add_argument("--batch_size", type=int, default=100, help="global batch size, split across replicas")
     p.add_argument("--learning_rate", type=float, default=0.05,
-                   help="initial learning rate of SGD with momentum, decayed to 0 by a cosine")
+                   help="peak learning rate of SGD with momentum (warmed up over a tenth of the steps, then decayed to 0)")
     p.add_argument("--hidden_layers", type=int, default=2,
                    help=f"convolution blocks, 1 to {MAX_HIDDEN_LAYERS} (each halves the 28x28 image)")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mini",

@@ -29,7 +29,7 @@ import mnist_data  # noqa: E402
 from cli import RetryableError, entry_point  # noqa: E402
 from export import export_saved_model  # noqa: E402
 from flags import parse_args  # noqa: E402
-from model import augment, build_model  # noqa: E402
+from model import augment, build_model, make_optimizer  # noqa: E402
 
 # Errors that mean "a peer replica went away": exit so that the operator restarts us.
 PEER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
@@ -92,8 +92,7 @@ def train(args, role, strategy):
 
     with strategy.scope():
         model = build_model(args.hidden_layers)
-        schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=args.steps)
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+        optimizer, schedule = make_optimizer(args.learning_rate, args.steps)
         train_loss = keras.metrics.Mean("loss")
         train_accuracy = keras.metrics.SparseCategoricalAccuracy("accuracy")
     step = optimizer.iterations  # the global step: saved with the optimizer, shared by every replica

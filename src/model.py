@@ -49,3 +49,15 @@ def augment(images, max_degrees=10.0, max_shift=2.0, max_zoom=0.1):
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=[28, 28], fill_value=0.0,
         interpolation="BILINEAR", fill_mode="CONSTANT")
+
+
+def make_optimizer(learning_rate, steps):
+    """SGD with Nesterov momentum, and its schedule: a linear warm-up, then a cosine decay to 0.
+
+    The warm-up (a tenth of the run, at most 200 steps) keeps the first steps, taken
+    before batch norm has settled, from throwing a short run off course.
+    """
+    warmup = min(200, steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(steps - warmup, 1), warmup_target=learning_rate, warmup_steps=warmup)
+    return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True), schedule

@@ -168,11 +168,12 @@ def test_check_cluster_says_there_is_no_context(fake_kubectl):
     assert "error: kubectl has no current context: export KUBECONFIG=" in result.stderr
 
 
-def test_check_cluster_catches_a_namespace_that_differs_from_the_kubeconfigs(fake_kubectl):
+def test_namespace_defaults_to_the_kubeconfigs_and_a_different_one_is_caught(fake_kubectl):
     path, _ = fake_kubectl
-    result = make("check-cluster", env={"FAKE_CONTEXT_NAMESPACE": "alice"}, path=path)  # NAMESPACE defaults to default
+    result = make("check-cluster", env={"FAKE_CONTEXT_NAMESPACE": "alice"}, path=path)
+    assert result.returncode == 0 and "namespace alice" in result.stdout, result.stdout + result.stderr
+    result = make("check-cluster", "NAMESPACE=bob", env={"FAKE_CONTEXT_NAMESPACE": "alice"}, path=path)
     assert result.returncode != 0 and "export NAMESPACE=alice" in result.stderr
-    assert make("check-cluster", "NAMESPACE=alice", env={"FAKE_CONTEXT_NAMESPACE": "alice"}, path=path).returncode == 0
 
 
 def test_build_refuses_the_placeholder_image():

@@ -3,10 +3,12 @@ import re
 
 import nbformat
 import pytest
+import yaml
 from nbclient import NotebookClient
 
 from conftest import REPO
 from test_demo import server_processes
+from test_makefile import fake_kubectl  # noqa: F401 - a fixture: a stand-in kubectl that logs what it is sent
 
 NOTEBOOK = REPO / "notebooks" / "walkthrough.ipynb"
 
@@ -22,6 +24,17 @@ def text_of(cell):
     return "".join(parts)
 
 
+def execute(nb, monkeypatch, tmp_path):
+    """Run every cell of `nb` in a fresh kernel started in notebooks/, as JupyterLab starts it; return nb."""
+    monkeypatch.setenv("NOTEBOOK_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")  # kernel "python3" is this venv's ipykernel, not a user-wide one
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    NotebookClient(nb, kernel_name="python3", timeout=600, startup_timeout=120,
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    return nb
+
+
 def test_notebook_is_committed_as_nbformat_4_without_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=nbformat.NO_CONVERT)
     nbformat.validate(nb)
@@ -34,15 +47,8 @@ def test_notebook_is_committed_as_nbformat_4_without_outputs():
 @pytest.mark.slow
 def test_notebook_trains_serves_shows_the_mistakes_and_skips_the_tfjob_without_a_cluster(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
-    monkeypatch.setenv("NOTEBOOK_RUN_DIR", str(run_dir))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))  # never a real cluster, even where there is one
-    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")  # kernel "python3" is this venv's ipykernel, not a user-wide one
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    # The kernel starts in notebooks/, as JupyterLab starts it.
-    NotebookClient(nb, kernel_name="python3", timeout=600, startup_timeout=120,
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    nb = execute(nbformat.read(NOTEBOOK, as_version=4), monkeypatch, tmp_path)
 
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert not [o for cell in code for o in cell.outputs if o["output_type"] == "error"]
@@ -60,3 +66,29 @@ def test_notebook_trains_serves_shows_the_mistakes_and_skips_the_tfjob_without_a
     assert any((run_dir / "export").iterdir())
     assert not server_processes(run_dir)  # the cleanup cell stopped it
 
+
+
+def test_notebook_submits_the_tfjob_rendered_for_you_when_kubectl_has_a_cluster(tmp_path, monkeypatch, fake_kubectl):
+    path, calls = fake_kubectl
+    monkeypatch.setenv("PATH", path)
+    monkeypatch.setenv("FAKE_CONTEXT_NAMESPACE", "alice")  # the kubeconfig's namespace, as given to an attendee
+    monkeypatch.setenv("IMAGE", "registry.example.com/alice/mnist")
+    monkeypatch.setenv("TAG", "v9")
+    monkeypatch.delenv("NAMESPACE", raising=False)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    nb.cells = [code[0], next(cell for cell in code if "render_manifests" in cell.source)]  # set-up, section 7
+    printed = text_of(execute(nb, monkeypatch, tmp_path).cells[-1])
+
+    sent = [(c["args"], [d for d in yaml.safe_load_all(c["stdin"]) if d]) for c in calls() if c["stdin"]]
+    # A finished TFJob is not run again by `apply`: the previous one is deleted first, as `make tfjob` does.
+    assert [args for args, _ in sent] == [["--namespace", "alice", "delete", "--ignore-not-found", "-f", "-"],
+                                          ["--namespace", "alice", "apply", "-f", "-"]]
+    tfjob = sent[-1][1][0]
+    assert len(sent[-1][1]) == 1 and tfjob["metadata"]["namespace"] == "alice"
+    assert tfjob["kind"] == "TFJob" and tfjob["metadata"]["name"] == "mnist-tfjob"
+    images = {c["image"] for spec in tfjob["spec"]["tfReplicaSpecs"].values()
+              for c in spec["template"]["spec"]["containers"]}
+    assert images == {"registry.example.com/alice/mnist:v9"}
+    assert "tfjob/mnist-tfjob configured" in printed and "follow it: kubectl --namespace alice" in printed
+    assert "skipped" not in printed

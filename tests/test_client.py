@@ -1,0 +1,128 @@
+"""client.py as a user runs it, against serve.py on loopback: any picture of a digit in, the digit out."""
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import serve
+from conftest import REPO, SRC, assert_one_line_error, run_script
+from test_preprocess import variants
+from test_serving import copy_export
+
+SAMPLES = REPO / "data"
+
+
+@pytest.fixture(scope="module")
+def server(trained_model, tmp_path_factory):
+    export_dir = tmp_path_factory.mktemp("client") / "export"
+    version = copy_export(trained_model["version"], export_dir)
+    with serve.running(export_dir, "mnist") as running:
+        yield {"grpc": running.grpc_port, "rest": running.rest_port, "version": version}
+
+
+def client(server, *args, rest=False):
+    port = server["rest"] if rest else server["grpc"]
+    return run_script("client.py", "--host", "127.0.0.1", "--port", port, *(["--rest"] if rest else []), *args,
+                      timeout=120)
+
+
+def json_lines(result):
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.mark.slow
+def test_the_workshop_command_prints_the_digit_its_probability_and_the_round_trip(server):
+    result = client(server, "--image", SAMPLES / "4.png", "--model", "mnist", "--signature_name", "predict")
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    assert re.fullmatch(r".*4\.png: 4 \(probability 0\.\d{4}\)", first), first
+    assert re.fullmatch(rf"model mnist version {server['version']}, signature predict, gRPC 127\.0\.0\.1:\d+: "
+                        r"1 image in 1 request, round trip \d+\.\d ms", second), second
+
+
+@pytest.mark.slow
+def test_a_directory_is_sent_in_batches_and_grpc_and_rest_agree_on_every_sample(server):
+    by_grpc = json_lines(client(server, "--image", SAMPLES, "--batch_size", 4, "--top", 3, "--json"))
+    by_rest = json_lines(client(server, "--image", SAMPLES, "--batch_size", 4, "--top", 3, "--json", rest=True))
+    assert [line["image"] for line in by_grpc] == [str(SAMPLES / f"{d}.png") for d in range(10)]
+    assert [line["digit"] for line in by_grpc] == [line["digit"] for line in by_rest] == list(range(10))
+    np.testing.assert_allclose([line["probability"] for line in by_grpc], [line["probability"] for line in by_rest],
+                               atol=1e-5)
+    assert {line["batch_size"] for line in by_grpc} == {4, 2}  # 10 images: 4 + 4 + 2
+    for line in by_grpc:
+        top = [t["probability"] for t in line["top"]]
+        assert len(top) == 3 and top == sorted(top, reverse=True) and 0 < line["probability"] == top[0] <= 1
+        assert line["version"] == server["version"] and line["protocol"] == "gRPC"
+
+
+@pytest.mark.slow
+def test_photos_scans_and_odd_formats_of_real_test_digits_are_read_right(server, tmp_path):
+    """Inverted, RGB, RGBA, 16-bit, 280x280 and off-centre versions of the samples, each made with Pillow."""
+    for digit in range(10):
+        for name, image in variants(np.asarray(Image.open(SAMPLES / f"{digit}.png"))).items():
+            image.save(tmp_path / f"{digit}_{name}.png")
+    lines = json_lines(client(server, "--image", tmp_path, "--json"))
+    assert len(lines) == 70
+    wrong = [(line["image"], line["digit"]) for line in lines
+             if line["digit"] != int(line["image"].rsplit("/", 1)[1][0])]
+    assert not wrong
+
+
+@pytest.mark.slow
+def test_load_test_reports_no_errors_and_the_accuracy(server):
+    result = client(server, "--num_tests", 200, "--concurrency", 8)
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"200 requests, 8 in flight, .*: (\d+) predictions/s, latency p50 [\d.]+ ms p99 [\d.]+ ms, "
+                      r"error rate 0\.00% \(0 failed\), accuracy ([\d.]+)%", result.stdout)
+    assert match, result.stdout
+    assert float(match[2]) > 85
+
+
+@pytest.mark.slow
+def test_a_version_can_be_asked_for_by_number_and_labels_reach_the_server(server):
+    (line,) = json_lines(client(server, "--image", SAMPLES / "7.png", "--model_version", server["version"], "--json"))
+    assert (line["digit"], line["version"]) == (7, server["version"])
+    assert_one_line_error(client(server, "--image", SAMPLES / "7.png", "--model_version", 1), "NOT_FOUND")
+    assert_one_line_error(client(server, "--image", SAMPLES / "7.png", "--version_label", "stable", rest=True),
+                          "HTTP 400", "label: stable")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, fragments", [
+    (["--model", "nope"], ["NOT_FOUND", "nope"]),
+    (["--signature_name", "nope"], ["no signature 'nope'", "predict"]),
+    (["--model", "nope", "--rest"], ["HTTP 404", "nope"]),
+])
+def test_an_unknown_model_or_signature_is_one_line(server, args, fragments):
+    rest = "--rest" in args
+    args = [a for a in args if a != "--rest"]
+    assert_one_line_error(client(server, "--image", SAMPLES / "0.png", *args, rest=rest), *fragments)
+
+
+def test_a_missing_or_unreadable_image_is_one_line_before_any_request(tmp_path):
+    (tmp_path / "notes.png").write_text("a shopping list")
+    port = serve.free_port()  # nothing listens: the file errors must come first
+    assert_one_line_error(run_script("client.py", "--port", port, "--image", tmp_path / "missing.png"), "no such file")
+    assert_one_line_error(run_script("client.py", "--port", port, "--image", tmp_path / "notes.png"),
+                          "is not a PNG or JPEG")
+
+
+def test_an_unreachable_server_is_one_line_within_the_timeout():
+    port = serve.free_port()
+    for rest in ([], ["--rest"]):
+        result = run_script("client.py", "--port", port, *rest, "--timeout", 2, "--image", SAMPLES / "1.png",
+                            timeout=60)
+        assert_one_line_error(result, "cannot reach a model server", f":{port}")
+
+
+def test_the_client_starts_without_loading_the_tensorflow_runtime():
+    """It needs TensorFlow's message classes only; loading the runtime would cost seconds per command."""
+    code = f"import sys; sys.path.insert(0, {str(SRC)!r}); import client; " \
+           "print(sorted(m for m in sys.modules if m.startswith('tensorflow.python')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

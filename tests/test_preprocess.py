@@ -1,0 +1,113 @@
+"""preprocess.to_mnist: any photo or scan of a digit becomes the 28x28 white-on-black digit MNIST would have made."""
+import numpy as np
+import pytest
+from PIL import Image
+
+import mnist_data
+import preprocess
+from preprocess import ImageError, to_mnist
+
+TEST_IMAGES, TEST_LABELS = mnist_data.DATASETS["mini"][2:]
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return (mnist_data.read_idx(mnist_data.DATA_DIR / TEST_IMAGES),
+            mnist_data.read_idx(mnist_data.DATA_DIR / TEST_LABELS))
+
+
+def variants(digit):
+    """The same real MNIST digit (uint8 28x28, white on black) as people hand it in."""
+    ink = digit.astype(np.float64) / 255
+    paper = Image.fromarray(255 - digit)                               # dark ink on white paper
+    big = paper.resize((280, 280), Image.Resampling.BICUBIC)           # a 10x scan
+    canvas = Image.new("L", (400, 300), 255)
+    canvas.paste(big.resize((120, 120)), (250, 20))                    # small, in a corner of a photo
+    colour = np.stack([80 + 0 * ink, 60 + 0 * ink, 200 * (1 - ink)], -1)  # blue ink...
+    cream = np.array([250, 240, 215])                                   # ...on cream paper
+    rgb = (ink[..., None] * colour + (1 - ink[..., None]) * cream).astype(np.uint8)
+    rgba = np.zeros((28, 28, 4), np.uint8)                              # black ink on a transparent canvas
+    rgba[..., 3] = digit
+    return {
+        "mnist": Image.fromarray(digit),
+        "inverted": paper,
+        "large": big,
+        "off_centre": canvas,
+        "rgb": Image.fromarray(rgb, "RGB").resize((84, 84), Image.Resampling.BICUBIC),
+        "rgba": Image.fromarray(rgba, "RGBA"),
+        "16_bit": Image.fromarray((255 - digit).astype(np.uint16) * 257),  # I;16, light paper
+    }
+
+
+def centre_of_mass(x):
+    x = x[..., 0].astype(np.float64)
+    i = np.arange(28)
+    return (i @ x.sum(1)) / x.sum(), (i @ x.sum(0)) / x.sum()
+
+
+def test_an_mnist_digit_comes_back_almost_unchanged(test_set):
+    """The recipe is MNIST's own: applied to MNIST digits it changes almost nothing."""
+    images, _ = test_set
+    diffs = [np.abs(to_mnist(Image.fromarray(images[i]))[..., 0] - images[i]).mean() for i in range(100)]
+    assert np.median(diffs) < 1.0 and np.mean(diffs) < 3.0  # out of 255
+
+
+@pytest.mark.parametrize("index", [0, 1, 4, 18, 61])
+def test_every_kind_of_picture_of_a_digit_becomes_the_same_mnist_digit(test_set, tmp_path, index):
+    images, _ = test_set
+    reference = to_mnist(Image.fromarray(images[index]))[..., 0]
+    for name, image in variants(images[index]).items():
+        path = tmp_path / f"{name}.png"
+        image.save(path)
+        x = to_mnist(path)[..., 0]
+        correlation = np.corrcoef(x.ravel(), reference.ravel())[0, 1]
+        assert correlation > 0.8, (name, correlation)  # the same strokes, give or take a pixel
+
+
+def test_a_jpeg_photo_works_like_a_png(test_set, tmp_path):
+    images, _ = test_set
+    photo = Image.fromarray(255 - images[4]).convert("RGB").resize((200, 200), Image.Resampling.BICUBIC)
+    photo.save(tmp_path / "four.jpg", quality=70)
+    x = to_mnist(tmp_path / "four.jpg")[..., 0]
+    assert np.corrcoef(x.ravel(), to_mnist(Image.fromarray(images[4]))[..., 0].ravel())[0, 1] > 0.9
+
+
+def test_output_is_what_the_model_takes_placed_as_mnist_placed_its_digits(test_set):
+    images, _ = test_set
+    off_centre = variants(images[7])["off_centre"]
+    x = to_mnist(off_centre)
+    assert x.shape == (28, 28, 1) and x.dtype == np.float32
+    assert x.min() == 0 and x.max() == pytest.approx(255, abs=1)
+    rows, cols = np.flatnonzero(x[..., 0].any(1)), np.flatnonzero(x[..., 0].any(0))
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 == preprocess.BOX  # scaled to fit 20x20
+    r, c = centre_of_mass(x)
+    assert abs(r - 14) <= 0.5 and abs(c - 14) <= 0.5
+
+
+def test_a_wide_digit_keeps_its_aspect_ratio():
+    bar = np.zeros((50, 200), np.uint8)
+    bar[20:30, :] = 255  # 10 x 200: a minus sign
+    x = to_mnist(Image.fromarray(bar))[..., 0]
+    rows, cols = np.flatnonzero(x.any(1)), np.flatnonzero(x.any(0))
+    assert cols[-1] - cols[0] + 1 == 20 and rows[-1] - rows[0] + 1 <= 2
+
+
+@pytest.mark.parametrize("make, name, message", [
+    (lambda d: None, "missing.png", "no such file"),
+    (lambda d: (d / "notes.png").write_text("not an image"), "notes.png", "is not a PNG or JPEG image"),
+    (lambda d: Image.new("L", (40, 40), 200).save(d / "blank.png"), "blank.png", "is blank"),
+    (lambda d: Image.new("L", (40, 40), 200).save(d / "digit.gif"), "digit.gif", "give a PNG or JPEG"),
+])
+def test_unusable_files_are_one_clear_error(tmp_path, make, name, message):
+    make(tmp_path)
+    with pytest.raises(ImageError, match=message):
+        to_mnist(tmp_path / name)
+
+
+def test_a_directory_means_its_png_and_jpeg_files_in_order(tmp_path):
+    for name in ("b.png", "a.JPG", "c.jpeg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in preprocess.image_paths(tmp_path)] == ["a.JPG", "b.png", "c.jpeg"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="holds no .png or .jpg"):
+        preprocess.image_paths(tmp_path / "empty")
