@@ -80,6 +80,25 @@ lab: venv ## Open the walkthrough in JupyterLab (installs JupyterLab into .venv 
 	$(VENV)/bin/jupyter-lab --LabApp.default_url=/lab/tree/notebooks/walkthrough.ipynb
 
 # ---------------------------------------------------------------- local: serve and predict
+# The local model server (a development server with TensorFlow Serving's APIs and flags)
+# on the newest export of `make train`; the client is src/client.py.
+SERVE_EXPORT ?= $(RUNS)/local/export
+
+.PHONY: serve-local
+serve-local: venv ## Serve runs/local/export here: gRPC localhost:8500, REST localhost:8501 (Ctrl-C stops it)
+	$(PYTHON) src/serve.py --model_name mnist --model_base_path $(SERVE_EXPORT) --port 8500 --rest_api_port 8501
+
+.PHONY: predict-local
+predict-local: venv ## Classify data/0.png..9.png with the local server of `make serve-local`
+	$(PYTHON) src/client.py --host localhost --port 8500 --image data --model mnist --signature_name predict
+
+.PHONY: bench-serve
+bench-serve: venv ## Latency p50/p99 and throughput of serve.py at 1, 8, 16, 32 requests in flight, and a 10k batch
+	$(PYTHON) src/bench_serve.py
+
+.PHONY: samples
+samples: venv ## Write data/0.png..9.png again from the shipped test set
+	$(PYTHON) src/make_samples.py
 
 # ---------------------------------------------------------------- local: distributed (TFJob) runs
 # The TFJob manifests of kube/, run here before they go to the cluster: one process per

@@ -180,6 +180,8 @@ def terminated(signum, frame):
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, terminated)
+    # Ctrl-C raises KeyboardInterrupt even when this was started with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = args.workdir.resolve()
     model_dir, export_dir = workdir / "model", workdir / "export"
     began = time.monotonic()
