@@ -27,7 +27,9 @@ import namespaces  # noqa: E402
 # kind -> (API group, resource) for what the workshop's manifests hold.
 RESOURCES = {"Deployment": ("apps", "deployments"), "Service": ("", "services"), "Job": ("batch", "jobs"),
              "TFJob": ("kubeflow.org", "tfjobs"), "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
-             "ConfigMap": ("", "configmaps")}
+             "ConfigMap": ("", "configmaps"), "CronJob": ("batch", "cronjobs"),
+             "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
+             "PodDisruptionBudget": ("policy", "poddisruptionbudgets")}
 APPLY = ("get", "list", "watch", "create", "update", "patch", "delete")  # what kubectl apply and delete use
 
 
