@@ -154,7 +154,7 @@ def describe(m):
     else:
         n = policy.latest.num_versions if choice == "latest" and policy.latest.num_versions else 1
         which = "the newest version" if n == 1 else f"the {n} newest versions"
-    labels = ", ".join(f"{k} -> {v}" for k, v in sorted(m.version_labels.items(), key=lambda kv: kv[1]))
+    labels = ", ".join(f"{k} -> {v}" for k, v in sorted(m.version_labels.items(), key=lambda kv: (kv[1], kv[0])))
     return f"model {m.name} ({m.base_path}): serves {which}; labels: {labels or 'none'}"
 
 
