@@ -92,6 +92,28 @@ serve-local: venv ## Serve runs/local/export here: gRPC localhost:8500, REST loc
 predict-local: venv ## Classify data/0.png..9.png with the local server of `make serve-local`
 	$(PYTHON) src/client.py --host localhost --port 8500 --image data --model mnist --signature_name predict
 
+# A/B here: serve.py with TensorFlow Serving's model config file, as kube/serving.yaml runs
+# TensorFlow Serving, and the same src/model_config.py moves as `make canary` and `make promote`.
+AB_CONFIG ?= $(RUNS)/local/models.config
+AB_PORT   ?= 8510
+AB_REST   ?= 8511
+
+.PHONY: serve-ab-local
+serve-ab-local: venv ## A/B: serve AB_CONFIG (created from kube/model-config.yaml: the 2 newest exports), read again every 2 s; gRPC :8510, REST :8511
+	@[ -f $(AB_CONFIG) ] || $(PYTHON) src/model_config.py init --config $(AB_CONFIG) --base_path $(SERVE_EXPORT)
+	$(PYTHON) src/serve.py --model_config_file $(AB_CONFIG) --model_config_file_poll_wait_seconds 2 \
+	  --port $(AB_PORT) --rest_api_port $(AB_REST)
+
+.PHONY: canary-local
+canary-local: venv ## A/B: label the newest version serve-ab-local loaded canary, the one before it stable; wait until served
+	$(PYTHON) src/model_config.py canary --config $(AB_CONFIG) --server http://localhost:$(AB_REST)
+	$(PYTHON) src/model_config.py wait --config $(AB_CONFIG) --server http://localhost:$(AB_REST)
+
+.PHONY: promote-local
+promote-local: venv ## A/B: point stable at the canary's version in AB_CONFIG; wait until serve-ab-local serves it
+	$(PYTHON) src/model_config.py promote --config $(AB_CONFIG)
+	$(PYTHON) src/model_config.py wait --config $(AB_CONFIG) --server http://localhost:$(AB_REST)
+
 .PHONY: bench-serve
 bench-serve: venv ## Latency p50/p99 and throughput of serve.py at 1, 8, 16, 32 requests in flight, and a 10k batch
 	$(PYTHON) src/bench_serve.py
@@ -357,7 +379,7 @@ logs: check-cluster ## Follow the chief of TFJOB (default mnist-tfjob; TFJOB=mni
 	$(KUBECTL) logs --follow --pod-running-timeout=10m $(TFJOB)-chief-0 -c tensorflow
 
 .PHONY: serve
-serve: check-cluster venv ## Step 7: serve the newest export with TensorFlow Serving (kube/serving.yaml)
+serve: check-cluster venv model-config ## Step 7: serve the newest export with TensorFlow Serving (kube/serving.yaml; its model config: make model-config)
 	$(RENDER) kube/serving.yaml | $(KUBECTL) apply -f -
 	$(KUBECTL) rollout status deployment/$(SERVING) --timeout=10m
 

@@ -206,7 +206,11 @@ class GrpcModel:
         return request
 
     def _scores(self, response):
-        return to_ndarray(response.outputs[self.signature.scores_name]), response.model_spec.version.value
+        try:
+            return to_ndarray(response.outputs[self.signature.scores_name]), response.model_spec.version.value
+        except (KeyError, ValueError) as err:
+            raise ServerError(f"{self.address} answered without a readable {self.signature.scores_name!r} "
+                              f"output ({err})") from None
 
     def predict(self, batch):
         """float32 [n, 28, 28, 1] -> (scores [n, classes], the version that answered)."""
@@ -221,6 +225,8 @@ class GrpcModel:
                 result = self._scores(f.result())
             except grpc.RpcError as err:
                 result = self._error(err)
+            except ServerError as err:
+                result = err
             done(result)
 
         future.add_done_callback(finished)
@@ -263,10 +269,13 @@ class RestModel:
 
     def connect(self):
         metadata = self._call(self.url + "/metadata")
-        signature_defs = json_format.ParseDict(metadata["metadata"]["signature_def"],
-                                               apis.get_model_metadata_pb2.SignatureDefMap(),
-                                               ignore_unknown_fields=True)
-        self.version = int(metadata["model_spec"]["version"])
+        try:
+            signature_defs = json_format.ParseDict(metadata["metadata"]["signature_def"],
+                                                   apis.get_model_metadata_pb2.SignatureDefMap(),
+                                                   ignore_unknown_fields=True)
+            self.version = int(metadata["model_spec"]["version"])
+        except (KeyError, TypeError, ValueError, json_format.ParseError) as err:
+            raise ServerError(f"{self.address} answered metadata TensorFlow Serving would not ({err})") from None
         self.signature = read_signature(signature_defs, self.signature_name, self.model)
         return self.signature
 
@@ -286,9 +295,14 @@ class RestModel:
     def predict(self, batch):
         inputs = shape_for(self.signature, batch)
         body = {"signature_name": self.signature.name, "inputs": {self.signature.input_name: inputs.tolist()}}
-        outputs = self._call(self.url + ":predict", body)["outputs"]
-        scores = outputs[self.signature.scores_name] if isinstance(outputs, dict) else outputs
-        return np.asarray(scores, dtype=np.float32), self.version
+        answer = self._call(self.url + ":predict", body)
+        try:
+            outputs = answer["outputs"]
+            scores = outputs[self.signature.scores_name] if isinstance(outputs, dict) else outputs
+            return np.asarray(scores, dtype=np.float32), self.version
+        except (KeyError, TypeError, ValueError) as err:
+            raise ServerError(f"{self.address} answered without a readable {self.signature.scores_name!r} "
+                              f"output ({err})") from None
 
 
 def top_k(scores, k):

@@ -21,6 +21,7 @@ rollout that serves two versions under the labels `stable` and `canary`:
 On the cluster the file is the key `models.config` of the ConfigMap
 mnist-model-config (kube/model-config.yaml); locally it is any file:
 
+    python src/model_config.py init --config models.config --base_path $PWD/runs/local/export
     python src/model_config.py show --config models.config
     python src/model_config.py load --config models.config --version 1767312000     # load it first...
     python src/model_config.py wait --config models.config --server http://localhost:8501
@@ -47,6 +48,7 @@ from cli import ArgumentParser, UsageError, UserError, entry_point
 
 MODEL = "mnist"
 CONFIGMAP_KEY = "models.config"   # the file name TensorFlow Serving sees in the mounted ConfigMap
+CONFIGMAP_SOURCE = Path(__file__).resolve().parent.parent / "kube" / "model-config.yaml"
 STABLE, CANARY = "stable", "canary"
 MAX_VERSION = 2**63 - 1          # versions are int64 directory names
 # What the API server adds to an object; a ConfigMap read with `kubectl get -o yaml` goes back without it.
@@ -326,6 +328,7 @@ def parse_args(argv=None):
                                    "(a local file, or a ConfigMap piped through).")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     subs = {
+        "init": actions.add_parser("init", help="write a new config file: kube/model-config.yaml's, for --base_path"),
         "show": actions.add_parser("show", help="print the versions a model serves and their labels"),
         "load": actions.add_parser("load", help="also serve --version N, labels unchanged (before labelling it)"),
         "canary": actions.add_parser("canary", help="serve two loaded versions, labelled stable and canary"),
@@ -338,7 +341,9 @@ def parse_args(argv=None):
     subs["canary"].add_argument("--canary", type=int, help="the version labelled canary (default: the newest "
                                                            "version --server has loaded)")
     subs["wait"].add_argument("--timeout", type=float, default=300.0, help="seconds to wait at most")
-    for name, sub in subs.items():
+    subs["init"].add_argument("--config", metavar="FILE", required=True, help="the file to write (not overwritten)")
+    subs["init"].add_argument("--base_path", required=True, help="the export directory to serve")
+    for name, sub in list(subs.items())[1:]:
         where = sub.add_mutually_exclusive_group(required=True)
         where.add_argument("--config", metavar="FILE", help="a model config file" +
                            ("" if name in ("show", "wait") else ", changed in place"))
@@ -385,9 +390,26 @@ def canary_versions(args, m, loaded):
     return stable, canary
 
 
+def init(path, base_path):
+    """A new config file at `path`: the ConfigMap's as kube/model-config.yaml writes it, serving `base_path`."""
+    path, base_path = Path(path), Path(base_path).resolve()
+    if path.exists():
+        raise UserError(f"{path} exists: edit it with the other actions, or delete it to start again")
+    if not base_path.is_dir():
+        raise UsageError(f"--base_path {base_path} is not a directory")
+    _, config = read_configmap(CONFIGMAP_SOURCE.read_text(), str(CONFIGMAP_SOURCE))
+    model(config).base_path = str(base_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, config)
+    return model(config)
+
+
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
+    if args.action == "init":
+        print(f"{args.config}: {describe(init(args.config, args.base_path))}")
+        return
     configmap, config = load_source(args)
     m = model(config, args.model)
     if args.action == "show":

@@ -8,22 +8,30 @@ directory with the same flags and the same API, so the same client works:
 
 It loads the highest integer version under --model_base_path, polls for newer
 ones every --file_system_poll_wait_seconds and swaps them in without a
-restart (the old version answers until the new one is loaded). Mistakes get
-the status codes TensorFlow Serving gives them. It is a development server:
-one process, no TLS, no authentication, loopback only unless --bind_address
-says otherwise. Use tensorflow/serving in production.
+restart (the old version answers until the new one is loaded). Or, as
+tensorflow_model_server, it serves what a model config file says (models,
+version policies, the labels `stable` and `canary` of an A/B rollout) and
+reads the file again every --model_config_file_poll_wait_seconds:
+
+    python src/serve.py --model_config_file models.config --model_config_file_poll_wait_seconds 2 --rest_api_port 8501
+
+Mistakes get the status codes TensorFlow Serving gives them. It is a
+development server: one process, no TLS, no authentication, loopback only
+unless --bind_address says otherwise. Use tensorflow/serving in production.
 
 Speed: each version's signatures are loaded once and called as concrete
-functions (no retracing for any batch size); concurrent requests for the same
-signature are merged into one call (--enable_batching, on by default), which
-is what lets two CPU cores answer thousands of one-image requests a second.
+functions (no retracing for any batch size), and concurrent requests for the
+same signature are merged into one call (--enable_batching, on by default):
+the model computes a batch of 16 images in about three times the time of one.
 """
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import collections  # noqa: E402
 import contextlib  # noqa: E402
+import functools  # noqa: E402
 import http.server  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
@@ -48,6 +56,7 @@ from google.protobuf import json_format  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 from tensorflow_serving.apis import status_pb2  # noqa: E402
 
+import model_config  # noqa: E402
 from cli import ArgumentParser, UsageError, UserError, entry_point  # noqa: E402
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -92,7 +101,7 @@ class Batcher:
 
     def __init__(self, call, max_batch_size):
         self.call, self.max_batch_size = call, max_batch_size
-        self.lock, self.queue, self.busy = threading.Lock(), [], False
+        self.lock, self.queue, self.busy = threading.Lock(), collections.deque(), False
 
     def __call__(self, inputs, rows):
         item = self._Item(inputs, rows)
@@ -112,7 +121,7 @@ class Batcher:
             batch, rows = [], 0
             while self.queue and (not batch or rows + self.queue[0].rows <= self.max_batch_size):
                 rows += self.queue[0].rows
-                batch.append(self.queue.pop(0))
+                batch.append(self.queue.popleft())
         try:
             merged = {k: np.concatenate([i.inputs[k] for i in batch]) if len(batch) > 1 else batch[0].inputs[k]
                       for k in batch[0].inputs}
@@ -212,10 +221,11 @@ class LoadedVersion:
                                      DTYPES[info.dtype][0]) for alias, info in signature.inputs.items()}
             signature.run(zeros)
 
-    def signature(self, name, code=Code.FAILED_PRECONDITION):
+    def signature(self, name):
+        """The signature a Predict names (none: serving_default); TensorFlow Serving's code when it is missing."""
         name = name or DEFAULT_SIGNATURE
         if name not in self.signatures:
-            raise ServingError(code, f'Serving signature key "{name}" not found.')
+            raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
         return self.signatures[name]
 
 
@@ -224,16 +234,18 @@ class LoadedVersion:
 class ServedModel:
     """The versions of one model: which are on disk, which are loaded, what state each is in.
 
-    Policy (TensorFlow Serving's default, `latest`): serve the highest
-    version; load a newer one beside it and unload the old one only once the
-    new one answers. `labels` maps a version label to a number; a model
-    config file fills it, the single-model flags leave it empty.
+    Version policy, as TensorFlow Serving's model_version_policy: `latest`
+    (N newest, default 1), `all`, or `specific` versions. A newer version is
+    loaded beside the old one, which is unloaded only once the new one
+    answers. `labels` maps a version label to a number; a model config file
+    sets them (set_labels), the single-model flags leave them empty.
     """
 
-    def __init__(self, name, base_path, max_batch_size, batching, labels=None):
+    def __init__(self, name, base_path, max_batch_size, batching, policy=("latest", 1)):
         self.name, self.base_path = name, Path(base_path)
         self.max_batch_size, self.batching = max_batch_size, batching
-        self.labels = dict(labels or {})
+        self.policy = policy
+        self.labels = {}
         self.lock = threading.Lock()
         self.loaded = {}     # version -> LoadedVersion
         self.states = {}     # version -> (State, error message or "")
@@ -246,8 +258,21 @@ class ServedModel:
             return []
 
     def aspired_versions(self, on_disk):
-        """The versions to serve: the highest one (a later version policy can return more)."""
-        return on_disk[-1:]
+        """The versions the policy asks for, among those on disk."""
+        kind, value = self.policy
+        if kind == "all":
+            return on_disk
+        if kind == "specific":
+            return [v for v in on_disk if v in value]
+        return on_disk[-value:]
+
+    def set_labels(self, labels):
+        """Point labels at versions (ModelConfigFile checks first that each one is loaded)."""
+        with self.lock:
+            changed = self.labels != labels
+            self.labels = dict(labels)
+        if changed:
+            log(f"labels of {self.name}: " + (", ".join(f"{k} -> {v}" for k, v in sorted(labels.items())) or "none"))
 
     def poll(self):
         """Load the aspired versions not loaded yet, then unload the others.
@@ -294,13 +319,17 @@ class ServedModel:
         aspired = self.aspired_versions(self.versions_on_disk())
         return bool(aspired) and all(self.failures.get(v, 0) >= MAX_LOAD_RETRIES for v in aspired)
 
+    def _labelled(self, version, label):
+        if not label:
+            return version
+        if label not in self.labels:
+            raise ServingError(Code.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+        return self.labels[label]
+
     def resolve(self, version=None, label=None):
         """The LoadedVersion a request names: a number, a label, or (neither) the newest."""
         with self.lock:
-            if label:
-                if label not in self.labels:
-                    raise ServingError(Code.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
-                version = self.labels[label]
+            version = self._labelled(version, label)
             if version is None:
                 if not self.loaded:
                     raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Latest({self.name})")
@@ -312,10 +341,7 @@ class ServedModel:
     def status(self, version=None, label=None):
         """[(version, State, error)] newest first, as GetModelStatus reports it."""
         with self.lock:
-            if label:
-                if label not in self.labels:
-                    raise ServingError(Code.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
-                version = self.labels[label]
+            version = self._labelled(version, label)
             if version is not None:
                 if version not in self.states:
                     raise ServingError(Code.NOT_FOUND, f"Could not find version {version} of model {self.name}")
@@ -328,7 +354,7 @@ class ServedModel:
 class ModelServer:
     """The models by name, and the three questions every API asks of them."""
 
-    def __init__(self, models):
+    def __init__(self, models=()):
         self.models = {model.name: model for model in models}
 
     def model(self, name, missing_message):
@@ -349,6 +375,99 @@ class ModelServer:
             model.poll()
 
 
+class ModelConfigFile:
+    """--model_config_file: the models to serve, their version policies and labels, read again while serving.
+
+    The file is TensorFlow Serving's text protobuf (src/model_config.py reads
+    and checks it with TensorFlow Serving's own message). Read again every
+    --model_config_file_poll_wait_seconds, as tensorflow_model_server does: a
+    change of policy loads and unloads versions, a change of labels moves
+    them, without a restart. A file that does not parse, or that points a
+    label at a version not loaded, is refused as a whole and the config in
+    force stays; it is tried again at the next poll.
+    """
+
+    def __init__(self, path, server, max_batch_size, batching):
+        self.path, self.server = Path(path), server
+        self.max_batch_size, self.batching = max_batch_size, batching
+        self.text = None       # the file's text last applied
+        self.labels = {}       # model name -> the labels the file asks for
+        self.settled = False   # every label of self.text is in force
+        self.last_error = None
+
+    @staticmethod
+    def _policy(m):
+        policy = m.model_version_policy
+        kind = policy.WhichOneof("policy_choice")
+        if kind == "specific":
+            return "specific", frozenset(policy.specific.versions)
+        if kind == "all":
+            return "all", None
+        return "latest", (policy.latest.num_versions if kind == "latest" else 0) or 1
+
+    def _refuse(self, message):
+        if message != self.last_error:
+            log(f"{message}; still serving the previous config")
+        self.last_error = message
+
+    def reload(self, first=False):
+        """Read the file; apply what changed. At start-up (`first`) a bad file is a UserError, later a log line."""
+        try:
+            text = self.path.read_text()
+        except OSError as err:
+            if first:
+                raise UsageError(f"cannot read --model_config_file {self.path}: {err.strerror}") from None
+            return self._refuse(f"cannot read {self.path}: {err.strerror}")
+        if text == self.text:
+            if not self.settled:
+                self.set_labels()
+            return
+        try:
+            config = model_config.parse(text, str(self.path))
+        except model_config.ConfigError as err:
+            if first:
+                raise
+            return self._refuse(str(err))
+        models = {}
+        for m in config.model_config_list.config:
+            old = self.server.models.get(m.name)
+            if old is not None and old.base_path == Path(m.base_path):
+                old.policy = self._policy(m)
+                models[m.name] = old
+            else:
+                models[m.name] = ServedModel(m.name, m.base_path, self.max_batch_size, self.batching, self._policy(m))
+        gone = sorted(set(self.server.models) - set(models))
+        self.server.models = models  # one assignment: a request sees the old dict or the new one
+        log(f"{'read' if first else 'read again'} {self.path}: " + "; ".join(
+            model_config.describe(m) for m in config.model_config_list.config)
+            + (f"; no longer serving {', '.join(gone)}" if gone else ""))
+        self.text, self.last_error = text, None
+        self.labels = {m.name: dict(m.version_labels) for m in config.model_config_list.config}
+        if not first:  # at start-up main() waits for the first versions, then sets the labels
+            self.server.poll()
+            self.set_labels()
+
+    def set_labels(self, strict=False):
+        """Put the file's labels in force, every model's or none (strict: a UserError instead of a log line)."""
+        try:
+            for name, labels in self.labels.items():
+                model = self.server.models[name]
+                with model.lock:
+                    for label, version in sorted(labels.items()):
+                        if version not in model.loaded:
+                            raise ServingError(Code.FAILED_PRECONDITION,
+                                               f"Request to assign label to version {version} of model {name}, "
+                                               "which is not currently available for inference")
+        except ServingError as err:
+            self.settled = False
+            if strict:
+                raise UserError(f"{self.path}: {err.message}") from None
+            return self._refuse(f"{self.path}: {err.message}")
+        for name, labels in self.labels.items():
+            self.server.models[name].set_labels(labels)
+        self.settled, self.last_error = True, None
+
+
 # ---------------------------------------------------------------- gRPC: TensorFlow Serving's services
 
 def _spec(model_spec):
@@ -359,6 +478,7 @@ def _spec(model_spec):
 def _grpc_method(method):
     """Turn a ServingError into its status code; any other exception into INTERNAL. The server stays up."""
 
+    @functools.wraps(method)
     def wrapper(self, request, context):
         try:
             return method(self, request, context)
@@ -368,7 +488,6 @@ def _grpc_method(method):
             traceback.print_exc()
             context.abort(Code.INTERNAL, f"{type(err).__name__}: {err}")
 
-    wrapper.__name__ = method.__name__
     return wrapper
 
 
@@ -591,8 +710,13 @@ def parse_args(argv=None):
                     "for laptops without Docker. Use tensorflow/serving in production.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_name", default="default", help="the name clients ask for")
-    p.add_argument("--model_base_path", required=True,
+    p.add_argument("--model_base_path",
                    help="directory of integer version sub-directories, each a SavedModel; the highest is served")
+    p.add_argument("--model_config_file", metavar="FILE",
+                   help="instead of --model_name and --model_base_path: TensorFlow Serving's model config "
+                        "(text protobuf model_config_list: models, version policies, version labels)")
+    p.add_argument("--model_config_file_poll_wait_seconds", type=int, default=0,
+                   help="seconds between reads of --model_config_file (0: read it only at start-up)")
     p.add_argument("--port", type=int, default=8500, help="gRPC port")
     p.add_argument("--rest_api_port", type=int, default=0, help="REST port (0: no REST API)")
     p.add_argument("--bind_address", default="127.0.0.1",
@@ -610,12 +734,19 @@ def parse_args(argv=None):
                    help="operations run at once (0: one per core)")
     args = p.parse_args(argv)
     for flag, low in (("port", 1), ("rest_api_port", 0), ("max_batch_size", 1), ("grpc_max_threads", 1),
+                      ("file_system_poll_wait_seconds", 0), ("model_config_file_poll_wait_seconds", 0),
                       ("tensorflow_intra_op_parallelism", 0), ("tensorflow_inter_op_parallelism", 0)):
         if getattr(args, flag) < low:
             raise UsageError(f"--{flag} must be at least {low}, not {getattr(args, flag)}")
     if args.port == args.rest_api_port:
         raise UsageError(f"--port and --rest_api_port must differ (both are {args.port})")
-    if not Path(args.model_base_path).is_dir():
+    if args.model_config_file:
+        if args.model_base_path:
+            raise UsageError("give --model_config_file or --model_base_path, not both "
+                             "(the config file names each model's base_path)")
+    elif not args.model_base_path:
+        raise UsageError("give --model_base_path (one model) or --model_config_file (a model config)")
+    elif not Path(args.model_base_path).is_dir():
         raise UsageError(f"--model_base_path {args.model_base_path} is not a directory")
     return args
 
@@ -625,34 +756,49 @@ def main(argv=None):
     args = parse_args(argv)
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
-    model = ServedModel(args.model_name, args.model_base_path, args.max_batch_size, args.enable_batching)
-    server = ModelServer([model])
-    log(f"serve.py: a development server with TensorFlow Serving's API for model {args.model_name!r} "
-        f"from {args.model_base_path}")
+    server = ModelServer()
+    config = None
+    if args.model_config_file:
+        config = ModelConfigFile(args.model_config_file, server, args.max_batch_size, args.enable_batching)
+        config.reload(first=True)
+    else:
+        server.models = {args.model_name: ServedModel(args.model_name, args.model_base_path,
+                                                      args.max_batch_size, args.enable_batching)}
+    log(f"serve.py: a development server with TensorFlow Serving's API for "
+        f"{', '.join(f'{m.name!r} from {m.base_path}' for m in server.models.values())}")
 
-    # Like tensorflow_model_server: open the ports only once the first version answers.
-    poll_every = max(args.file_system_poll_wait_seconds, 1)
+    # Like tensorflow_model_server: open the ports only once every model has a version that answers.
     server.poll()
-    if not model.versions_on_disk():
-        log(f"waiting for a first version under {args.model_base_path} (a directory named by an integer)")
-    while not model.loaded:
-        if model.given_up():
-            raise UserError(f"no version of {args.model_name} under {args.model_base_path} could be loaded: "
-                            f"{model.status()[0][2]}")
-        time.sleep(poll_every)
+    for model in server.models.values():
+        if not model.aspired_versions(model.versions_on_disk()):
+            log(f"waiting for a version of {model.name} under {model.base_path} (a directory named by an integer"
+                f"{' that its version policy asks for' if model.policy[0] == 'specific' else ''})")
+    while not all(model.loaded for model in server.models.values()):
+        for model in server.models.values():
+            if model.given_up():
+                raise UserError(f"no version of {model.name} under {model.base_path} could be loaded: "
+                                f"{model.status()[0][2]}")
+        time.sleep(1)
         server.poll()
+    if config:
+        config.set_labels(strict=True)
 
     grpc_server = start_grpc(server, args.bind_address, args.port, args.grpc_max_threads)
     httpd = start_rest(server, args.bind_address, args.rest_api_port) if args.rest_api_port else None
-    rest = f", REST API on http://{args.bind_address}:{args.rest_api_port}/v1/models/{args.model_name}" if httpd else ""
+    rest = f", REST API on http://{args.bind_address}:{args.rest_api_port}/v1/models/" if httpd else ""
     log(f"gRPC API on {args.bind_address}:{args.port}{rest} (Ctrl-C stops)")
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` and Kubernetes stop it like Ctrl-C
+    every = {"versions": args.file_system_poll_wait_seconds,
+             "config": args.model_config_file_poll_wait_seconds if config else 0}
+    due = {what: time.monotonic() + seconds for what, seconds in every.items() if seconds > 0}
     try:
         while True:
-            time.sleep(poll_every)
-            if args.file_system_poll_wait_seconds > 0:
-                server.poll()
+            time.sleep(0.5)
+            now = time.monotonic()
+            for what in [w for w, t in due.items() if now >= t]:
+                due[what] = now + every[what]
+                config.reload() if what == "config" else server.poll()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
@@ -671,15 +817,19 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running(model_base_path, model_name="mnist", args=(), timeout=120):
+def running(model_base_path=None, model_name="mnist", args=(), timeout=120, model_config_file=None):
     """Run serve.py as a child process on free loopback ports until the block ends.
 
-    Yields grpc_port, rest_port, process and log() (its output so far) once
-    the model answers GetModelStatus as AVAILABLE.
+    Serves `model_base_path` as `model_name`, or the models of
+    `model_config_file`. Yields grpc_port, rest_port, process and log() (its
+    output so far) once `model_name` answers GetModelStatus as AVAILABLE.
     """
     grpc_port, rest_port = free_port(), free_port()
-    command = [sys.executable, str(Path(__file__).resolve()), "--model_name", model_name,
-               "--model_base_path", str(model_base_path), "--port", str(grpc_port),
+    while rest_port == grpc_port:
+        rest_port = free_port()
+    served = (["--model_config_file", str(model_config_file)] if model_config_file else
+              ["--model_name", model_name, "--model_base_path", str(model_base_path)])
+    command = [sys.executable, str(Path(__file__).resolve()), *served, "--port", str(grpc_port),
                "--rest_api_port", str(rest_port), *map(str, args)]
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     with tempfile.TemporaryFile("w+") as output, grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:

@@ -5,15 +5,21 @@ own proto classes), then src/serve.py reading it as tensorflow_model_server
 does: both labels answer, an edit moves `stable` without a restart, an
 unknown label is refused with TensorFlow Serving's code and message.
 """
-import os
+import json
 import shutil
 import subprocess
 import sys
+import time
 
+import grpc
+import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
 
 import model_config
+import serve
+from client import apis
 from conftest import REPO, SRC, assert_one_line_error, run_script
 from test_makefile import make
 
@@ -161,3 +167,145 @@ def test_make_canary_loads_the_new_version_before_it_labels_it():
     load, label = out.index(f"model_config.py load --version {C}"), out.index(f"model_config.py canary --canary {C}")
     assert load < out.index("model_config.py wait", load) < label < out.index("model_config.py wait", label)
     assert "model_config.py load" not in make("-n", "canary", "NAMESPACE=alice").stdout
+
+
+# ---------------------------------------------------------------- src/serve.py reading the config file
+
+def labelled_config(base_path, versions, labels):
+    specific = " ".join(f"versions: {v}" for v in versions)
+    labelled = "\n".join(f'    version_labels {{ key: "{k}" value: {v} }}' for k, v in labels.items())
+    return f"""model_config_list {{
+  config {{
+    name: "mnist"
+    base_path: "{base_path}"
+    model_platform: "tensorflow"
+    model_version_policy {{ specific {{ {specific} }} }}
+{labelled}
+  }}
+}}
+"""
+
+
+def ask(server, *flags):
+    """client.py --json on data/4.png against the local server; (CompletedProcess, the answer or None)."""
+    result = run_script("client.py", "--host", "127.0.0.1", "--port", server.grpc_port, "--model", "mnist",
+                        "--signature_name", "predict", "--image", REPO / "data" / "4.png", "--json", *flags)
+    return result, (json.loads(result.stdout) if result.returncode == 0 else None)
+
+
+def grpc_code(server, label=None, version=None):
+    """The status code of a raw Predict naming a label or a version (OK when it answers)."""
+    request = apis.predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "mnist", "predict"
+    if label:
+        request.model_spec.version_label = label
+    if version:
+        request.model_spec.version.value = version
+    request.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros([1, 28, 28, 1], np.float32)))
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        try:
+            apis.prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+        except grpc.RpcError as err:
+            return err.code(), err.details()
+    return grpc.StatusCode.OK, ""
+
+
+def wait_until(condition, what, server, timeout=30):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"{what} within {timeout} s; server log:\n{server.log()}"
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_serve_py_serves_both_labels_and_an_edited_config_moves_stable_without_a_restart(trained_model, tmp_path):
+    exports = tmp_path / "exports"
+    for version in (A, B):
+        shutil.copytree(trained_model["version"], exports / str(version))
+    path = config_file(tmp_path, labelled_config(exports, [A, B], {"stable": A, "canary": B}))
+
+    with serve.running(model_config_file=path, args=["--model_config_file_poll_wait_seconds", 1]) as server:
+        pid = server.process.pid
+        for flags, version in ((["--version_label", "stable"], A), (["--version_label", "canary"], B),
+                               (["--version_label", "canary", "--rest", "--port", server.rest_port], B),
+                               (["--model_version", A], A), ([], B)):  # no label, no version: the newest
+            result, answer = ask(server, *flags)
+            assert result.returncode == 0, result.stderr
+            assert (answer["version"], answer["digit"]) == (version, 4), (flags, answer)
+
+        # An unknown label: TensorFlow Serving's code and message (server_core.cc, GetModelVersionForLabel).
+        assert grpc_code(server, label="nope") == (grpc.StatusCode.INVALID_ARGUMENT,
+                                                   "Unrecognized servable version label: nope")
+        assert_one_line_error(ask(server, "--version_label", "nope")[0], "INVALID_ARGUMENT",
+                              "Unrecognized servable version label: nope")
+
+        # `promote` edits the file; the running server moves `stable` to B at its next read.
+        promoted = run_script("model_config.py", "promote", "--config", path)
+        assert promoted.returncode == 0, promoted.stderr
+        wait_until(lambda: ask(server, "--version_label", "stable")[1]["version"] == B, "stable -> B", server)
+        assert server.process.pid == pid and server.process.poll() is None  # no restart
+        assert f"labels of mnist: canary -> {B}, stable -> {B}" in server.log()
+
+        # A label on a version that is not loaded is refused as a whole; the config in force stays.
+        path.write_text(labelled_config(exports, [A, B, C], {"stable": C, "canary": A}))
+        wait_until(lambda: "not currently available for inference" in server.log(), "the refusal", server)
+        assert ask(server, "--version_label", "stable")[1]["version"] == B
+        assert ask(server, "--version_label", "canary")[1]["version"] == B
+
+        # Rollback by policy and labels: serve only A again; B is unloaded, asking for it is NOT_FOUND.
+        path.write_text(labelled_config(exports, [A], {"stable": A}))
+        wait_until(lambda: grpc_code(server, version=B)[0] == grpc.StatusCode.NOT_FOUND, "B unloaded", server)
+        assert ask(server, "--version_label", "stable")[1]["version"] == A
+        assert grpc_code(server, label="canary")[0] == grpc.StatusCode.INVALID_ARGUMENT  # the label is gone
+        assert grpc_code(server, version=B)[1] == f"Servable not found for request: Specific(mnist, {B})"
+
+        # A file that does not parse is logged and ignored.
+        path.write_text("model_config_list { config { name: 'mnist' base_pth: '/x' } }")
+        wait_until(lambda: 'no field named "base_pth"' in server.log(), "the parse error", server)
+        assert ask(server, "--version_label", "stable")[1]["version"] == A
+        assert server.process.poll() is None and "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("flags,fragment", [
+    (["--model_config_file", "{config}", "--model_base_path", "{exports}"], "not both"),
+    ([], "give --model_base_path (one model) or --model_config_file"),
+    (["--model_config_file", "{missing}"], "cannot read --model_config_file"),
+    (["--model_config_file", "{bad}"], 'no field named "base_pth"'),
+    (["--model_config_file", "{config}", "--model_config_file_poll_wait_seconds", "-1"],
+     "--model_config_file_poll_wait_seconds must be at least 0"),
+])
+def test_serve_py_refuses_a_bad_config_at_start_up_in_one_line(tmp_path, flags, fragment):
+    config = config_file(tmp_path, labelled_config(tmp_path, [A], {"stable": A}))
+    bad = config_file(tmp_path, "model_config_list { config { name: 'mnist' base_pth: '/x' } }", "bad.config")
+    names = {"config": config, "exports": tmp_path, "missing": tmp_path / "none", "bad": bad}
+    result = run_script("serve.py", *[f.format(**names) for f in flags], timeout=120)
+    assert_one_line_error(result, fragment)
+
+
+@pytest.mark.slow
+def test_serve_py_will_not_start_with_a_label_on_a_version_it_could_not_load(trained_model, tmp_path):
+    shutil.copytree(trained_model["version"], tmp_path / str(A))
+    path = config_file(tmp_path, labelled_config(tmp_path, [A, B], {"stable": A, "canary": B}))
+    result = run_script("serve.py", "--model_config_file", path, "--port", serve.free_port(), timeout=120)
+    assert_one_line_error(result, f"label to version {B} of model mnist", "not currently available")
+
+
+def test_init_writes_the_config_maps_config_for_a_local_export_and_never_overwrites(tmp_path):
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    path = tmp_path / "local" / "models.config"
+    result = run_script("model_config.py", "init", "--config", path, "--base_path", exports)
+    assert result.stdout == f"{path}: model mnist ({exports}): serves the 2 newest versions; labels: none\n", \
+        result.stderr
+    configmap = yaml.safe_load((REPO / "kube" / "model-config.yaml").read_text())
+    expected = model_config.parse(configmap["data"]["models.config"])
+    model_config.model(expected).base_path = str(exports)
+    assert model_config.read(path) == expected
+    written = path.read_text()
+    assert_one_line_error(run_script("model_config.py", "init", "--config", path, "--base_path", exports), "exists")
+    assert path.read_text() == written
+
+
+def test_make_serve_creates_the_model_config_before_the_deployment_that_mounts_it():
+    out = make("-n", "serve", "NAMESPACE=alice").stdout
+    assert out.index("get configmap mnist-model-config") < out.index("kube/serving.yaml")

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from client import apis, to_ndarray, to_tensor_proto  # noqa: I001 - before serve: no TensorFlow runtime needed
+from client import apis, to_ndarray, to_tensor_proto
+import model_config
 import preprocess
 import serve
 from conftest import REPO, assert_one_line_error, run_script
@@ -303,23 +304,34 @@ def test_manifest_serves_the_shared_exports_read_only_with_tensorflow_servings_o
     image, tag = container["image"].rsplit(":", 1)
     assert image == "tensorflow/serving" and tag[0].isdigit() and "gpu" not in tag
     args = dict(a.lstrip("-").split("=", 1) for a in container["args"])
-    assert args["model_name"] == "mnist" and args["model_base_path"] == "/mnt/nfs/exports/mnist"
+    # The model, its versions and labels: the model config of the ConfigMap, mounted whole (no subPath:
+    # a subPath mount never sees an edit) and read again while serving.
+    assert "model_base_path" not in args and "model_name" not in args
+    config_dir, config_file = args["model_config_file"].rsplit("/", 1)
+    assert int(args["model_config_file_poll_wait_seconds"]) > 0
+    configmap = next(d for d in yaml.safe_load_all((REPO / "kube" / "model-config.yaml").read_text()))
+    (served,) = model_config.parse(configmap["data"][config_file]).model_config_list.config
+    assert (served.name, served.base_path) == ("mnist", "/mnt/nfs/exports/mnist")
     assert (args["port"], args["rest_api_port"]) == ("8500", "8501") and int(args["file_system_poll_wait_seconds"]) > 0
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": 8500, "http": 8501}
     assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == \
         {"grpc": (8500, "grpc"), "http": (8501, "http")}
     assert service["spec"]["selector"].items() <= pod_labels(deployment).items()
-    (mount,) = container["volumeMounts"]
-    (volume,) = pod["volumes"]
-    assert (mount["name"], mount["mountPath"], mount["readOnly"]) == ("nfs", "/mnt/nfs", True)
-    assert volume["persistentVolumeClaim"] == {"claimName": "mnist-nfs", "readOnly": True}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert (mounts["nfs"]["mountPath"], mounts["nfs"]["readOnly"]) == ("/mnt/nfs", True)
+    assert volumes["nfs"]["persistentVolumeClaim"] == {"claimName": "mnist-nfs", "readOnly": True}
+    assert mounts["model-config"] == {"name": "model-config", "mountPath": config_dir, "readOnly": True}
+    assert volumes["model-config"]["configMap"] == {"name": configmap["metadata"]["name"]}
     security = container["securityContext"]
     assert security["runAsNonRoot"] and security["runAsUser"] == 1000 and security["readOnlyRootFilesystem"]
     assert not security["allowPrivilegeEscalation"] and security["capabilities"]["drop"] == ["ALL"]
     assert {"requests", "limits"} <= set(container["resources"])
     assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container)
     # serve.py takes the same flags, so the local step is the cluster step.
-    serve.parse_args([f"--{k}={tmp_path if k == 'model_base_path' else v}" for k, v in args.items()])
+    (tmp_path / config_file).write_text(configmap["data"][config_file])
+    local = {"model_config_file": tmp_path / config_file}
+    serve.parse_args([f"--{k}={local.get(k, v)}" for k, v in args.items()])
 
 
 def pod_labels(deployment):
