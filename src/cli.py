@@ -8,6 +8,7 @@ traceback. Exit codes follow the Kubeflow training operator's rules for
 """
 import argparse
 import functools
+import os
 import sys
 
 EXIT_FAILURE = 1     # permanent: bad data, a failed request
@@ -51,6 +52,11 @@ def entry_point(main):
             fail(err, err.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:
+            # The reader went away (`... | head`): stop quietly, as a shell tool does. Python would
+            # otherwise report the pipe again while flushing stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE
 
     return wrapper
 
