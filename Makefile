@@ -55,6 +55,13 @@ tensorboard-local: venv ## TensorBoard on http://localhost:6006 over every local
 bench-train: venv ## Images/s of our trainer vs. plain Keras fit, and test accuracy
 	$(PYTHON) src/bench_train.py
 
+# bench-distributed: flags for src/bench_distributed.py, e.g. --replicas 3 --steps 1000
+BENCH_DISTRIBUTED_FLAGS ?=
+
+.PHONY: bench-distributed
+bench-distributed: venv ## One process vs. kube/tfjob.yaml's Chief + 1 Worker here: same steps and global batch; accuracy and time
+	$(PYTHON) src/bench_distributed.py $(BENCH_DISTRIBUTED_FLAGS)
+
 # The whole local path in one command, and the same path as a notebook.
 DEMO_STEPS ?= 600
 # Extra flags for src/demo.py, e.g. DEMO_FLAGS=--retrain

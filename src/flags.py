@@ -16,7 +16,7 @@ def parse_args(argv=None):
     p = ArgumentParser(
         description="Train, evaluate and export the MNIST CNN (locally, in a Job, or on every TFJob replica).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=3000, help="global training steps (one step = one batch)")
+    p.add_argument("--steps", type=int, default=2200, help="global training steps (one step = one batch)")
     p.add_argument("--batch_size", type=int, default=100, help="global batch size, split across replicas")
     p.add_argument("--learning_rate", type=float, default=0.05,
                    help="peak learning rate of SGD with momentum (warmed up over a tenth of the steps, then decayed to 0)")

@@ -321,3 +321,24 @@ def test_worker_killed_mid_training_is_restarted_and_the_job_resumes_from_the_ch
     assert resumed and int(resumed[-1]) > 0, output
     assert re.search(r"\[chief-0\] step +60/60", output)
     assert len(exports(tmp_path)) == 1
+
+
+@pytest.mark.slow
+def test_the_distributed_benchmark_runs_one_process_and_a_two_replica_tfjob_on_the_same_steps_and_batch(tmp_path):
+    result = run_script("bench_distributed.py", "--steps", 30, "--batch_size", 40, "--root", tmp_path,
+                        "--eval_every", 15, "--checkpoint_every", 15)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line[:26].strip(): line[26:].split() for line in result.stdout.splitlines()
+            if line.startswith(("one process", "TFJob"))}
+    assert set(rows) == {"one process (main.py)", "TFJob: Chief + 1 Worker"}, result.stdout
+    for name, (processes, in_sync, batch, steps, accuracy, wall, speed) in rows.items():
+        assert processes == in_sync and (batch, steps) == ("40", "30"), (name, rows[name])
+        assert 0.2 < float(accuracy.rstrip("%")) / 100 <= 1 and float(wall.rstrip("s")) > 0
+    assert rows["TFJob: Chief + 1 Worker"][1] == "2"  # both replicas trained together
+    exports = list((tmp_path / "tfjob-2").rglob("saved_model.pb"))
+    assert len(exports) == 1 and "export" in str(exports[0])  # the chief's one export
+
+
+def test_the_distributed_benchmark_refuses_a_batch_the_replicas_cannot_share():
+    assert_one_line_error(run_script("bench_distributed.py", "--replicas", 3, "--batch_size", 100),
+                          "--batch_size 100 must split evenly over 3 replicas")
