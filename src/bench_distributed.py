@@ -13,7 +13,6 @@ this machine's cores, so the times show what the collective communication
 costs, not a speed-up: on a cluster each replica has CPUs of its own.
 Nothing is asserted: the figures depend on the machine and on what else runs.
 """
-import os
 import re
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from cli import ArgumentParser, UsageError, UserError, entry_point
+from cli import ArgumentParser, UsageError, UserError, child_env, entry_point
 from flags import parse_args as trainer_flags
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,11 +63,10 @@ def distributed_manifest(replicas, path):
 
 def timed(what, command, log_path):
     """Run `command`, its output into log_path; (seconds, test accuracy, num_replicas_in_sync)."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     print(f"{what}: {' '.join(command[1:])}", flush=True)
     began = time.monotonic()
     with open(log_path, "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO).returncode
     seconds = time.monotonic() - began
     text = log_path.read_text()
     accuracy = re.findall(r"test accuracy ([\d.]+)%", text)

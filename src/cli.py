@@ -61,6 +61,15 @@ def entry_point(main):
     return wrapper
 
 
+def child_env():
+    """This process's environment for a child that is not a TFJob replica: without TF_CONFIG.
+
+    A tool started inside a replica's pod (or by a test run there) must not
+    make its child join that replica's cluster.
+    """
+    return {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (`error: ...`) and exit 2, not a usage dump."""
 

@@ -12,7 +12,6 @@ Ctrl-C or SIGTERM.
 """
 import contextlib
 import json
-import os
 import shlex
 import shutil
 import signal
@@ -21,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli import ArgumentParser, UsageError, UserError, entry_point
+from cli import ArgumentParser, UsageError, UserError, child_env, entry_point
 
 REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"
@@ -60,7 +59,7 @@ def command_line(script, argv):
 def run(script, argv, **kwargs):
     """Run src/<script> with this interpreter as one local process (no TF_CONFIG), printing its command line."""
     print(command_line(script, argv), flush=True)
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env = child_env()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return subprocess.run([sys.executable, str(SRC / script), *map(str, argv)], env=env, **kwargs)
 

@@ -57,7 +57,7 @@ from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 from tensorflow_serving.apis import status_pb2  # noqa: E402
 
 import model_config  # noqa: E402
-from cli import ArgumentParser, UsageError, UserError, entry_point  # noqa: E402
+from cli import ArgumentParser, UsageError, UserError, child_env, entry_point  # noqa: E402
 
 DEFAULT_SIGNATURE = "serving_default"
 MAX_LOAD_RETRIES = 5   # as tensorflow_model_server's --max_num_load_retries
@@ -831,14 +831,13 @@ def running(model_base_path=None, model_name="mnist", args=(), timeout=120, mode
               ["--model_name", model_name, "--model_base_path", str(model_base_path)])
     command = [sys.executable, str(Path(__file__).resolve()), *served, "--port", str(grpc_port),
                "--rest_api_port", str(rest_port), *map(str, args)]
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     with tempfile.TemporaryFile("w+") as output, grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
         def read_log():
             output.flush()
             output.seek(0)
             return output.read()
 
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, env=env)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, env=child_env())
         try:
             stub = apis.model_service_pb2_grpc.ModelServiceStub(channel)
             request = apis.get_model_status_pb2.GetModelStatusRequest(model_spec={"name": model_name})

@@ -19,7 +19,6 @@ printed with its name (`[worker-1] ...`) and kept in <root>/logs/<pod>.log,
 where a pod is named as on the cluster: <job>-<type>-<index>.
 """
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tfjob_check
-from cli import ArgumentParser, UserError, entry_point, fail
+from cli import ArgumentParser, UserError, child_env, entry_point, fail
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE_WORKDIR = "/app"  # where the image keeps this repository
@@ -120,7 +119,7 @@ class Replica:
 def plan_replicas(doc, root, trainer_args):
     """One Replica per pod the operator would create, with its command, environment and directories."""
     specs, job = replica_specs(doc), doc["metadata"]["name"]
-    base_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    base_env = child_env()
     configs = {(t, i): operator_tf_config(doc, t, i) for t, s in specs.items() for i in range(s.get("replicas", 1))}
     hosts = sorted({h for c in configs.values() if c for hs in json.loads(c)["cluster"].values() for h in hs})
     local_hosts = dict(zip(hosts, (f"127.0.0.1:{p}" for p in free_ports(len(hosts)))))

@@ -1,5 +1,4 @@
 """Shared fixtures: the repository's paths, a runner for src/ scripts, and one small trained model."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +9,12 @@ REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"
 sys.path.insert(0, str(SRC))
 
+from cli import child_env  # noqa: E402
+
 
 def run_script(script, *args, env=None, timeout=600, cwd=REPO):
     """Run `python src/<script> args...` as a user would; return the CompletedProcess (text)."""
-    full_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    full_env.update(env or {})
+    full_env = {**child_env(), **(env or {})}
     return subprocess.run([sys.executable, str(SRC / script), *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
