@@ -138,24 +138,33 @@ def model(config, name=MODEL):
                       f"{', '.join(repr(m.name) for m in config.model_config_list.config)}")
 
 
+def version_policy(m):
+    """("specific", sorted versions), ("all", None) or ("latest", N), as TensorFlow Serving reads
+    model_version_policy (none given: the newest one)."""
+    policy = m.model_version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "specific":
+        return "specific", sorted(policy.specific.versions)
+    if choice == "all":
+        return "all", None
+    return "latest", (policy.latest.num_versions if choice == "latest" else 0) or 1
+
+
 def served_versions(m):
     """The versions a `specific` policy pins, or None when the server picks them (latest, all)."""
-    policy = m.model_version_policy
-    return sorted(policy.specific.versions) if policy.WhichOneof("policy_choice") == "specific" else None
+    kind, versions = version_policy(m)
+    return versions if kind == "specific" else None
 
 
 def describe(m):
     """One line: name, base path, versions served and labels."""
-    pinned = served_versions(m)
-    policy = m.model_version_policy
-    choice = policy.WhichOneof("policy_choice")
-    if pinned is not None:
-        which = "versions " + ", ".join(map(str, pinned))
-    elif choice == "all":
+    kind, value = version_policy(m)
+    if kind == "specific":
+        which = "versions " + ", ".join(map(str, value))
+    elif kind == "all":
         which = "every version"
     else:
-        n = policy.latest.num_versions if choice == "latest" and policy.latest.num_versions else 1
-        which = "the newest version" if n == 1 else f"the {n} newest versions"
+        which = "the newest version" if value == 1 else f"the {value} newest versions"
     labels = ", ".join(f"{k} -> {v}" for k, v in sorted(m.version_labels.items(), key=lambda kv: (kv[1], kv[0])))
     return f"model {m.name} ({m.base_path}): serves {which}; labels: {labels or 'none'}"
 
@@ -343,7 +352,9 @@ def parse_args(argv=None):
     subs["wait"].add_argument("--timeout", type=float, default=300.0, help="seconds to wait at most")
     subs["init"].add_argument("--config", metavar="FILE", required=True, help="the file to write (not overwritten)")
     subs["init"].add_argument("--base_path", required=True, help="the export directory to serve")
-    for name, sub in list(subs.items())[1:]:
+    for name, sub in subs.items():
+        if name == "init":  # writes a new file: none to read
+            continue
         where = sub.add_mutually_exclusive_group(required=True)
         where.add_argument("--config", metavar="FILE", help="a model config file" +
                            ("" if name in ("show", "wait") else ", changed in place"))

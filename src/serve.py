@@ -392,18 +392,7 @@ class ModelConfigFile:
         self.max_batch_size, self.batching = max_batch_size, batching
         self.text = None       # the file's text last applied
         self.labels = {}       # model name -> the labels the file asks for
-        self.settled = False   # every label of self.text is in force
         self.last_error = None
-
-    @staticmethod
-    def _policy(m):
-        policy = m.model_version_policy
-        kind = policy.WhichOneof("policy_choice")
-        if kind == "specific":
-            return "specific", frozenset(policy.specific.versions)
-        if kind == "all":
-            return "all", None
-        return "latest", (policy.latest.num_versions if kind == "latest" else 0) or 1
 
     def _refuse(self, message):
         if message != self.last_error:
@@ -419,8 +408,8 @@ class ModelConfigFile:
                 raise UsageError(f"cannot read --model_config_file {self.path}: {err.strerror}") from None
             return self._refuse(f"cannot read {self.path}: {err.strerror}")
         if text == self.text:
-            if not self.settled:
-                self.set_labels()
+            if any(self.server.models[name].labels != labels for name, labels in self.labels.items()):
+                self.set_labels()  # refused last time: the versions may be loaded by now
             return
         try:
             config = model_config.parse(text, str(self.path))
@@ -432,10 +421,11 @@ class ModelConfigFile:
         for m in config.model_config_list.config:
             old = self.server.models.get(m.name)
             if old is not None and old.base_path == Path(m.base_path):
-                old.policy = self._policy(m)
+                old.policy = model_config.version_policy(m)
                 models[m.name] = old
             else:
-                models[m.name] = ServedModel(m.name, m.base_path, self.max_batch_size, self.batching, self._policy(m))
+                models[m.name] = ServedModel(m.name, m.base_path, self.max_batch_size, self.batching,
+                                             model_config.version_policy(m))
         gone = sorted(set(self.server.models) - set(models))
         self.server.models = models  # one assignment: a request sees the old dict or the new one
         log(f"{'read' if first else 'read again'} {self.path}: " + "; ".join(
@@ -459,13 +449,12 @@ class ModelConfigFile:
                                                f"Request to assign label to version {version} of model {name}, "
                                                "which is not currently available for inference")
         except ServingError as err:
-            self.settled = False
             if strict:
                 raise UserError(f"{self.path}: {err.message}") from None
             return self._refuse(f"{self.path}: {err.message}")
         for name, labels in self.labels.items():
             self.server.models[name].set_labels(labels)
-        self.settled, self.last_error = True, None
+        self.last_error = None
 
 
 # ---------------------------------------------------------------- gRPC: TensorFlow Serving's services
@@ -789,16 +778,18 @@ def main(argv=None):
     log(f"gRPC API on {args.bind_address}:{args.port}{rest} (Ctrl-C stops)")
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` and Kubernetes stop it like Ctrl-C
-    every = {"versions": args.file_system_poll_wait_seconds,
-             "config": args.model_config_file_poll_wait_seconds if config else 0}
-    due = {what: time.monotonic() + seconds for what, seconds in every.items() if seconds > 0}
+    # What to do again, and every how many seconds (0: never).
+    every = {server.poll: args.file_system_poll_wait_seconds}
+    if config:
+        every[config.reload] = args.model_config_file_poll_wait_seconds
+    due = {action: time.monotonic() + seconds for action, seconds in every.items() if seconds > 0}
     try:
         while True:
             time.sleep(0.5)
             now = time.monotonic()
-            for what in [w for w, t in due.items() if now >= t]:
-                due[what] = now + every[what]
-                config.reload() if what == "config" else server.poll()
+            for action in [a for a, t in due.items() if now >= t]:
+                due[action] = now + every[action]
+                action()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
