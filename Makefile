@@ -19,10 +19,11 @@ help: ## Show this list
 
 # ---------------------------------------------------------------- local: setup and tests
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON_BIN) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
+	$(PYTHON) -m pip install --quiet --no-deps --editable .
 	touch $@
 
 .PHONY: venv
@@ -53,14 +54,14 @@ tensorboard-local: venv ## TensorBoard on http://localhost:6006 over every local
 
 .PHONY: bench-train
 bench-train: venv ## Images/s of our trainer vs. plain Keras fit, and test accuracy
-	$(PYTHON) src/bench_train.py
+	$(PYTHON) src/bench.py train
 
-# bench-distributed: flags for src/bench_distributed.py, e.g. --replicas 3 --steps 1000
+# bench-distributed: flags for src/bench.py distributed, e.g. --replicas 3 --steps 1000
 BENCH_DISTRIBUTED_FLAGS ?=
 
 .PHONY: bench-distributed
 bench-distributed: venv ## One process vs. kube/tfjob.yaml's Chief + 1 Worker here: same steps and global batch; accuracy and time
-	$(PYTHON) src/bench_distributed.py $(BENCH_DISTRIBUTED_FLAGS)
+	$(PYTHON) src/bench.py distributed $(BENCH_DISTRIBUTED_FLAGS)
 
 # The whole local path in one command, and the same path as a notebook.
 DEMO_STEPS ?= 600
@@ -123,7 +124,7 @@ promote-local: venv ## A/B: point stable at the canary's version in AB_CONFIG; w
 
 .PHONY: bench-serve
 bench-serve: venv ## Latency p50/p99 and throughput of serve.py at 1, 8, 16, 32 requests in flight, and a 10k batch
-	$(PYTHON) src/bench_serve.py
+	$(PYTHON) src/bench.py serve
 
 .PHONY: samples
 samples: venv ## Write data/0.png..9.png again from the shipped test set
@@ -419,14 +420,14 @@ instructor-operator: check-cluster ## Instructor, once per cluster: install the 
 .PHONY: instructor-namespaces
 instructor-namespaces: venv ## Instructor: per attendee a namespace, quota, role, storage and kubeconfig (ATTENDEES="alice bob")
 	@[ -n "$(ATTENDEES)" ] || { echo 'error: name the attendees: make instructor-namespaces ATTENDEES="alice bob"' >&2; exit 2; }
-	$(PYTHON) templated/instructor/namespaces.py --out $(INSTRUCTOR_DIR)$(if $(RWX_CLASS), --rwx-storage-class $(RWX_CLASS)) $(ATTENDEES)
+	$(PYTHON) src/instructor.py --out $(INSTRUCTOR_DIR)$(if $(RWX_CLASS), --rwx-storage-class $(RWX_CLASS)) $(ATTENDEES)
 	@if ! command -v kubectl >/dev/null 2>&1 || ! kubectl config current-context >/dev/null 2>&1; then \
 	  echo "no cluster in kubectl's context: rendered only. Apply: kubectl apply -f $(INSTRUCTOR_DIR)/<name>.yaml"; exit 0; fi; \
 	for a in $(ATTENDEES); do \
 	  kubectl apply -f $(INSTRUCTOR_DIR)/$$a.yaml || exit 1; \
 	  $(MAKE) --no-print-directory storage NAMESPACE=$$a || exit 1; \
 	done; \
-	$(PYTHON) templated/instructor/namespaces.py --out $(INSTRUCTOR_DIR) --kubeconfigs --duration $(TOKEN_DURATION) $(ATTENDEES)
+	$(PYTHON) src/instructor.py --out $(INSTRUCTOR_DIR) --kubeconfigs --duration $(TOKEN_DURATION) $(ATTENDEES)
 
 .PHONY: instructor-clean
 instructor-clean: check-cluster ## Instructor: delete the attendees' namespaces and volumes, with all they hold (ATTENDEES=...)

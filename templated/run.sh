@@ -4,7 +4,7 @@
 #   templated/run.sh --namespace alice            # submit every trial (kubectl apply)
 #   templated/run.sh --local -- --dataset mini    # run every trial on this machine
 #   templated/run.sh --results                    # rank the trials, name the export to serve
-# `templated/run.sh --help` tells everything; templated/sweep.py does the work.
+# `templated/run.sh --help` tells everything; src/sweep.py does the work.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,4 +14,4 @@ if [[ ! -x "$python" ]]; then
   echo "error: no virtualenv at $venv: run 'make venv' first (or set VENV to one with requirements-dev.txt)" >&2
   exit 1
 fi
-exec "$python" "$here/sweep.py" "$@"
+exec "$python" "$here/../src/sweep.py" "$@"

@@ -1,15 +1,11 @@
 """Shared fixtures: the repository's paths, a runner for src/ scripts, and one small trained model."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SRC = REPO / "src"
-sys.path.insert(0, str(SRC))
-
-from cli import child_env  # noqa: E402
+from tfk8s.cli import child_env
+from tfk8s.paths import REPO, SRC
 
 
 def run_script(script, *args, env=None, timeout=600, cwd=REPO):

@@ -17,11 +17,11 @@ import pytest
 import tensorflow as tf
 import yaml
 
-import model_config
-import serve
-from client import apis
 from conftest import REPO, SRC, assert_one_line_error, run_script
 from test_makefile import make
+from tfk8s.serving import model_config
+from tfk8s.serving import server as serve
+from tfk8s.serving.client import apis
 
 A, B, C = 1767225600, 1767312000, 1767398400  # three export versions (Unix times, as src/export.py names them)
 

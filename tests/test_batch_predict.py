@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import mnist_data
 from conftest import REPO, assert_one_line_error, run_script
 from test_beyond_manifests import doc, local_run
+from tfk8s import mnist
 
 MAX_CHANGED = 30  # of 10,000 answers (0.3%); measured: 6 to 10 with the 300-step model
 
@@ -43,7 +43,7 @@ def test_batch_job_command_scores_the_10k_test_images_as_the_export_scores_their
 
     table = rows(nfs / "batch" / "out" / "predictions.csv")
     assert len(table) == 10_000 and list(table[0]) == ["path", "digit", "probability", "error"]
-    images, labels = mnist_data.load("mini")["test"]
+    images, labels = mnist.load("mini")["test"]
     # <index>-<label>.png, in index order: row i is test image i.
     assert [r["path"] for r in table[:2]] == [f"{nfs}/batch/in/00000-{labels[0]}.png", f"{nfs}/batch/in/00001-{labels[1]}.png"]
     batch = np.array([int(r["digit"]) for r in table])

@@ -12,12 +12,12 @@ import sys
 import pytest
 import yaml
 
-import cli
-import flags
-import model_config
 from conftest import SRC, run_script
 from test_instructor import pods_of, quantity
 from test_manifests import KUBE, containers, load, pod_templates, rendered
+from tfk8s import cli
+from tfk8s.serving import model_config
+from tfk8s.trainer import flags
 
 TRAINER = "trainer"
 
@@ -63,7 +63,7 @@ def test_retrain_pod_is_the_training_job_pod_except_where_its_runs_go():
     (job_template,) = [t for _, t in pod_templates(doc("job.yaml", "Job"))]
     trainer = next(c for c in retrain["spec"]["containers"] if c["name"] == TRAINER)
     original = next(c for c in job_template["spec"]["containers"] if c["name"] == TRAINER)
-    strip = lambda c: {k: v for k, v in c.items() if k not in ("args", "env")}  # noqa: E731
+    strip = lambda c: {k: v for k, v in c.items() if k not in ("args", "env")}
     assert strip(trainer) == strip(original)
     assert {k: v for k, v in retrain["spec"].items() if k != "containers"} == \
         {k: v for k, v in job_template["spec"].items() if k != "containers"}
@@ -130,8 +130,8 @@ def test_batch_job_scores_the_shared_folder_and_its_log_container_prints_that_cs
     assert args[args.index("--model_base_path") + 1] == "/mnt/nfs/exports/mnist"
     assert args[args.index("--input") + 1] == "/mnt/nfs/batch/in"
     assert csv["command"] == ["cat", args[args.index("--output") + 1]] == ["cat", "/mnt/nfs/batch/out/predictions.csv"]
-    import batch_predict
-    batch_predict.parse_args(args)  # batch_predict's own parser accepts them
+    from tfk8s.serving import batch
+    batch.parse_args(args)  # batch_predict's own parser accepts them
 
 
 # ---------------------------------------------------------------- autoscaling

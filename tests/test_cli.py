@@ -2,12 +2,10 @@
 import subprocess
 import sys
 
-from conftest import REPO, SRC
+from conftest import REPO
 
-TOOL = f"""
-import sys
-sys.path.insert(0, {str(SRC)!r})
-from cli import entry_point
+TOOL = """
+from tfk8s.cli import entry_point
 
 @entry_point
 def main(argv=None):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import serve
 from conftest import REPO, SRC, assert_one_line_error, run_script
 from test_preprocess import variants
 from test_serving import copy_export
+from tfk8s.serving import server as serve
 
 SAMPLES = REPO / "data"
 

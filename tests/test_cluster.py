@@ -8,11 +8,10 @@ import json
 
 import pytest
 
-import cluster
-import tfjob_check
-import tfjob_local
-from cli import UsageError
 from conftest import REPO, assert_one_line_error, run_script
+from tfk8s.cli import UsageError
+from tfk8s.kube import tfjob_check, tfjob_local
+from tfk8s.trainer import cluster
 
 
 def role_in(manifest, replica_type, index):

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-import mnist_data
 from conftest import REPO, assert_one_line_error, run_script
+from tfk8s import mnist
 
 NAME = "t10k-labels-idx1-ubyte.gz"  # a canonical file we ship, so the server can serve its real bytes
 GOOD = (REPO / "data" / NAME).read_bytes()
@@ -20,7 +20,7 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
 
     hits = {}
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         kind = self.path.strip("/").split("/")[0]
         MirrorHandler.hits[kind] = MirrorHandler.hits.get(kind, 0) + 1
         if kind == "missing":
@@ -59,13 +59,13 @@ def leftovers(directory):
 
 
 def test_download_writes_a_verified_file_and_no_partial(tmp_path, mirror):
-    path = mnist_data.download(NAME, tmp_path, mirrors=[f"{mirror}/good/"], backoff=0)
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == mnist_data.SHA256[NAME]
+    path = mnist.download(NAME, tmp_path, mirrors=[f"{mirror}/good/"], backoff=0)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == mnist.SHA256[NAME]
     assert leftovers(tmp_path) == []
 
 
 def test_truncated_download_is_retried_then_the_next_mirror_is_used(tmp_path, mirror):
-    path = mnist_data.download(NAME, tmp_path, mirrors=[f"{mirror}/truncated/", f"{mirror}/good/"],
+    path = mnist.download(NAME, tmp_path, mirrors=[f"{mirror}/truncated/", f"{mirror}/good/"],
                                retries=2, backoff=0)
     assert path.read_bytes() == GOOD
     assert MirrorHandler.hits == {"truncated": 2, "good": 1}
@@ -73,8 +73,8 @@ def test_truncated_download_is_retried_then_the_next_mirror_is_used(tmp_path, mi
 
 
 def test_wrong_checksum_never_lands_and_names_the_url(tmp_path, mirror):
-    with pytest.raises(mnist_data.DataError) as err:
-        mnist_data.download(NAME, tmp_path, mirrors=[f"{mirror}/wrong/", f"{mirror}/missing/"], backoff=0)
+    with pytest.raises(mnist.DataError) as err:
+        mnist.download(NAME, tmp_path, mirrors=[f"{mirror}/wrong/", f"{mirror}/missing/"], backoff=0)
     message = str(err.value)
     assert f"{mirror}/wrong/{NAME} (sha256 mismatch" in message
     assert f"{mirror}/missing/{NAME} (HTTP 404)" in message
@@ -83,7 +83,7 @@ def test_wrong_checksum_never_lands_and_names_the_url(tmp_path, mirror):
 
 
 def test_first_mirror_down_falls_back_to_the_second(tmp_path, mirror):
-    path = mnist_data.download(NAME, tmp_path, mirrors=[closed_port_url(), f"{mirror}/good/"], backoff=0)
+    path = mnist.download(NAME, tmp_path, mirrors=[closed_port_url(), f"{mirror}/good/"], backoff=0)
     assert path.read_bytes() == GOOD
 
 
@@ -98,12 +98,12 @@ def test_offline_download_is_one_line_naming_every_url(tmp_path):
 
 def test_a_cached_corrupt_download_is_fetched_again(tmp_path, mirror):
     (tmp_path / NAME).write_bytes(b"not the file")
-    path = mnist_data.ensure_file(NAME, tmp_path, mirrors=[f"{mirror}/good/"])
+    path = mnist.ensure_file(NAME, tmp_path, mirrors=[f"{mirror}/good/"])
     assert path.read_bytes() == GOOD
 
 
 def test_shipped_mini_data_is_real_mnist():
-    data = mnist_data.load("mini", validation_fraction=0.1)
+    data = mnist.load("mini", validation_fraction=0.1)
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = data["train"], data["validation"], data["test"]
     assert (len(train_x), len(val_x), len(test_x)) == (4500, 500, 10000)
     assert train_x.dtype == np.uint8 and train_x.shape[1:] == (28, 28) and train_x.max() == 255
@@ -112,7 +112,7 @@ def test_shipped_mini_data_is_real_mnist():
 
 
 def test_validation_split_is_stable_and_disjoint_from_training():
-    a, b = mnist_data.load("mini"), mnist_data.load("mini")
+    a, b = mnist.load("mini"), mnist.load("mini")
     assert np.array_equal(a["validation"][0], b["validation"][0])
     train_rows = {x.tobytes() for x in a["train"][0]}
     assert not any(x.tobytes() in train_rows for x in a["validation"][0])
@@ -140,5 +140,5 @@ def test_truncated_idx_file_is_reported_not_crashed_on(tmp_path):
     import gzip
     bad = tmp_path / "bad.gz"
     bad.write_bytes(gzip.compress(b"\0\0\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 100))
-    with pytest.raises(mnist_data.DataError, match="header says"):
-        mnist_data.read_idx(bad)
+    with pytest.raises(mnist.DataError, match="header says"):
+        mnist.read_idx(bad)

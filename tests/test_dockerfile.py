@@ -6,6 +6,7 @@ own .dockerignore rules (docker-py), and the build's data step against the
 trainer's data module.
 """
 import fnmatch
+import os
 import http.server
 import json
 import re
@@ -79,7 +80,8 @@ def test_full_mnist_is_downloaded_and_verified_at_build_time_by_the_trainers_own
     download = index("RUN", "mnist_data.py")
     # Before the download: the shipped data (the test set is verified, not downloaded) and only the data modules.
     copied = [args for name, args in steps[:download] if name == "COPY"]
-    assert "data/*.gz data/" in copied and "src/cli.py src/mnist_data.py src/" in copied
+    assert "data/*.gz data/" in copied and "src/mnist_data.py src/" in copied
+    assert any("src/tfk8s/cli.py" in args and "src/tfk8s/mnist.py" in args for args in copied)
     assert download < index("COPY", "src/ src/")
     command = steps[download][1]
     assert "python src/mnist_data.py --download full --data_dir data" in command
@@ -151,13 +153,32 @@ def test_build_context_holds_what_the_image_copies_and_nothing_else():
                 source = source.rstrip("/")
                 matched = [p for p in context if fnmatch.fnmatch(p, source) or p.startswith(source + "/")]
                 assert matched, f"COPY {source}: not in the build context"
-    expected = {"requirements.txt", "src/main.py", "src/cli.py", "src/mnist_data.py", "src/cluster.py",
-                "src/export.py", "src/model.py", "data/train-5k-images-idx3-ubyte.gz", "data/t10k-images-idx3-ubyte.gz"}
+    expected = {"requirements.txt", "src/main.py", "src/batch_predict.py", "src/mnist_data.py", "src/tfk8s/cli.py",
+                "src/tfk8s/mnist.py", "src/tfk8s/trainer/train.py", "src/tfk8s/trainer/cluster.py",
+                "src/tfk8s/trainer/export.py", "src/tfk8s/trainer/model.py", "src/tfk8s/serving/batch.py",
+                "data/train-5k-images-idx3-ubyte.gz", "data/t10k-images-idx3-ubyte.gz"}
     assert expected <= context
     for path in context - {".dockerignore", "src/Dockerfile"}:  # Docker always sends these two
         assert path.split("/")[0] in ("requirements.txt", "src", "data"), path
         assert "__pycache__" not in path and not path.endswith(".pyc"), path
     assert not {p for p in context if p.startswith(("tests/", "kube/", ".venv/", ".git/", "runs/"))}
+
+
+def test_the_image_holds_every_module_its_commands_import(tmp_path):
+    """The trainer and batch scoring, imported from a copy of the build context alone (as in /app)."""
+    app = tmp_path / "app"
+    for path in build_context():
+        (app / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / path, app / path)
+    code = ("import tfk8s, tfk8s.trainer.train, tfk8s.serving.batch, tfk8s.trainer.flags; "
+            "print(tfk8s.__file__)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=app, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(app / "src")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(app / "src" / "tfk8s" / "__init__.py")
+    # And nothing the pods never run: no local server, client, sweep, benchmarks or the 576 KB TFJob schema.
+    assert not {p for p in build_context() if p.startswith(("src/tfk8s/kube", "src/tfk8s/sweep", "src/tfk8s/bench",
+                                                           "src/serve.py", "src/tfk8s/serving/server"))}
 
 
 @pytest.mark.parametrize("junk", ["src/__pycache__/x.cpython-311.pyc", "data/.train-images-idx3-ubyte.gz.abc.part"])

@@ -16,13 +16,12 @@ import sys
 import pytest
 import yaml
 
-import render_manifests
 from conftest import REPO, assert_one_line_error
 from test_manifests import KUBE, VERSIONS, containers, pod_templates, validate
+from tfk8s.kube import render
 
-SCRIPT = REPO / "templated" / "instructor" / "namespaces.py"
-sys.path.insert(0, str(SCRIPT.parent))
-import namespaces  # noqa: E402
+SCRIPT = REPO / "src" / "instructor.py"
+from tfk8s.instructor import namespaces
 
 # kind -> (API group, resource) for what the workshop's manifests hold.
 RESOURCES = {"Deployment": ("apps", "deployments"), "Service": ("", "services"), "Job": ("batch", "jobs"),
@@ -90,7 +89,7 @@ def test_role_grants_no_secrets_no_rbac_no_exec_and_no_wildcards():
 
 
 def test_role_can_apply_and_delete_every_kind_the_attendees_steps_apply():
-    kinds = {d["kind"] for d in render_manifests.render(render_manifests.load(sorted(KUBE.glob("*.yaml"))),
+    kinds = {d["kind"] for d in render.render(render.load(sorted(KUBE.glob("*.yaml"))),
                                                           "r.example.com/mnist", "v1", "alice", scope="namespaced")}
     assert {"Deployment", "Service", "Job", "PersistentVolumeClaim"} <= kinds
     the_role = role()
@@ -112,7 +111,7 @@ def test_role_can_follow_logs_port_forward_and_read_why_a_pod_waits():
 
 
 def test_pod_security_is_restricted_unless_the_nfs_server_runs_in_the_namespace():
-    labels = lambda **o: next(d for d in objects(**o) if d["kind"] == "Namespace")["metadata"]["labels"]  # noqa: E731
+    labels = lambda **o: next(d for d in objects(**o) if d["kind"] == "Namespace")["metadata"]["labels"]
     assert labels(privileged_storage=True)["pod-security.kubernetes.io/enforce"] == "privileged"
     assert labels(privileged_storage=False)["pod-security.kubernetes.io/enforce"] == "restricted"
     assert labels(privileged_storage=True)["pod-security.kubernetes.io/warn"] == "restricted"
@@ -120,7 +119,7 @@ def test_pod_security_is_restricted_unless_the_nfs_server_runs_in_the_namespace(
 
 def pods_of(*names):
     """Every pod the named manifests run at once, replicas counted."""
-    docs = render_manifests.render(render_manifests.load([KUBE / n for n in names if (KUBE / n).exists()]),
+    docs = render.render(render.load([KUBE / n for n in names if (KUBE / n).exists()]),
                                    "r.example.com/mnist", "v1", "alice")
     pods = []
     for doc in docs:

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
-import render_manifests
 from conftest import REPO, assert_one_line_error, run_script
+from tfk8s.kube import render, tfjob_check
 
 KUBE = REPO / "kube"
 MANIFESTS = sorted(KUBE.glob("*.yaml"))
@@ -42,7 +42,7 @@ def load(path):
 
 def rendered(paths=MANIFESTS, **options):
     """The documents exactly as `make` applies them, with the values of the README's example."""
-    return render_manifests.render(render_manifests.load(paths), IMAGE, TAG, NAMESPACE, **options)
+    return render.render(render.load(paths), IMAGE, TAG, NAMESPACE, **options)
 
 
 def pod_templates(doc):
@@ -69,7 +69,6 @@ def containers(template):
 def validate(doc, version):
     """Strict schema validation (kubernetes-validate), or tfjob_check for a TFJob; raises on a problem."""
     if doc["kind"] == "TFJob":
-        tfjob_check = pytest.importorskip("tfjob_check", reason="src/tfjob_check.py is not written yet")
         assert tfjob_check.problems(doc) == [], f"TFJob {doc['metadata']['name']}"
     else:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -226,7 +225,7 @@ def test_rendering_puts_every_trainer_container_on_the_given_image_and_namespace
     docs = rendered()
     images = [c["image"] for d in docs for _, t in pod_templates(d) for _, c in containers(t)]
     assert f"{IMAGE}:{TAG}" in images
-    assert not [i for i in images if i.startswith(render_manifests.TRAINER_IMAGE)]
+    assert not [i for i in images if i.startswith(render.TRAINER_IMAGE)]
     assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs if d["kind"] != "PersistentVolume")
     # Others' images (the NFS server, TensorFlow Serving) are left as pinned.
     assert "registry.k8s.io/e2e-test-images/volume/nfs:1.6.0" in images
@@ -238,14 +237,14 @@ def test_rendering_retags_every_replica_of_a_tfjob_written_with_a_yaml_alias():
             (tfjob,) = rendered([path])
             images = {c["image"] for _, t in pod_templates(tfjob) for _, c in containers(t)}
             assert images == {f"{IMAGE}:{TAG}"}, path.name
-            text = render_manifests.dump([tfjob])
+            text = render.dump([tfjob])
             assert "&id" not in text and "*id" not in text  # independent copies, no anchors left
 
 
 def test_each_namespace_gets_its_own_persistent_volume_bound_to_its_own_claim():
     volumes = {}
     for namespace in ("alice", "bob"):
-        docs = render_manifests.render(render_manifests.load([KUBE / "nfs.yaml"]), IMAGE, TAG, namespace,
+        docs = render.render(render.load([KUBE / "nfs.yaml"]), IMAGE, TAG, namespace,
                                        nfs_server="10.96.0.42")
         (pv,) = [d for d in docs if d["kind"] == "PersistentVolume"]
         claim = next(d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "mnist-nfs")

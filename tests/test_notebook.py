@@ -77,7 +77,7 @@ def test_notebook_submits_the_tfjob_rendered_for_you_when_kubectl_has_a_cluster(
     monkeypatch.delenv("NAMESPACE", raising=False)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
-    nb.cells = [code[0], next(cell for cell in code if "render_manifests" in cell.source)]  # set-up, section 7
+    nb.cells = [code[0], next(cell for cell in code if "tfk8s.kube import render" in cell.source)]  # set-up, section 7
     printed = text_of(execute(nb, monkeypatch, tmp_path).cells[-1])
 
     sent = [(c["args"], [d for d in yaml.safe_load_all(c["stdin"]) if d]) for c in calls() if c["stdin"]]

@@ -3,17 +3,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import mnist_data
-import preprocess
-from preprocess import ImageError, to_mnist
+from tfk8s import mnist
+from tfk8s.serving import preprocess
+from tfk8s.serving.preprocess import ImageError, to_mnist
 
-TEST_IMAGES, TEST_LABELS = mnist_data.DATASETS["mini"][2:]
+TEST_IMAGES, TEST_LABELS = mnist.DATASETS["mini"][2:]
 
 
 @pytest.fixture(scope="module")
 def test_set():
-    return (mnist_data.read_idx(mnist_data.DATA_DIR / TEST_IMAGES),
-            mnist_data.read_idx(mnist_data.DATA_DIR / TEST_LABELS))
+    return (mnist.read_idx(mnist.DATA_DIR / TEST_IMAGES),
+            mnist.read_idx(mnist.DATA_DIR / TEST_LABELS))
 
 
 def variants(digit):

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from client import apis, to_ndarray, to_tensor_proto
-import model_config
-import preprocess
-import serve
 from conftest import REPO, assert_one_line_error, run_script
+from tfk8s.serving import model_config, preprocess
+from tfk8s.serving import server as serve
+from tfk8s.serving.client import apis, to_ndarray, to_tensor_proto
 
 MAX_BATCH = 64
 MANIFEST = REPO / "kube" / "serving.yaml"

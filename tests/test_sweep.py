@@ -14,10 +14,8 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, assert_one_line_error
-
-sys.path.insert(0, str(REPO / "templated"))
-import sweep  # noqa: E402
-import tfjob_check  # noqa: E402
+from tfk8s.kube import tfjob_check
+from tfk8s.sweep import sweep
 
 RUN = REPO / "templated" / "run.sh"
 DEFAULT_VALUES = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())

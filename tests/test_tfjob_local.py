@@ -18,9 +18,8 @@ import time
 import pytest
 import yaml
 
-import tfjob_check
-import tfjob_local
 from conftest import REPO, SRC, assert_one_line_error, run_script
+from tfk8s.kube import tfjob_check, tfjob_local
 
 IMAGE = "ghcr.io/example/mnist-trainer:0.1.0"
 SHORT_TRAINING = ("--dataset", "mini", "--steps", 40, "--eval_every", 20, "--checkpoint_every", 20)
@@ -325,7 +324,7 @@ def test_worker_killed_mid_training_is_restarted_and_the_job_resumes_from_the_ch
 
 @pytest.mark.slow
 def test_the_distributed_benchmark_runs_one_process_and_a_two_replica_tfjob_on_the_same_steps_and_batch(tmp_path):
-    result = run_script("bench_distributed.py", "--steps", 30, "--batch_size", 40, "--root", tmp_path,
+    result = run_script("bench.py", "distributed", "--steps", 30, "--batch_size", 40, "--root", tmp_path,
                         "--eval_every", 15, "--checkpoint_every", 15)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -342,5 +341,5 @@ def test_the_distributed_benchmark_runs_one_process_and_a_two_replica_tfjob_on_t
 
 
 def test_the_distributed_benchmark_refuses_a_batch_the_replicas_cannot_share():
-    assert_one_line_error(run_script("bench_distributed.py", "--replicas", 3, "--batch_size", 100),
+    assert_one_line_error(run_script("bench.py", "distributed", "--replicas", 3, "--batch_size", 100),
                           "--batch_size 100 must split evenly over 3 replicas")

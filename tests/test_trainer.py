@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-import mnist_data
 from conftest import SRC, assert_one_line_error, run_script
+from tfk8s import mnist
 
 
 def test_short_run_learns_far_above_chance(trained_model):
@@ -36,7 +36,7 @@ def test_export_has_the_serving_signatures_with_exact_names_dtypes_and_shapes(tr
         assert outputs["probabilities"].shape.as_list() == [None, 10]
 
     # Raw 0..255 pixels in, as a PNG holds them: the model rescales by itself.
-    test_x, test_y = mnist_data.load("mini")["test"]
+    test_x, test_y = mnist.load("mini")["test"]
     result = loaded.signatures["predict"](image=tf.constant(test_x[:500, ..., None], tf.float32))
     assert result["classes"].numpy().dtype == np.int64
     assert np.mean(result["classes"].numpy() == test_y[:500]) > 0.9

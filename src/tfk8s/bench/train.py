@@ -1,29 +1,24 @@
 """Benchmark: our trainer against a plain Keras `fit` of the same model on the same data.
 
-    python src/bench_train.py                 # our defaults (mini data), then Keras fit
-    python src/bench_train.py --steps 1000    # a shorter run
+    python src/bench.py train                 # our defaults (mini data), then Keras fit
+    python src/bench.py train --steps 1000    # a shorter run
 
 Both run in this one process, one after the other, on the same input
 pipeline, model and optimizer; the ratio of their images/s is the figure
 (our loop should cost nothing over Keras). Accuracy is measured on the
 official 10k test set.
 """
-import os
+import tempfile
+import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf
+import tf_keras as keras
 
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-import cluster  # noqa: E402
-import main as trainer  # noqa: E402
-import mnist_data  # noqa: E402
-from cli import ArgumentParser, entry_point  # noqa: E402
-from model import build_model, make_optimizer  # noqa: E402
+from tfk8s import mnist
+from tfk8s.cli import ArgumentParser, entry_point
+from tfk8s.trainer import cluster
+from tfk8s.trainer import train as trainer
+from tfk8s.trainer.model import build_model, make_optimizer
 
 
 class Throughput(keras.callbacks.Callback):
@@ -68,7 +63,7 @@ def main(argv=None):
             flags += ["--steps", str(bench_args.steps)]
         args = trainer.parse_args(flags)
         args.fit_steps = bench_args.fit_steps
-        data = mnist_data.load(args.dataset, args.data_dir, args.validation_fraction, seed=args.seed)
+        data = mnist.load(args.dataset, args.data_dir, args.validation_fraction, seed=args.seed)
         ours = trainer.train(args, cluster.read_role(), tf.distribute.get_strategy())
         fit_speed, fit_accuracy = keras_fit(args, data)
     print()
@@ -77,7 +72,3 @@ def main(argv=None):
           f"{ours['test_accuracy']:>15.2%}{ours['train_seconds']:>11.0f}s")
     print(f"{'plain Keras fit':28}{fit_speed:>10,.0f}{args.fit_steps:>8}{fit_accuracy:>15.2%}{'':>12}")
     print(f"ratio (ours / Keras fit): {ours['images_per_second'] / fit_speed:.2f}")
-
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,7 @@ A phone photo of a digit on paper is none of these: RGB(A), any size, dark ink
 on light paper, the digit anywhere. `to_mnist` applies the same recipe, so
 the client and any batch tool send the model what it knows.
 
-    from preprocess import to_mnist
+    from tfk8s.serving.preprocess import to_mnist
     pixels = to_mnist("data/4.png")      # float32 [28, 28, 1], 0..255, white on black
 """
 import os
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cli import UserError
+from tfk8s.cli import UserError
 
 SIZE = 28            # the model's input is SIZE x SIZE
 BOX = 20             # MNIST scaled each digit to fit a BOX x BOX square...

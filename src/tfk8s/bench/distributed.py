@@ -1,7 +1,7 @@
 """Benchmark: the same training in one process and on a TFJob's replicas (Chief + Workers), run here.
 
-    python src/bench_distributed.py                          # one process, then Chief + 1 Worker
-    python src/bench_distributed.py --replicas 3 --steps 1000
+    python src/bench.py distributed                          # one process, then Chief + 1 Worker
+    python src/bench.py distributed --replicas 3 --steps 1000
 
 Both runs train from nothing for the same global steps with the same global
 batch (each of N replicas takes 1/N of --batch_size), on the shipped mini
@@ -22,12 +22,11 @@ from pathlib import Path
 
 import yaml
 
-from cli import ArgumentParser, UsageError, UserError, child_env, entry_point
-from flags import parse_args as trainer_flags
+from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point
+from tfk8s.paths import KUBE, REPO, RUNS, SRC
+from tfk8s.trainer.flags import parse_args as trainer_flags
 
-REPO = Path(__file__).resolve().parent.parent
-SRC = REPO / "src"
-MANIFEST = REPO / "kube" / "tfjob.yaml"
+MANIFEST = KUBE / "tfjob.yaml"
 
 
 def parse_args(argv=None):
@@ -36,7 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--replicas", type=int, default=2, help="replicas of the distributed run: a Chief and N-1 Workers")
     p.add_argument("--steps", type=int, default=defaults.steps, help="global training steps of both runs")
     p.add_argument("--batch_size", type=int, default=defaults.batch_size, help="global batch size of both runs")
-    p.add_argument("--root", type=Path, default=REPO / "runs" / "bench-distributed",
+    p.add_argument("--root", type=Path, default=RUNS / "bench-distributed",
                    help="where both runs write (their directories are emptied first)")
     args, extra = p.parse_known_args(argv)
     if args.replicas < 2:
@@ -101,7 +100,3 @@ def main(argv=None):
               f"{seconds:>10.0f}s{args.steps * args.batch_size / seconds:>10,.0f}")
     print(f"logs: {single_dir / 'log.txt'}, {job_dir / 'log.txt'} (wall time includes start-up, "
           "evaluation and export; the replicas share this machine's cores)")
-
-
-if __name__ == "__main__":
-    main()

@@ -6,8 +6,8 @@ checks of its values file, and a bad flag answer at once.
 import argparse
 import math
 
-from cli import ArgumentParser, UsageError
-from mnist_data import DATA_DIR, DATASETS
+from tfk8s.cli import ArgumentParser, UsageError
+from tfk8s.mnist import DATA_DIR, DATASETS
 
 MAX_HIDDEN_LAYERS = 4  # each block halves 28x28; a fifth would leave less than one pixel
 

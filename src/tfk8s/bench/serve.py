@@ -1,8 +1,8 @@
 """How fast does serve.py answer? One-image gRPC requests at 1 to 32 in flight, and one 10,000-image request.
 
-    python src/bench_serve.py                                        # trains a 200-step model into runs/bench if needed
-    python src/bench_serve.py --model_base_path runs/local/export
-    python src/bench_serve.py --server_args="--enable_batching=false"    # compare without request merging
+    python src/bench.py serve                                        # trains a 200-step model into runs/bench if needed
+    python src/bench.py serve --model_base_path runs/local/export
+    python src/bench.py serve --server_args="--enable_batching=false"    # compare without request merging
 
 It starts src/serve.py on free loopback ports, sends MNIST test images the
 way `client.py --num_tests` does (client and server share this machine's
@@ -18,21 +18,22 @@ from pathlib import Path
 
 import numpy as np
 
-import client
-import serve
-from cli import ArgumentParser, UsageError, UserError, entry_point
+from tfk8s import versions
+from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
+from tfk8s.paths import RUNS, SRC
+from tfk8s.serving import client
+from tfk8s.serving import server as serve
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH_DIR = REPO / "runs" / "bench"
+BENCH_DIR = RUNS / "bench"
 TRAIN_STEPS = 200
 
 
 def bench_model(runs_dir):
     """The newest export under runs_dir/export, trained (TRAIN_STEPS steps, a minute or two) if there is none."""
     export_dir = Path(runs_dir) / "export"
-    if not any(p.name.isdigit() for p in export_dir.glob("*")):
+    if not versions.versions(export_dir):
         print(f"no export under {export_dir}: training one ({TRAIN_STEPS} steps)", flush=True)
-        result = subprocess.run([sys.executable, str(REPO / "src" / "main.py"), "--steps", str(TRAIN_STEPS),
+        result = subprocess.run([sys.executable, str(SRC / "main.py"), "--steps", str(TRAIN_STEPS),
                                  "--model_dir", str(Path(runs_dir) / "model"), "--export_dir", str(export_dir)])
         if result.returncode != 0:
             raise UserError(f"training the benchmark model failed (exit {result.returncode})")

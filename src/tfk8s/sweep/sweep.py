@@ -32,20 +32,16 @@ from pathlib import Path
 import jinja2
 import yaml
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-SRC = REPO / "src"
-sys.path.insert(0, str(SRC))
+from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
+from tfk8s.kube import tfjob_check
+from tfk8s.paths import KUBE, REPO, RUNS, SRC, TEMPLATED
+from tfk8s.trainer import flags as trainer_flags  # the trainer's own parser, without TensorFlow
 
-from cli import ArgumentParser, UsageError, UserError, entry_point  # noqa: E402
-import flags as trainer_flags  # noqa: E402  (src/flags.py: the trainer's own parser, without TensorFlow)
-import tfjob_check  # noqa: E402
-
-BASE = REPO / "kube" / "tfjob.yaml"
+BASE = KUBE / "tfjob.yaml"
 TEMPLATE = "trial.yaml.j2"
-VALUES = HERE / "values.yaml"
+VALUES = TEMPLATED / "values.yaml"
 NFS = "/mnt/nfs"                          # where the shared volume is mounted in every pod
-LOCAL_ROOTS = REPO / "runs" / "tfjob-local"  # --local: <this>/<sweep> stands for the cluster, as for tfjob_local
+LOCAL_ROOTS = RUNS / "tfjob-local"  # --local: <this>/<sweep> stands for the cluster, as for tfjob_local
 KEYS = ("name", "workers", "grid", "flags")
 SWEEP_SETS = ("model_dir", "export_dir")  # per trial, never from the values file
 DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
@@ -263,7 +259,7 @@ def merge(base, overlay):
     """`overlay` onto `base` as `kubectl patch` would: mappings by key, lists of named items by name."""
     if isinstance(base, dict) and isinstance(overlay, dict):
         return {**base, **{k: merge(base[k], v) if k in base else v for k, v in overlay.items()}}
-    named = lambda items: isinstance(items, list) and all(isinstance(i, dict) and "name" in i for i in items)  # noqa: E731
+    named = lambda items: isinstance(items, list) and all(isinstance(i, dict) and "name" in i for i in items)
     if named(base) and named(overlay):
         patches = {item["name"]: item for item in overlay}
         merged = [merge(item, patches.pop(item["name"])) if item["name"] in patches else item for item in base]
@@ -276,7 +272,7 @@ def render(trials, sweep, namespace, image, workers, base):
     replica_types = list(base["spec"]["tfReplicaSpecs"])
     if workers and "Worker" not in replica_types:
         raise UserError(f"{BASE.relative_to(REPO)} has no Worker replica to give {workers} workers")
-    template = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), undefined=jinja2.StrictUndefined,
+    template = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATED), undefined=jinja2.StrictUndefined,
                                   keep_trailing_newline=True).get_template(TEMPLATE)
     docs = []
     for trial in trials:
@@ -521,7 +517,7 @@ def main(argv=None):
     trials = plan(values, name, parse_flags(container.get("args", [])), values_path)
     root = Path(args.root or os.path.relpath(LOCAL_ROOTS / name))
     if args.results:
-        import results  # noqa: E402  (TensorBoard's reader: TensorFlow is loaded, quietly, by plan())
+        from tfk8s.sweep import results  # (TensorBoard's reader: TensorFlow is loaded, quietly, by plan())
         results.main(trials, name, volume_dir(root, container), NFS, Path(args.out or root))
         return
 
@@ -539,7 +535,3 @@ def main(argv=None):
     else:
         with tempfile.TemporaryDirectory(prefix=f"{name}-") as out:
             submit(name, trials, write_manifests(trials, docs, out), namespace, args.parallel, args.poll)
-
-
-if __name__ == "__main__":
-    main()

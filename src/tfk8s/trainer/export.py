@@ -13,6 +13,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from tfk8s.versions import versions
+
 SIGNATURES = ("predict", "serving_default")
 INPUT_SPEC = tf.TensorSpec([None, 28, 28, 1], tf.float32, name="image")
 
@@ -30,13 +32,6 @@ class ServingModule(tf.Module):
                 "probabilities": probabilities}
 
 
-def versions(export_dir):
-    """The integer version directories under `export_dir`, ascending."""
-    if not os.path.isdir(export_dir):
-        return []
-    return sorted(int(d) for d in os.listdir(export_dir) if d.isdigit())
-
-
 def export_saved_model(model, export_dir):
     """Write `model` to export_dir/<version>/ and return that path.
 
@@ -49,7 +44,7 @@ def export_saved_model(model, export_dir):
     function = module.predict.get_concrete_function()
     staging = tempfile.mkdtemp(dir=export_dir, prefix=".tmp-export-")
     try:
-        tf.saved_model.save(module, staging, signatures={name: function for name in SIGNATURES})
+        tf.saved_model.save(module, staging, signatures=dict.fromkeys(SIGNATURES, function))
         version = max([int(time.time())] + [v + 1 for v in versions(export_dir)])
         while True:
             target = export_dir / str(version)

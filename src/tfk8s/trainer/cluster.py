@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from cli import UsageError
+from tfk8s.cli import UsageError
 
 KNOWN_TYPES = ("chief", "master", "worker", "ps", "evaluator")
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
-from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
-from tensorboard.util import tensor_util  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import PercentFormatter
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
 
-import export  # noqa: E402  (src/export.py: which versions an export directory holds)
+from tfk8s import versions
 
 FINISHED, UNFINISHED, MISSING = "finished", "unfinished", "missing"
 
@@ -60,12 +60,11 @@ def collect(trials, root, nfs):
     """One Result per trial, its paths mapped from the volume (`nfs`) to `root`."""
     results = []
     for trial in trials:
-        local = lambda path: Path(root) / Path(path).relative_to(nfs)  # noqa: E731
+        local = lambda path: Path(root) / Path(path).relative_to(nfs)
         result = Result(trial, local(trial.model_dir), local(trial.export_dir))
         result.step, result.validation = last_value(result.model_dir / "eval")
         _, result.test = last_value(result.model_dir / "test")
-        versions = export.versions(result.export_dir)
-        result.export = result.export_dir / str(versions[-1]) if versions else None
+        result.export = versions.newest(result.export_dir)
         if result.test is not None:
             result.status = FINISHED
         elif result.model_dir.is_dir():
@@ -114,7 +113,7 @@ def write_csv(results, path):
 def plot(results, path, sweep):
     """Validation and test accuracy by learning rate (log scale), one line per value of the other grid flags."""
     others = [p for p in results[0].trial.params if p != "learning_rate"]
-    key = lambda r: tuple(r.trial.params[p] for p in others)  # noqa: E731
+    key = lambda r: tuple(r.trial.params[p] for p in others)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for ax, metric, title in zip(axes, ("validation", "test"), ("validation accuracy (last evaluation)",
                                                                   "test accuracy (final)")):

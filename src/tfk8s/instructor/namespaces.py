@@ -16,16 +16,15 @@ import base64
 import json
 import re
 import subprocess
-import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jinja2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from cli import ArgumentParser, UsageError, UserError, entry_point  # noqa: E402
+from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
+from tfk8s.paths import TEMPLATED
 
-TEMPLATES = Path(__file__).resolve().parent
+TEMPLATES = TEMPLATED / "instructor"
 SERVICE_ACCOUNT = "attendee"
 NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 RESERVED = {"default", "kubeflow", "kube-system", "kube-public", "kube-node-lease"}
@@ -84,7 +83,7 @@ def current_cluster():
 def write_kubeconfigs(names, out, duration):
     cluster, server, ca_data = current_cluster()
     number, unit = DURATION.fullmatch(duration).groups()
-    expires = datetime.now(timezone.utc) + timedelta(**{"hours" if unit == "h" else "minutes": int(number)})
+    expires = datetime.now(UTC) + timedelta(**{"hours" if unit == "h" else "minutes": int(number)})
     for name in names:
         token = kubectl("create", "token", SERVICE_ACCOUNT, "--namespace", name, "--duration", duration).strip()
         path = out / f"{name}.kubeconfig"
@@ -126,7 +125,3 @@ def main(argv=None):
         print(f"{name}: {path}")
     if args.kubeconfigs:
         write_kubeconfigs(args.attendees, args.out, args.duration)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,455 @@
+"""Ask a model server what digit an image shows, over gRPC (default) or REST.
+
+Works against TensorFlow Serving (on the cluster, through `kubectl
+port-forward`) and against src/serve.py on a laptop: both speak the same API.
+
+    python src/client.py --image data/4.png                          # one image
+    python src/client.py --image photos/ --batch_size 32 --top 3     # a directory, batched
+    python src/client.py --image data/4.png --rest --port 8501       # the REST API
+    python src/client.py --num_tests 1000 --concurrency 16           # load test on the MNIST test set
+
+Any PNG or JPEG works (RGB, RGBA, 16-bit, any size, dark ink on light paper
+or white on black): preprocess.py turns it into an MNIST digit first. The
+input and output names come from the model's metadata, not from this file.
+"""
+import argparse
+import importlib.util
+import json
+import sys
+import threading
+import time
+import types
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _import_serving_protos():
+    """Import TensorFlow Serving's messages without loading the TensorFlow runtime.
+
+    The generated modules import TensorFlow's .proto messages
+    (tensorflow/core/framework/*_pb2.py); importing those the usual way runs
+    tensorflow/__init__.py, which loads the whole runtime: 4 s before the
+    first request. A client needs the messages only, so the package is made
+    importable without running its __init__, then forgotten so that a later
+    `import tensorflow` in the same process gets the real thing.
+    """
+    stub = None
+    if "tensorflow" not in sys.modules:
+        spec = importlib.util.find_spec("tensorflow")
+        stub = types.ModuleType("tensorflow")
+        stub.__path__ = list(spec.submodule_search_locations)
+        sys.modules["tensorflow"] = stub
+    try:
+        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+        from tensorflow_serving.apis import (
+            get_model_metadata_pb2,
+            get_model_status_pb2,
+            model_pb2,
+            model_service_pb2_grpc,
+            predict_pb2,
+            prediction_service_pb2_grpc,
+        )
+    finally:
+        if stub is not None and sys.modules.get("tensorflow") is stub:
+            del sys.modules["tensorflow"]
+    return types.SimpleNamespace(
+        tensor_pb2=tensor_pb2, tensor_shape_pb2=tensor_shape_pb2, types_pb2=types_pb2,
+        get_model_metadata_pb2=get_model_metadata_pb2, get_model_status_pb2=get_model_status_pb2,
+        model_pb2=model_pb2, model_service_pb2_grpc=model_service_pb2_grpc, predict_pb2=predict_pb2,
+        prediction_service_pb2_grpc=prediction_service_pb2_grpc)
+
+
+apis = _import_serving_protos()
+
+import grpc  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+
+from tfk8s import mnist
+from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point  # noqa: E402
+from tfk8s.serving import preprocess
+
+DT = apis.types_pb2
+# TensorProto dtype <-> numpy dtype, and the repeated field that holds values when tensor_content is empty.
+DTYPES = {
+    DT.DT_FLOAT: (np.float32, "float_val"), DT.DT_DOUBLE: (np.float64, "double_val"),
+    DT.DT_INT32: (np.int32, "int_val"), DT.DT_INT64: (np.int64, "int64_val"),
+    DT.DT_UINT8: (np.uint8, "int_val"), DT.DT_INT8: (np.int8, "int_val"),
+    DT.DT_INT16: (np.int16, "int_val"), DT.DT_UINT16: (np.uint16, "int_val"),
+    DT.DT_BOOL: (np.bool_, "bool_val"),
+}
+NUMPY_TO_DT = {np.dtype(np_type): dt for dt, (np_type, _) in DTYPES.items()}
+GRPC_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+TEST_SET = mnist.DATASETS["mini"][2:]  # the official 10,000 test images and labels, shipped in data/
+
+
+def dtype_name(dt):
+    return DT.DataType.Name(dt)
+
+
+def to_tensor_proto(array):
+    """numpy -> TensorProto, as raw little-endian bytes (tensor_content): no per-value copies."""
+    array = np.ascontiguousarray(array)
+    if array.dtype not in NUMPY_TO_DT:
+        raise ValueError(f"cannot send a {array.dtype} array")
+    return apis.tensor_pb2.TensorProto(
+        dtype=NUMPY_TO_DT[array.dtype], tensor_content=array.tobytes(),
+        tensor_shape=apis.tensor_shape_pb2.TensorShapeProto(
+            dim=[apis.tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape]))
+
+
+def to_ndarray(proto):
+    """TensorProto -> numpy, from tensor_content or from the typed repeated field (TensorFlow Serving's default)."""
+    if proto.dtype not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype_name(proto.dtype)}")
+    np_type, field = DTYPES[proto.dtype]
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    size = int(np.prod(shape, dtype=np.int64))
+    if proto.tensor_content:  # TensorFlow runs on little-endian machines only: the bytes are native
+        if len(proto.tensor_content) != size * np.dtype(np_type).itemsize:
+            raise ValueError(f"{len(proto.tensor_content)} bytes of content for shape {list(shape)}")
+        return np.frombuffer(proto.tensor_content, dtype=np_type).reshape(shape)
+    values = np.asarray(getattr(proto, field), dtype=np_type)
+    if values.size == size:
+        return values.reshape(shape)
+    if values.size <= 1:  # TensorFlow's shorthand: one value (or none: zero) fills the whole tensor
+        return np.full(shape, values[0] if values.size else 0, dtype=np_type)
+    raise ValueError(f"{values.size} values for shape {list(shape)}")
+
+
+class ServerError(UserError):
+    """The server could not be reached, or refused the request; the message says which."""
+
+
+@dataclass
+class Signature:
+    """What a client needs to know about a signature, read from the model's metadata."""
+
+    name: str
+    input_name: str
+    input_dtype: type
+    input_shape: list   # -1 where any size goes
+    scores_name: str    # the float [n, classes] output: the digit is its argmax
+
+
+def read_signature(signature_defs, name, model):
+    """Pick the input and the scores output of signature `name` from a SignatureDefMap."""
+    usable = sorted(k for k in signature_defs.signature_def if not k.startswith("__"))
+    if name not in signature_defs.signature_def:
+        raise ServerError(f"model {model!r} has no signature {name!r}; it has {', '.join(usable) or 'none'}")
+    definition = signature_defs.signature_def[name]
+    if len(definition.inputs) != 1:
+        raise ServerError(f"signature {name!r} takes {len(definition.inputs)} inputs; this client sends one image")
+    input_name, info = next(iter(definition.inputs.items()))
+    if info.dtype not in DTYPES:
+        raise ServerError(f"signature {name!r} wants {dtype_name(info.dtype)} input; this client sends numbers")
+    scores = [alias for alias, out in definition.outputs.items()
+              if out.dtype in (DT.DT_FLOAT, DT.DT_DOUBLE, DT.DT_HALF) and len(out.tensor_shape.dim) == 2]
+    if not scores:
+        raise ServerError(f"signature {name!r} has no [n, classes] float output to read a digit from")
+    return Signature(name, input_name, DTYPES[info.dtype][0], [d.size for d in info.tensor_shape.dim],
+                     "probabilities" if "probabilities" in scores else sorted(scores)[0])
+
+
+def shape_for(signature, batch):
+    """Fit a batch of [n, 28, 28, 1] images to the input shape the signature declares ([n, 784], ...)."""
+    shape = list(signature.input_shape)
+    if shape and shape[0] == -1:
+        shape[0] = batch.shape[0]
+    if -1 in shape or int(np.prod(shape)) != batch.size:
+        raise ServerError(f"signature {signature.name!r} wants input shape {signature.input_shape}; "
+                          f"cannot fit {batch.shape[0]} images of 28x28 into it")
+    return batch.reshape(shape).astype(signature.input_dtype, copy=False)
+
+
+class GrpcModel:
+    """A model on a TensorFlow Serving gRPC endpoint: metadata and Predict."""
+
+    protocol = "gRPC"
+
+    def __init__(self, host, port, model, signature_name, version=None, label=None, timeout=10.0):
+        self.address, self.model, self.timeout = f"{host}:{port}", model, timeout
+        self.channel = grpc.insecure_channel(self.address, options=GRPC_OPTIONS)
+        self.stub = apis.prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.spec = apis.model_pb2.ModelSpec(name=model, signature_name=signature_name)
+        if version is not None:
+            self.spec.version.value = version
+        if label is not None:
+            self.spec.version_label = label
+        self.signature = None
+
+    def _error(self, err):
+        """A failed call (grpc.RpcError) as one line."""
+        code = err.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return ServerError(f"cannot reach a model server at {self.address} within {self.timeout:g}s "
+                               f"({code.name}: {err.details()}); is it running?")
+        return ServerError(f"{self.address} refused the request: {code.name}: {err.details()}")
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise self._error(err) from None
+
+    def connect(self):
+        """Read the signature's input and output names from GetModelMetadata."""
+        request = apis.get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.CopyFrom(self.spec)
+        request.model_spec.ClearField("signature_name")
+        response = self._call(self.stub.GetModelMetadata, request)
+        signature_defs = apis.get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_defs)
+        self.signature = read_signature(signature_defs, self.spec.signature_name, self.model)
+        return self.signature
+
+    def _predict_request(self, batch):
+        request = apis.predict_pb2.PredictRequest(model_spec=self.spec, output_filter=[self.signature.scores_name])
+        request.inputs[self.signature.input_name].CopyFrom(to_tensor_proto(shape_for(self.signature, batch)))
+        return request
+
+    def _scores(self, response):
+        try:
+            return to_ndarray(response.outputs[self.signature.scores_name]), response.model_spec.version.value
+        except (KeyError, ValueError) as err:
+            raise ServerError(f"{self.address} answered without a readable {self.signature.scores_name!r} "
+                              f"output ({err})") from None
+
+    def predict(self, batch):
+        """float32 [n, 28, 28, 1] -> (scores [n, classes], the version that answered)."""
+        return self._scores(self._call(self.stub.Predict, self._predict_request(batch)))
+
+    def predict_async(self, batch, done):
+        """Send without waiting; gRPC's own thread calls done(result or ServerError) when the answer comes."""
+        future = self.stub.Predict.future(self._predict_request(batch), timeout=self.timeout)
+
+        def finished(f):
+            try:
+                result = self._scores(f.result())
+            except grpc.RpcError as err:
+                result = self._error(err)
+            except ServerError as err:
+                result = err
+            done(result)
+
+        future.add_done_callback(finished)
+
+
+class RestModel:
+    """The same model through TensorFlow Serving's REST API (JSON)."""
+
+    protocol = "REST"
+
+    def __init__(self, host, port, model, signature_name, version=None, label=None, timeout=10.0):
+        self.address, self.model, self.timeout = f"{host}:{port}", model, timeout
+        self.signature_name, self.signature = signature_name, None
+        path = f"/v1/models/{model}"
+        if version is not None:
+            path += f"/versions/{version}"
+        elif label is not None:
+            path += f"/labels/{label}"
+        self.url = f"http://{host}:{port}{path}"
+        self.version, self.pool = version, None
+
+    def _call(self, url, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            try:
+                detail = json.loads(err.read()).get("error", "")
+            except ValueError:
+                detail = err.reason
+            raise ServerError(f"{self.address} refused the request: HTTP {err.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise ServerError(f"cannot reach a model server at {self.address} within {self.timeout:g}s "
+                              f"({reason}); is it running?") from None
+        except ValueError:
+            raise ServerError(f"{self.address} answered with something that is not JSON") from None
+
+    def connect(self):
+        metadata = self._call(self.url + "/metadata")
+        try:
+            signature_defs = json_format.ParseDict(metadata["metadata"]["signature_def"],
+                                                   apis.get_model_metadata_pb2.SignatureDefMap(),
+                                                   ignore_unknown_fields=True)
+            self.version = int(metadata["model_spec"]["version"])
+        except (KeyError, TypeError, ValueError, json_format.ParseError) as err:
+            raise ServerError(f"{self.address} answered metadata TensorFlow Serving would not ({err})") from None
+        self.signature = read_signature(signature_defs, self.signature_name, self.model)
+        return self.signature
+
+    def predict_async(self, batch, done):
+        """urllib blocks: run the request on a thread, call done(result or ServerError)."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=64)
+
+        def run():
+            try:
+                done(self.predict(batch))
+            except ServerError as err:
+                done(err)
+
+        self.pool.submit(run)
+
+    def predict(self, batch):
+        inputs = shape_for(self.signature, batch)
+        body = {"signature_name": self.signature.name, "inputs": {self.signature.input_name: inputs.tolist()}}
+        answer = self._call(self.url + ":predict", body)
+        try:
+            outputs = answer["outputs"]
+            scores = outputs[self.signature.scores_name] if isinstance(outputs, dict) else outputs
+            return np.asarray(scores, dtype=np.float32), self.version
+        except (KeyError, TypeError, ValueError) as err:
+            raise ServerError(f"{self.address} answered without a readable {self.signature.scores_name!r} "
+                              f"output ({err})") from None
+
+
+def top_k(scores, k):
+    """[(digit, probability), ...] best first."""
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [(int(i), float(scores[i])) for i in order]
+
+
+def classify(model, paths, images, batch_size, top, as_json, out=sys.stdout):
+    """Ask for `images` (float32 [n, 28, 28, 1], read from `paths`) in batches; print one result per image."""
+    latencies = []
+    for start in range(0, len(paths), batch_size):
+        batch = images[start:start + batch_size]
+        began = time.perf_counter()
+        scores, version = model.predict(batch)
+        latency = (time.perf_counter() - began) * 1000
+        latencies.append(latency)
+        for path, row in zip(paths[start:start + batch_size], scores):
+            best = top_k(row, max(1, top))
+            if as_json:
+                print(json.dumps({"image": str(path), "digit": best[0][0], "probability": round(best[0][1], 6),
+                                  "top": [{"digit": d, "probability": round(p, 6)} for d, p in best],
+                                  "model": model.model, "version": version, "signature": model.signature.name,
+                                  "protocol": model.protocol, "batch_size": len(batch),
+                                  "latency_ms": round(latency, 3)}), file=out)
+            else:
+                print(f"{path}: {best[0][0]} (probability {best[0][1]:.4f})", file=out)
+                if top > 1:
+                    print("  top {}: {}".format(top, ", ".join(f"{d} {p:.4f}" for d, p in best)), file=out)
+    if not as_json:
+        requests = len(latencies)
+        print(f"model {model.model} version {version}, signature {model.signature.name}, {model.protocol} "
+              f"{model.address}: {len(paths)} image{'s' * (len(paths) != 1)} in {requests} "
+              f"request{'s' * (requests != 1)}, round trip {np.mean(latencies):.1f} ms"
+              f"{' per request' if requests > 1 else ''}", file=out)
+
+
+def load_test_set(data_dir=mnist.DATA_DIR):
+    images, labels = (mnist.read_idx(mnist.ensure_file(name, data_dir)) for name in TEST_SET)
+    return images[..., None].astype(np.float32), labels.astype(np.int64)
+
+
+def load_test(model, images, labels, num_tests, concurrency):
+    """Send `num_tests` one-image requests, `concurrency` in flight, as TensorFlow Serving's mnist_client does.
+
+    Requests go out asynchronously (no thread per request: the client must
+    not be what limits the server). Returns throughput, latency percentiles,
+    the share of failed requests and the accuracy of the answers.
+    """
+    slots, lock, finished = threading.BoundedSemaphore(concurrency), threading.Lock(), threading.Event()
+    latencies, failures, correct, answered = [], [], [0], [0]
+
+    def send(i):
+        j, began = i % len(images), time.perf_counter()
+
+        def done(result):
+            elapsed = time.perf_counter() - began
+            with lock:
+                if isinstance(result, ServerError):
+                    failures.append(str(result))
+                else:
+                    latencies.append(elapsed)
+                    correct[0] += int(np.argmax(result[0][0]) == labels[j])
+                answered[0] += 1
+                if answered[0] == num_tests:
+                    finished.set()
+            slots.release()
+
+        model.predict_async(images[j:j + 1], done)
+
+    began = time.perf_counter()
+    for i in range(num_tests):
+        slots.acquire()
+        send(i)
+    finished.wait()
+    wall = time.perf_counter() - began
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": num_tests, "concurrency": concurrency, "seconds": wall,
+        "throughput": len(latencies) / wall,
+        "p50_ms": float(np.percentile(ms, 50)) if ms.size else float("nan"),
+        "p99_ms": float(np.percentile(ms, 99)) if ms.size else float("nan"),
+        "failed": len(failures), "error_rate": len(failures) / num_tests,
+        "accuracy": correct[0] / len(latencies) if latencies else 0.0,
+        "first_failure": failures[0] if failures else None,
+    }
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description="Classify digit images with a model served by TensorFlow Serving or serve.py.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="localhost", help="the model server's host")
+    p.add_argument("--port", type=int, help="the model server's port (default: 8500 for gRPC, 8501 with --rest)")
+    p.add_argument("--rest", action="store_true", help="use the REST (JSON) API instead of gRPC")
+    p.add_argument("--model", default="mnist", help="model name on the server")
+    p.add_argument("--signature_name", default="predict", help="which signature of the model to call")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model_version", type=int, help="ask this version (default: the newest the server has)")
+    which.add_argument("--version_label", help="ask the version with this label (a server model config sets labels)")
+    p.add_argument("--image", help="a PNG or JPEG file, or a directory of them")
+    p.add_argument("--batch_size", type=int, default=64, help="images per request when --image is a directory")
+    p.add_argument("--top", type=int, default=1, metavar="K", help="also print the K most likely digits")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image per line")
+    p.add_argument("--num_tests", type=int, metavar="N",
+                   help="load test: N one-image requests of MNIST test images, reporting latency and accuracy")
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight during --num_tests")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    args = p.parse_args(argv)
+    if (args.image is None) == (args.num_tests is None):
+        raise UsageError("give either --image FILE_OR_DIR or --num_tests N")
+    for flag in ("batch_size", "top", "concurrency"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be at least 1, not {getattr(args, flag)}")
+    if args.num_tests is not None and args.num_tests < 1:
+        raise UsageError(f"--num_tests must be at least 1, not {args.num_tests}")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive, not {args.timeout}")
+    if args.port is None:
+        args.port = 8501 if args.rest else 8500
+    return args
+
+
+@entry_point
+def main(argv=None):
+    args = parse_args(argv)
+    if args.image:  # a missing or broken file fails before any network traffic
+        paths = preprocess.image_paths(args.image)
+        images = preprocess.load_batch(paths)
+    Model = RestModel if args.rest else GrpcModel
+    model = Model(args.host, args.port, args.model, args.signature_name,
+                  args.model_version, args.version_label, args.timeout)
+    model.connect()
+    if args.image:
+        classify(model, paths, images, args.batch_size, args.top, args.json)
+        return
+    images, labels = load_test_set()
+    report = load_test(model, images, labels, args.num_tests, args.concurrency)
+    print(f"{report['requests']} requests, {report['concurrency']} in flight, {model.protocol} {model.address}: "
+          f"{report['throughput']:.0f} predictions/s, latency p50 {report['p50_ms']:.1f} ms "
+          f"p99 {report['p99_ms']:.1f} ms, error rate {report['error_rate']:.2%} "
+          f"({report['failed']} failed), accuracy {report['accuracy']:.2%}")
+    if report["failed"]:
+        raise ServerError(f"{report['failed']} of {report['requests']} requests failed; "
+                          f"the first: {report['first_failure']}")

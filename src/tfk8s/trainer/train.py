@@ -1,0 +1,323 @@
+"""Train the workshop's MNIST model, evaluate it as it learns, and export it for serving.
+
+The same code runs on a laptop, in a Kubernetes Job and on every replica of a
+TFJob: the cluster, if any, comes from TF_CONFIG (cluster.py). Read it top to
+bottom, in the order a run takes:
+
+1. the data (mnist.py: checksummed files, a seeded validation split);
+2. the model and its optimizer, built under the tf.distribute strategy;
+3. the checkpoint to resume from, if --model_dir holds one;
+4. the step runner: one training step on every replica, gradients combined;
+5. the loop: steps, then a progress line, summaries and a checkpoint at each boundary;
+6. the final test and the export (export.py), by the chief alone.
+
+What it keeps of the Estimator's contract: checkpoints in --model_dir, shared
+by every replica; a restarted process resumes from the last one (global step
+and optimizer state); evaluation every --eval_every steps with TensorBoard
+summaries under --model_dir; one export per run under --export_dir.
+"""
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from tensorboard.plugins.hparams import api as hp
+
+from tfk8s import mnist
+from tfk8s.cli import RetryableError
+from tfk8s.trainer import cluster
+from tfk8s.trainer.export import export_saved_model
+from tfk8s.trainer.model import augment, build_model, make_optimizer
+
+# Errors that mean "a peer replica went away": exit so that the operator restarts us.
+PEER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+             tf.errors.CancelledError, tf.errors.AbortedError)
+EVAL_BATCH = 1000
+
+
+# ---------------------------------------------------------------- 1. data
+
+def training_dataset(images, labels, batch_size, augmented, seed):
+    """An endless, shuffled, batched (and optionally augmented) stream of raw-pixel images."""
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None].astype(np.float32), labels))
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if augmented:
+        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Every worker shuffles with the same seed and keeps every N-th batch: no two see the same images.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluate(model, images, labels, batch_size=EVAL_BATCH):
+    """Loss and accuracy of `model` (a plain, single-device copy) on a whole split."""
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None].astype(np.float32), labels)).batch(batch_size)
+    loss_sum, correct = 0.0, 0
+    for x, y in ds:
+        logits = model(x, training=False)
+        loss_sum += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)))
+        correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == y, tf.int32)))
+    return loss_sum / len(labels), correct / len(labels)
+
+
+# ---------------------------------------------------------------- 2. model, optimizer, metrics
+
+class Learner:
+    """The model, its optimizer and the running training metrics, created under `strategy`'s scope."""
+
+    def __init__(self, strategy, hidden_layers, learning_rate, steps):
+        with strategy.scope():
+            self.model = build_model(hidden_layers)
+            self.optimizer, self.schedule = make_optimizer(learning_rate, steps)
+            self.loss = keras.metrics.Mean("loss")
+            self.accuracy = keras.metrics.SparseCategoricalAccuracy("accuracy")
+
+    @property
+    def step(self):
+        """The global step: saved with the optimizer, shared by every replica."""
+        return int(self.optimizer.iterations.numpy())
+
+    def replica_step(self, images, labels, global_batch_size):
+        """One step on one replica's share of the global batch; apply_gradients all-reduces across replicas."""
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+        variables = self.model.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.loss.update_state(per_example)
+        self.accuracy.update_state(labels, logits)
+
+    def take_metrics(self):
+        """The training loss and accuracy since the last call."""
+        values = float(self.loss.result()), float(self.accuracy.result())
+        self.loss.reset_state()
+        self.accuracy.reset_state()
+        return values
+
+
+# ---------------------------------------------------------------- 3. checkpoints
+
+class Checkpoints:
+    """Checkpoints of the model and optimizer: the chief writes to model_dir, resumes from it.
+
+    Under MultiWorkerMirroredStrategy every worker must take part in saving, so
+    the others write to a private scratch directory, deleted at the end.
+    """
+
+    def __init__(self, learner, model_dir, role, keep):
+        self.model_dir = model_dir
+        self.checkpoint = tf.train.Checkpoint(model=learner.model, optimizer=learner.optimizer)
+        private = not role.is_chief and role.mode == "multi_worker"
+        self.scratch = tempfile.mkdtemp(prefix=f"ckpt-{role.name}-") if private else None
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.scratch or model_dir, max_to_keep=keep)
+
+    def restore(self):
+        """Resume from the newest checkpoint in model_dir; its path, or None for a fresh start."""
+        latest = tf.train.latest_checkpoint(self.model_dir)
+        if latest:
+            self.checkpoint.restore(latest)
+        return latest
+
+    def save(self, step):
+        self.manager.save(checkpoint_number=step)
+
+    def close(self):
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- 4. the step runner
+
+def step_runner(strategy, role, learner, make_dataset, batch_size):
+    """A function run_steps(n) that trains n global steps, and a function that says how workers shared them.
+
+    MultiWorkerMirroredStrategy (and one process): every replica takes its
+    shard of each global batch, inside one tf.function loop. ParameterServerStrategy:
+    the chief schedules steps on whichever worker is free, each worker reading
+    its own seeded stream.
+    """
+    if role.mode != "parameter_server":
+        # No per-device prefetch buffer (CPU replicas gain nothing from it): with one, TensorFlow 2.21
+        # takes up to a minute to free the iterator at the end of a multi-worker run.
+        no_device_buffer = tf.distribute.InputOptions(experimental_per_replica_buffer_size=0)
+        iterator = iter(strategy.experimental_distribute_dataset(make_dataset(0), no_device_buffer))
+
+        @tf.function
+        def n_steps(it, n):
+            for _ in tf.range(n):
+                images, labels = next(it)
+                strategy.run(learner.replica_step, args=(images, labels, batch_size))
+
+        return (lambda n: n_steps(iterator, tf.constant(n, tf.int64))), (lambda: None)
+
+    coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+    num_workers = len(role.cluster["worker"])
+
+    def worker_dataset():
+        # Each worker reads the whole training set: seeded alike, all would train on the same batches.
+        return make_dataset(tf.cast(tf.distribute.coordinator.experimental_get_current_worker_index(), tf.int64))
+
+    iterator = iter(coordinator.create_per_worker_dataset(worker_dataset))
+    with strategy.scope():
+        steps_by_worker = tf.Variable(tf.zeros([num_workers], tf.int64), trainable=False)  # not checkpointed
+
+    @tf.function
+    def one_step(it):
+        images, labels = next(it)
+        strategy.run(learner.replica_step, args=(images, labels, batch_size))
+        worker = tf.distribute.coordinator.experimental_get_current_worker_index()
+        steps_by_worker.assign_add(tf.one_hot(worker, num_workers, dtype=tf.int64))
+
+    def run_steps(n):
+        for _ in range(n):
+            coordinator.schedule(one_step, args=(iterator,))
+        coordinator.join()
+
+    def shares():
+        return "steps run by each worker: " + ", ".join(
+            f"worker-{i} {n}" for i, n in enumerate(steps_by_worker.numpy()))
+
+    return run_steps, shares
+
+
+# ---------------------------------------------------------------- 5. the loop
+
+class Summaries:
+    """TensorBoard event files under model_dir/{train,eval,test}; the chief writes, others write nothing."""
+
+    def __init__(self, model_dir, enabled, hparams):
+        self.writers = {}
+        if enabled:
+            self.writers = {run: tf.summary.create_file_writer(os.path.join(model_dir, run))
+                            for run in ("train", "eval", "test")}
+            with tf.summary.create_file_writer(model_dir).as_default():
+                hp.hparams(hparams, trial_id=os.path.basename(os.path.normpath(model_dir)))
+
+    def write(self, run, step, **scalars):
+        if run in self.writers:
+            with self.writers[run].as_default(step=step):
+                for name, value in scalars.items():
+                    tf.summary.scalar(name, value)
+            self.writers[run].flush()  # TensorBoard on a shared volume sees it now, not at exit
+
+
+def next_boundary(step, steps, eval_every, checkpoint_every):
+    """The next step at which the loop stops to report, evaluate or save."""
+    return min(steps, (step // eval_every + 1) * eval_every, (step // checkpoint_every + 1) * checkpoint_every)
+
+
+def loop(args, learner, run_steps, checkpoints, summaries, snapshot, validate, say):
+    """Train from the current global step to args.steps; return the images/s of each window."""
+    speeds = []
+    window_start, window_step = time.time(), learner.step
+    while learner.step < args.steps:
+        run_steps(next_boundary(learner.step, args.steps, args.eval_every, args.checkpoint_every) - learner.step)
+        current = learner.step
+        images_per_second = (current - window_step) * args.batch_size / max(time.time() - window_start, 1e-9)
+        speeds.append(images_per_second)
+        lr = float(learner.schedule(current))
+        loss, accuracy = learner.take_metrics()
+        summaries.write("train", current, loss=loss, accuracy=accuracy, learning_rate=lr,
+                        images_per_second=images_per_second)
+        if current % args.checkpoint_every == 0 or current == args.steps:
+            checkpoints.save(current)
+        if current % args.eval_every == 0 or current == args.steps:
+            snapshot()
+            if validate:
+                val_loss, val_accuracy = validate()
+                summaries.write("eval", current, loss=val_loss, accuracy=val_accuracy)
+                say(f"step {current:>6}/{args.steps}  train loss {loss:.4f} acc {accuracy:.2%}  "
+                    f"validation loss {val_loss:.4f} acc {val_accuracy:.2%}  "
+                    f"lr {lr:.5f}  {images_per_second:,.0f} images/s")
+        window_start, window_step = time.time(), current
+    return speeds
+
+
+# ---------------------------------------------------------------- putting it together
+
+def train(args, role, strategy):
+    """Train to args.steps (resuming from --model_dir), then (the chief) test and export.
+
+    Returns the chief's figures (test accuracy, steady images/s, training time,
+    export path); None on the other replicas.
+    """
+    chief = role.is_chief
+
+    def say(line):
+        if chief:
+            print(line, flush=True)
+
+    data = mnist.load(args.dataset, args.data_dir, args.validation_fraction,
+                      tuple(args.mirrors or mnist.MIRRORS), seed=args.seed)
+    train_x, train_y = data["train"]
+    say(f"{role.name}: {role.mode} training on {len(train_x)} images ({args.dataset}), "
+        f"{len(data['validation'][1])} for validation, {len(data['test'][1])} for the final test; "
+        f"num_replicas_in_sync={strategy.num_replicas_in_sync}")
+
+    learner = Learner(strategy, args.hidden_layers, args.learning_rate, args.steps)
+    checkpoints = Checkpoints(learner, args.model_dir, role, args.keep_checkpoints)
+    latest = checkpoints.restore()
+    if latest:
+        say(f"resuming from {latest} at step {learner.step}")
+
+    def make_dataset(seed_offset):
+        return training_dataset(train_x, train_y, args.batch_size, args.augment, args.seed + seed_offset)
+
+    run_steps, worker_shares = step_runner(strategy, role, learner, make_dataset, args.batch_size)
+    summaries = Summaries(args.model_dir, chief, hparams(args))
+    eval_model = build_model(args.hidden_layers)  # a plain copy outside the strategy: evaluation and export
+
+    def snapshot():
+        # Under MultiWorkerMirroredStrategy reading batch-norm statistics is a collective: every replica calls this.
+        eval_model.set_weights(learner.model.get_weights())
+
+    start_step = learner.step
+    if start_step >= args.steps:
+        say(f"already trained to step {start_step} of {args.steps}: evaluating and exporting")
+    train_start = time.time()
+    validate = (lambda: evaluate(eval_model, *data["validation"])) if chief else None
+    speeds = loop(args, learner, run_steps, checkpoints, summaries, snapshot, validate, say)
+    train_seconds = time.time() - train_start
+    shares = worker_shares()
+    if shares:
+        say(shares)
+    if start_step >= args.steps:
+        snapshot()
+    checkpoints.close()
+    if not chief:
+        return None
+
+    test_loss, test_accuracy = evaluate(eval_model, *data["test"])
+    summaries.write("test", learner.step, loss=test_loss, accuracy=test_accuracy)
+    path = export_saved_model(eval_model, args.export_dir)
+    print(f"test accuracy {test_accuracy:.2%} (loss {test_loss:.4f}) on {len(data['test'][1])} images", flush=True)
+    print(f"exported {path}", flush=True)
+    # The first window includes tracing the step function: the steady speed is the median of the rest.
+    steady = float(np.median(speeds[1:] or speeds)) if speeds else 0.0
+    return {"test_accuracy": test_accuracy, "images_per_second": steady, "train_seconds": train_seconds,
+            "export": path}
+
+
+def hparams(args):
+    """What TensorBoard's HParams tab compares across runs."""
+    return {"learning_rate": args.learning_rate, "hidden_layers": args.hidden_layers,
+            "batch_size": args.batch_size, "steps": args.steps, "dataset": args.dataset,
+            "augment": args.augment}
+
+
+def run(args):
+    """Find this process's place in the cluster, train, and wait for the other replicas."""
+    role = cluster.read_role()
+    strategy = cluster.make_strategy(role)  # parameter servers and their workers never return from here
+    try:
+        result = train(args, role, strategy)
+        cluster.wait_for_every_replica(strategy, role)
+    except PEER_LOST as err:
+        raise RetryableError(f"{role.name} lost a peer replica ({type(err).__name__}); "
+                             "exiting to be restarted and resume from the last checkpoint") from None
+    return result
