@@ -1,4 +1,8 @@
-"""Shared fixtures: the repository's paths, a runner for src/ scripts, and one small trained model."""
+"""Shared fixtures: the repository's paths, runners for src/ scripts and make, a stand-in kubectl, one trained model."""
+import json
+import os
+import shutil
+import stat
 import subprocess
 import sys
 
@@ -6,6 +10,8 @@ import pytest
 
 from tfk8s.cli import child_env
 from tfk8s.paths import REPO, SRC
+
+MAKE = shutil.which("make")
 
 
 def run_script(script, *args, env=None, timeout=600, cwd=REPO):
@@ -40,3 +46,62 @@ def trained_model(tmp_path_factory):
     versions = sorted(p for p in export_dir.iterdir() if p.name.isdigit())
     assert len(versions) == 1
     return {"model_dir": model_dir, "export_dir": export_dir, "version": versions[0], "stdout": result.stdout}
+
+
+FAKE_KUBECTL = """#!{python}
+# Stands in for kubectl: logs each call (and what was piped into it), answers like a cluster would.
+import json, os, sys
+args = sys.argv[1:]
+stdin = sys.stdin.read() if "-" in args else ""
+with open(os.environ["FAKE_KUBECTL_LOG"], "a") as log:
+    log.write(json.dumps({{"args": args, "stdin": stdin}}) + "\\n")
+words = [a for i, a in enumerate(args) if a != "--namespace" and (i == 0 or args[i - 1] != "--namespace")]
+if words[:2] == ["config", "current-context"]:
+    context = os.environ.get("FAKE_CONTEXT", "workshop")
+    print(context) if context else sys.exit("error: current-context is not set")
+elif words[:2] == ["config", "view"]:
+    print(os.environ.get("FAKE_CONTEXT_NAMESPACE", ""), end="")
+elif words[:3] == ["auth", "can-i", "create"]:
+    sys.exit(0 if os.environ.get("FAKE_CAN_CREATE_PV") == "yes" else 1)
+elif words[:3] == ["get", "service", "nfs-server"]:
+    print("10.96.7.7", end="")
+elif words[0] == "wait":
+    sys.exit(int(os.environ.get("FAKE_WAIT_EXIT", "0")))
+elif words[0] in ("apply", "delete"):
+    for doc in (d for d in __import__("yaml").safe_load_all(stdin) if d):
+        print(doc["kind"].lower() + "/" + doc["metadata"]["name"], "configured" if words[0] == "apply" else "deleted")
+"""
+
+
+def makefile_text():
+    """The Makefile and the parts it includes (make/*.mk), as one text."""
+    return "\n".join(p.read_text() for p in [REPO / "Makefile", *sorted((REPO / "make").glob("*.mk"))])
+
+
+def make(*args, env=None, path=None):
+    """Run make in the repository (never rebuilding .venv) and return the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    for name in ("IMAGE", "TAG", "NAMESPACE", "KUBECONFIG", "MAKEFLAGS"):
+        full_env.pop(name, None)
+    if path is not None:
+        full_env["PATH"] = path
+    return subprocess.run([MAKE, "--no-print-directory", "-o", ".venv/.installed", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def fake_kubectl(tmp_path):
+    """A PATH whose kubectl is the stand-in; returns (PATH, a function reading the calls it logged)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(FAKE_KUBECTL.format(python=sys.executable))
+    kubectl.chmod(kubectl.stat().st_mode | stat.S_IEXEC)
+    log = tmp_path / "kubectl.log"
+    os.environ["FAKE_KUBECTL_LOG"] = str(log)
+
+    def calls():
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    yield f"{bin_dir}:/usr/bin:/bin", calls
+    os.environ.pop("FAKE_KUBECTL_LOG")

@@ -1,4 +1,4 @@
-"""A/B rollout: two versions served under the labels stable and canary, moved by editing TensorFlow Serving's model config.
+"""A/B rollout: two versions served as stable and canary, moved by editing TensorFlow Serving's model config.
 
 First the config file itself (src/model_config.py, on TensorFlow Serving's
 own proto classes), then src/serve.py reading it as tensorflow_model_server
@@ -17,11 +17,10 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from conftest import REPO, SRC, assert_one_line_error, run_script
-from test_makefile import make
+from conftest import REPO, SRC, assert_one_line_error, make, run_script
 from tfk8s.serving import model_config
 from tfk8s.serving import server as serve
-from tfk8s.serving.client import apis
+from tfk8s.serving.tensors import apis
 
 A, B, C = 1767225600, 1767312000, 1767398400  # three export versions (Unix times, as src/export.py names them)
 
@@ -69,7 +68,8 @@ def test_canary_then_promote_on_a_local_file(tmp_path):
 
     result = run_script("model_config.py", "promote", "--config", path)
     assert result.stdout == f"{path}: promoted: stable {A} -> {B}\n", result.stderr
-    assert labels(path) == {"stable": B, "canary": B} and versions(path) == [A, B]  # A stays: a rollback is a label move
+    # A stays: a rollback is a label move
+    assert labels(path) == {"stable": B, "canary": B} and versions(path) == [A, B]
 
     shown = run_script("model_config.py", "show", "--config", path)
     assert shown.stdout == f"model mnist (/mnt/nfs/exports/mnist): serves versions {A}, {B}; " \
@@ -158,7 +158,8 @@ def test_make_promote_edits_the_live_config_map_and_waits_for_the_pod_to_serve_i
     assert "kubectl config current-context" in out  # check-cluster first
     assert "kubectl --namespace alice port-forward service/mnist-serving 8501:8501" in out
     assert ("kubectl --namespace alice get configmap mnist-model-config --output yaml "
-            "| .venv/bin/python src/model_config.py promote --configmap - | kubectl --namespace alice apply -f -") in out
+            "| .venv/bin/python src/model_config.py promote --configmap - "
+            "| kubectl --namespace alice apply -f -") in out
     assert "src/model_config.py wait --configmap - --server http://localhost:8501" in out
 
 

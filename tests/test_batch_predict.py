@@ -45,7 +45,8 @@ def test_batch_job_command_scores_the_10k_test_images_as_the_export_scores_their
     assert len(table) == 10_000 and list(table[0]) == ["path", "digit", "probability", "error"]
     images, labels = mnist.load("mini")["test"]
     # <index>-<label>.png, in index order: row i is test image i.
-    assert [r["path"] for r in table[:2]] == [f"{nfs}/batch/in/00000-{labels[0]}.png", f"{nfs}/batch/in/00001-{labels[1]}.png"]
+    assert [r["path"] for r in table[:2]] == [f"{nfs}/batch/in/00000-{labels[0]}.png",
+                                              f"{nfs}/batch/in/00001-{labels[1]}.png"]
     batch = np.array([int(r["digit"]) for r in table])
     probability = np.array([float(r["probability"]) for r in table])
     assert all(r["error"] == "" for r in table) and ((probability > 0.1) & (probability <= 1.0)).all()

@@ -139,6 +139,7 @@ def test_corrupt_shipped_file_fails_in_one_line_and_keeps_existing_checkpoints(t
 def test_truncated_idx_file_is_reported_not_crashed_on(tmp_path):
     import gzip
     bad = tmp_path / "bad.gz"
-    bad.write_bytes(gzip.compress(b"\0\0\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 100))
+    header = b"\0\0\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    bad.write_bytes(gzip.compress(header + b"\0" * 100))
     with pytest.raises(mnist.DataError, match="header says"):
         mnist.read_idx(bad)

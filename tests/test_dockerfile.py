@@ -6,9 +6,9 @@ own .dockerignore rules (docker-py), and the build's data step against the
 trainer's data module.
 """
 import fnmatch
-import os
 import http.server
 import json
+import os
 import re
 import shlex
 import shutil

@@ -1,4 +1,4 @@
-"""The instructor's per-attendee setup: valid objects, a role that can run every step and nothing more, a quota the steps fit in.
+"""The instructor's per-attendee setup: valid objects, a role for every step and nothing more, a quota the steps fit in.
 
 The Role is checked against the manifests themselves: every kind that the
 attendee's `make` targets apply must be allowed, and nothing an attendee
@@ -16,12 +16,12 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, assert_one_line_error
+from conftest import REPO, assert_one_line_error, makefile_text
 from test_manifests import KUBE, VERSIONS, containers, pod_templates, validate
+from tfk8s.instructor import namespaces
 from tfk8s.kube import render
 
 SCRIPT = REPO / "src" / "instructor.py"
-from tfk8s.instructor import namespaces
 
 # kind -> (API group, resource) for what the workshop's manifests hold.
 RESOURCES = {"Deployment": ("apps", "deployments"), "Service": ("", "services"), "Job": ("batch", "jobs"),
@@ -136,7 +136,7 @@ def test_quota_fits_the_always_on_pods_plus_the_biggest_training_step():
     """NFS server, TensorBoard and serving stay up; one training step at a time runs beside them."""
     hard = next(d for d in objects() if d["kind"] == "ResourceQuota")["spec"]["hard"]
     always_on = pods_of("nfs.yaml", "tensorboard.yaml", "serving.yaml")
-    sweep_parallel = int(re.search(r"^SWEEP_PARALLEL \?= (\d+)", (REPO / "Makefile").read_text(), re.M).group(1))
+    sweep_parallel = int(re.search(r"^SWEEP_PARALLEL \?= (\d+)", makefile_text(), re.M).group(1))
     steps = [pods_of(name) for name in ("job.yaml", "tfjob.yaml", "tfjob-ps.yaml")]
     steps.append(pods_of("tfjob.yaml") * sweep_parallel)  # a sweep trial is kube/tfjob.yaml with new flags
     for step in steps:

@@ -1,92 +1,34 @@
-"""The Makefile's cluster section: self-documenting, driven by IMAGE, TAG and NAMESPACE, and plain about what is missing.
+"""The Makefile's cluster targets: self-documenting, driven by IMAGE, TAG and NAMESPACE, plain about what is missing.
 
 There is no cluster here. `make -n` shows the commands a target would run;
 for the deploy flow, a stand-in `kubectl` at the front of PATH records every
 call and every manifest piped into it (and answers like an API server
 would), so the test sees exactly what `make deploy` sends, in which order.
 """
-import json
-import os
 import re
-import shutil
-import stat
 import subprocess
-import sys
 
-import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, make, makefile_text
 from test_manifests import VERSIONS, validate
 
-MAKE = shutil.which("make")
 CLUSTER_TARGETS = ("check-cluster", "build", "push", "deploy", "storage", "job", "tensorboard", "tfjob", "tfjob-ps",
                    "logs", "serve", "predict", "sweep", "clean", "clean-storage", "instructor-operator",
                    "instructor-namespaces", "instructor-clean")
 EXAMPLE = {"IMAGE": "registry.example.com/me/mnist", "TAG": "v9", "NAMESPACE": "alice"}
 
-FAKE_KUBECTL = """#!{python}
-# Stands in for kubectl: logs each call (and what was piped into it), answers like a cluster would.
-import json, os, sys
-args = sys.argv[1:]
-stdin = sys.stdin.read() if "-" in args else ""
-with open(os.environ["FAKE_KUBECTL_LOG"], "a") as log:
-    log.write(json.dumps({{"args": args, "stdin": stdin}}) + "\\n")
-words = [a for i, a in enumerate(args) if a != "--namespace" and (i == 0 or args[i - 1] != "--namespace")]
-if words[:2] == ["config", "current-context"]:
-    context = os.environ.get("FAKE_CONTEXT", "workshop")
-    print(context) if context else sys.exit("error: current-context is not set")
-elif words[:2] == ["config", "view"]:
-    print(os.environ.get("FAKE_CONTEXT_NAMESPACE", ""), end="")
-elif words[:3] == ["auth", "can-i", "create"]:
-    sys.exit(0 if os.environ.get("FAKE_CAN_CREATE_PV") == "yes" else 1)
-elif words[:3] == ["get", "service", "nfs-server"]:
-    print("10.96.7.7", end="")
-elif words[0] == "wait":
-    sys.exit(int(os.environ.get("FAKE_WAIT_EXIT", "0")))
-elif words[0] in ("apply", "delete"):
-    for doc in (d for d in __import__("yaml").safe_load_all(stdin) if d):
-        print(doc["kind"].lower() + "/" + doc["metadata"]["name"], "configured" if words[0] == "apply" else "deleted")
-"""
-
-
-def make(*args, env=None, path=None):
-    """Run make in the repository (never rebuilding .venv) and return the CompletedProcess."""
-    full_env = {**os.environ, **(env or {})}
-    for name in ("IMAGE", "TAG", "NAMESPACE", "KUBECONFIG", "MAKEFLAGS"):
-        full_env.pop(name, None)
-    if path is not None:
-        full_env["PATH"] = path
-    return subprocess.run([MAKE, "--no-print-directory", "-o", ".venv/.installed", *args], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture
-def fake_kubectl(tmp_path):
-    """A PATH whose kubectl is the stand-in; returns (PATH, a function reading the calls it logged)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    kubectl = bin_dir / "kubectl"
-    kubectl.write_text(FAKE_KUBECTL.format(python=sys.executable))
-    kubectl.chmod(kubectl.stat().st_mode | stat.S_IEXEC)
-    log = tmp_path / "kubectl.log"
-    os.environ["FAKE_KUBECTL_LOG"] = str(log)
-
-    def calls():
-        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-    yield f"{bin_dir}:/usr/bin:/bin", calls
-    os.environ.pop("FAKE_KUBECTL_LOG")
 
 
 def cluster_section():
-    text = (REPO / "Makefile").read_text()
+    text = makefile_text()
     return text[text.index("# " + "-" * 64 + " cluster"):]
 
 
 def test_help_lists_every_cluster_target_with_a_description():
     result = make("help")
-    listed = {line.split()[0]: line for line in re.sub(r"\x1b\[[0-9;]*m", "", result.stdout).splitlines() if line.strip()}
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout).splitlines()
+    listed = {line.split()[0]: line for line in lines if line.strip()}
     for target in CLUSTER_TARGETS:
         assert target in listed and len(listed[target].split()) > 2, target
 
@@ -105,7 +47,8 @@ def test_build_push_deploy_dry_run_uses_the_given_image_tag_and_namespace():
     assert "docker build --platform linux/amd64 -f src/Dockerfile -t registry.example.com/me/mnist:v9 ." in out
     assert "docker push registry.example.com/me/mnist:v9" in out
     assert "ghcr.io/example/mnist-trainer --tag" not in out and "--namespace default" not in out
-    renders = [line.split(" | ")[0] for line in out.splitlines() if "src/render_manifests.py" in line and " | kubectl" in line]
+    renders = [line.split(" | ")[0] for line in out.splitlines()
+               if "src/render_manifests.py" in line and " | kubectl" in line]
     applied = [line for line in renders if "--scope cluster" not in line]
     # The order deploy documents: storage, then TensorBoard, then training.
     files = [re.search(r"kube/\S+\.yaml", line).group() for line in applied]
@@ -207,7 +150,8 @@ def test_tfjob_targets_check_the_tfjob_offline_before_applying_it():
 
 def test_instructor_operator_installs_a_pinned_v1_9_release():
     out = make("-n", "instructor-operator").stdout
-    assert re.search(r'kubectl apply --server-side -k "github.com/kubeflow/\S+/manifests/overlays/standalone\?ref=v1\.9\.\d+"', out)
+    operator = r'kubectl apply --server-side -k "github.com/kubeflow/\S+/manifests/overlays/standalone\?ref=v1\.9\.\d+"'
+    assert re.search(operator, out)
 
 
 def test_instructor_namespaces_without_a_cluster_renders_the_files_only(tmp_path):

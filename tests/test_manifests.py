@@ -138,7 +138,7 @@ def has_comment_above(path, line_pattern, words):
 @pytest.mark.parametrize("label,doc", DOCUMENTS, ids=[label for label, _ in DOCUMENTS])
 def test_every_container_has_requests_limits_and_runs_non_root(label, doc):
     for where, template in pod_templates(doc):
-        for kind, c in containers(template):
+        for _kind, c in containers(template):
             name = f"{where}/{c['name']}"
             for bound in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(c.get("resources", {}).get(bound, {})), f"{name}: no {bound}"
@@ -263,7 +263,8 @@ def test_the_persistent_volume_is_printed_alone_with_scope_cluster_and_never_wit
 
 def test_a_managed_rwx_class_replaces_the_nfs_server_and_its_volume():
     docs = rendered(rwx_storage_class="standard-rwx", rwx_size="1Ti")
-    assert not [d for d in docs if d["metadata"].get("labels", {}).get("app") == NFS_POD and d["kind"] != "PersistentVolumeClaim"]
+    assert not [d for d in docs
+                if d["metadata"].get("labels", {}).get("app") == NFS_POD and d["kind"] != "PersistentVolumeClaim"]
     (claim,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
     assert claim["metadata"]["name"] == "mnist-nfs"
     assert claim["spec"]["storageClassName"] == "standard-rwx" and "volumeName" not in claim["spec"]

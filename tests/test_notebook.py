@@ -8,7 +8,6 @@ from nbclient import NotebookClient
 
 from conftest import REPO
 from test_demo import server_processes
-from test_makefile import fake_kubectl  # noqa: F401 - a fixture: a stand-in kubectl that logs what it is sent
 
 NOTEBOOK = REPO / "notebooks" / "walkthrough.ipynb"
 

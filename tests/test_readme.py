@@ -1,4 +1,4 @@
-"""The README's local steps, run from README.md itself in the order it gives them.
+"""The README's local steps, run from README.md and its laptop labs in the order the README gives them.
 
 Blocks marked `<!-- step: run -->` must exit 0; `<!-- step: background PORT -->`
 blocks are started, must answer on PORT, and are stopped at the end. Training is
@@ -20,12 +20,21 @@ import pytest
 from conftest import REPO
 
 STEP = re.compile(r"<!-- step: (run|background (\d+)) -->\s*```bash\n(.*?)```", re.S)
+LAB = re.compile(r"\]\((docs/laptop/[\w-]+\.md)\)")
 QUICK = "--dataset mini --steps 20 --eval_every 10 --checkpoint_every 10"
+
+
+def step_pages():
+    """README.md, then every laptop lab it links to, in its order."""
+    readme = (REPO / "README.md").read_text()
+    labs = list(dict.fromkeys(LAB.findall(readme)))
+    assert labs, "README.md links no laptop lab"
+    return [REPO / "README.md", *(REPO / lab for lab in labs)]
 
 
 def readme_steps():
     return [(kind.split()[0], int(port) if port else None, body)
-            for kind, port, body in STEP.findall((REPO / "README.md").read_text())]
+            for page in step_pages() for kind, port, body in STEP.findall(page.read_text())]
 
 
 def port_open(port):
@@ -67,7 +76,8 @@ def test_readme_local_steps_run_as_written(tmp_path):
                 continue
             result = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=REPO, env=env,
                                     capture_output=True, text=True, timeout=900)
-            assert result.returncode == 0, f"README step failed:\n{body}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            assert result.returncode == 0, \
+                f"README step failed:\n{body}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     finally:
         for process in background:
             os.killpg(process.pid, signal.SIGTERM)

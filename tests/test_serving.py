@@ -15,7 +15,7 @@ import yaml
 from conftest import REPO, assert_one_line_error, run_script
 from tfk8s.serving import model_config, preprocess
 from tfk8s.serving import server as serve
-from tfk8s.serving.client import apis, to_ndarray, to_tensor_proto
+from tfk8s.serving.tensors import apis, to_ndarray, to_tensor_proto
 
 MAX_BATCH = 64
 MANIFEST = REPO / "kube" / "serving.yaml"
@@ -122,7 +122,8 @@ def test_metadata_and_status_describe_the_served_version_over_grpc_and_rest(serv
     (version_status,) = server["models"].GetModelStatus(status_request, timeout=30).model_version_status
     assert (version_status.version, version_status.state) == (server["version"], serve.State.AVAILABLE)
     assert rest(server["rest"], "/v1/models/mnist") == (200, {"model_version_status": [
-        {"version": str(server["version"]), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+        {"version": str(server["version"]), "state": "AVAILABLE",
+         "status": {"error_code": "OK", "error_message": ""}}]})
 
 
 @pytest.mark.slow

@@ -59,7 +59,8 @@ def flag(args, name):
 def dry_run(tmp_path_factory):
     """The default values file rendered for namespace alice and a registry of hers: (stdout, files)."""
     out = tmp_path_factory.mktemp("dry-run")
-    result = run_sweep("--dry-run", "--out", out, "--namespace", "alice", "--image", "registry.example.com/alice/mnist:v7")
+    result = run_sweep("--dry-run", "--out", out, "--namespace", "alice",
+                       "--image", "registry.example.com/alice/mnist:v7")
     assert result.returncode == 0, result.stderr
     return result.stdout, sorted(out.glob("*.yaml"))
 

@@ -94,7 +94,8 @@ class Runner:
 
     def pids(self):
         """{replica: pid} of the latest start of each replica."""
-        return {m[1]: int(m[2]) for m in (re.search(r"started (\S+) \(pid (\d+)\)", l) for l in self.lines) if m}
+        started = (re.search(r"started (\S+) \(pid (\d+)\)", line) for line in self.lines)
+        return {m[1]: int(m[2]) for m in started if m}
 
     def wait_until(self, condition, timeout):
         deadline = time.monotonic() + timeout
@@ -331,7 +332,7 @@ def test_the_distributed_benchmark_runs_one_process_and_a_two_replica_tfjob_on_t
     table = lines[next(i for i, line in enumerate(lines) if line.startswith("run ")) + 1:]
     rows = {line[:26].strip(): line[26:].split() for line in table if not line.startswith("logs: ")}
     assert set(rows) == {"one process (main.py)", "TFJob: Chief + 1 Worker"}, result.stdout
-    for name, (processes, in_sync, batch, steps, accuracy, wall, speed) in rows.items():
+    for name, (processes, in_sync, batch, steps, accuracy, wall, _speed) in rows.items():
         assert processes == in_sync and (batch, steps) == ("40", "30"), (name, rows[name])
         # 30 steps say nothing about learning (the trainer's own tests do): only that each run was scored.
         assert 0 < float(accuracy.rstrip("%")) <= 100 and float(wall.rstrip("s")) > 0

@@ -161,13 +161,13 @@ def report(records):
     print(f"{correct}/{judged} correct", flush=True)
 
 
-class Terminated(UserError):
+class TerminatedError(UserError):
     exit_code = 143  # 128 + SIGTERM, as a shell reports it
 
 
 def terminated(signum, frame):
     """`kill` and CI's time limits send SIGTERM: unwind as Ctrl-C does, so that the server is stopped."""
-    raise Terminated("terminated")
+    raise TerminatedError("terminated")
 
 
 @entry_point

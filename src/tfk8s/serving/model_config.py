@@ -189,7 +189,10 @@ def pin(m, versions):
 
 
 def load(config, version, loaded=None, name=MODEL):
-    """Also serve `version`, labels unchanged. A policy that lets the server choose is pinned to what it has `loaded`."""
+    """Also serve `version`, labels unchanged.
+
+    A policy that lets the server choose is pinned to what it has `loaded`.
+    """
     m = model(config, name)
     pinned = served_versions(m)
     if pinned is None:

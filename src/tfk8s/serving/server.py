@@ -54,7 +54,7 @@ from tfk8s import versions
 from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point
 from tfk8s.paths import SRC
 from tfk8s.serving import model_config
-from tfk8s.serving.client import DTYPES, GRPC_OPTIONS, apis, dtype_name, to_ndarray, to_tensor_proto
+from tfk8s.serving.tensors import DTYPES, GRPC_OPTIONS, apis, dtype_name, to_ndarray, to_tensor_proto
 
 DEFAULT_SIGNATURE = "serving_default"
 MAX_LOAD_RETRIES = 5   # as tensorflow_model_server's --max_num_load_retries
@@ -126,7 +126,7 @@ class Batcher:
             for item in batch:
                 item.outputs = {k: v[start:start + item.rows] for k, v in outputs.items()}
                 start += item.rows
-        except Exception as err:  # every caller in the batch gets the error
+        except Exception as err:  # noqa: BLE001 - every caller in the batch gets the error, whatever it is
             for item in batch:
                 item.error = err
         for item in batch[1:]:
@@ -144,7 +144,7 @@ class Signature:
     def __init__(self, name, definition, function, max_batch_size, batching):
         self.name, self.definition, self.function = name, definition, function
         self.max_batch_size = max_batch_size
-        self.inputs = {alias: info for alias, info in definition.inputs.items()}
+        self.inputs = dict(definition.inputs.items())
         self.outputs = sorted(definition.outputs)
         batched = all(info.tensor_shape.dim and info.tensor_shape.dim[0].size == -1 for info in self.inputs.values())
         self.batcher = Batcher(self._call, max_batch_size) if batching and batched else None
@@ -437,7 +437,7 @@ class ModelConfigFile:
             for name, labels in self.labels.items():
                 model = self.server.models[name]
                 with model.lock:
-                    for label, version in sorted(labels.items()):
+                    for _label, version in sorted(labels.items()):
                         if version not in model.loaded:
                             raise ServingError(Code.FAILED_PRECONDITION,
                                                f"Request to assign label to version {version} of model {name}, "
@@ -502,7 +502,8 @@ class PredictionService(apis.prediction_service_pb2_grpc.PredictionServiceServic
     @_grpc_method
     def GetModelMetadata(self, request, context):
         if not request.metadata_field:
-            raise ServingError(Code.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field")
+            raise ServingError(Code.INVALID_ARGUMENT,
+                               "GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
             if field != "signature_def":
                 raise ServingError(Code.INVALID_ARGUMENT, f"Metadata field {field} is not supported")
@@ -556,7 +557,8 @@ def _json_inputs(value, signature):
     """A JSON value for the signature's inputs -> {alias: ndarray} in each input's dtype."""
     if not isinstance(value, dict):
         if len(signature.inputs) != 1:
-            raise ServingError(Code.INVALID_ARGUMENT, f"name the inputs: the signature takes {sorted(signature.inputs)}")
+            raise ServingError(Code.INVALID_ARGUMENT,
+                               f"name the inputs: the signature takes {sorted(signature.inputs)}")
         value = {next(iter(signature.inputs)): value}
     inputs = {}
     for alias, data in value.items():

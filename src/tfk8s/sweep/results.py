@@ -148,7 +148,8 @@ def main(trials, sweep, volume, nfs, out):
     """
     results = collect(trials, volume, nfs)
     finished = sum(r.status == FINISHED for r in results)
-    print(f"sweep {sweep}: {finished} of {len(results)} trials finished (event files in {Path(volume) / 'runs' / sweep})")
+    events = Path(volume) / "runs" / sweep
+    print(f"sweep {sweep}: {finished} of {len(results)} trials finished (event files in {events})")
     rows = table(results)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

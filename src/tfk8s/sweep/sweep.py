@@ -242,7 +242,8 @@ def load_base():
     try:
         docs = [d for d in yaml.safe_load_all(BASE.read_text()) if d]
     except OSError as err:
-        raise UserError(f"cannot read {BASE.relative_to(REPO)}, the TFJob every trial is built on: {err.strerror}") from None
+        raise UserError(f"cannot read {BASE.relative_to(REPO)}, the TFJob every trial is built on: "
+                        f"{err.strerror}") from None
     tfjobs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "TFJob"]
     if len(tfjobs) != 1:
         raise UserError(f"{BASE.relative_to(REPO)} must hold exactly one TFJob, not {len(tfjobs)}")
@@ -477,7 +478,8 @@ def parse_args(argv):
                    help="at most N trials at once; each of the rest starts when one finishes (default: on the "
                         "cluster all at once, with --local 1)")
     p.add_argument("--poll", type=float, default=15.0, metavar="SECONDS",
-                   help="with --parallel on the cluster, how often to ask for the trials' status (default: %(default)g)")
+                   help="with --parallel on the cluster, how often to ask for the trials' status "
+                        "(default: %(default)g)")
     p.add_argument("--root", metavar="DIR", help="with --local and --results: the local stand-in for the cluster "
                                                   "(default: runs/tfjob-local/<sweep>)")
     p.add_argument("--out", metavar="DIR", help="where --dry-run writes the YAML and --results the CSV and PNG")

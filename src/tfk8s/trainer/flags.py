@@ -19,7 +19,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=2200, help="global training steps (one step = one batch)")
     p.add_argument("--batch_size", type=int, default=100, help="global batch size, split across replicas")
     p.add_argument("--learning_rate", type=float, default=0.05,
-                   help="peak learning rate of SGD with momentum (warmed up over a tenth of the steps, then decayed to 0)")
+                   help="peak learning rate of SGD with momentum "
+                        "(warmed up over a tenth of the steps, then decayed to 0)")
     p.add_argument("--hidden_layers", type=int, default=2,
                    help=f"convolution blocks, 1 to {MAX_HIDDEN_LAYERS} (each halves the 28x28 image)")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mini",
@@ -48,7 +49,8 @@ def parse_args(argv=None):
         (args.batch_size > 0, f"--batch_size must be positive, not {args.batch_size}"),
         (args.learning_rate > 0 and math.isfinite(args.learning_rate),
          f"--learning_rate must be a positive number, not {args.learning_rate}"),
-        (0 < args.validation_fraction < 1, f"--validation_fraction must be between 0 and 1, not {args.validation_fraction}"),
+        (0 < args.validation_fraction < 1,
+         f"--validation_fraction must be between 0 and 1, not {args.validation_fraction}"),
         (args.eval_every > 0, f"--eval_every must be positive, not {args.eval_every}"),
         (args.checkpoint_every > 0, f"--checkpoint_every must be positive, not {args.checkpoint_every}"),
         (args.keep_checkpoints > 0, f"--keep_checkpoints must be positive, not {args.keep_checkpoints}"),

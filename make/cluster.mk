@@ -1,0 +1,224 @@
+# Part 2 of the workshop: the attendee's steps on the cluster.
+# Included by the Makefile; `make help` lists the targets.
+
+# ---------------------------------------------------------------- cluster
+# The cluster path (README, "On the cluster"): `make build push deploy`, then
+# one target per step. Every manifest goes through src/render_manifests.py,
+# which writes IMAGE:TAG and NAMESPACE into it: nobody edits YAML by hand.
+# Targets that talk to the cluster first run check-cluster.
+
+# GKE nodes are amd64: an image built on an arm64 laptop would not start there.
+PLATFORM  ?= linux/amd64
+# A managed ReadWriteMany storage class (standard-rwx: Filestore on GKE) to use
+# instead of the in-cluster NFS server of kube/nfs.yaml; empty: the NFS server.
+RWX_CLASS ?=
+RWX_SIZE  ?= 1Ti
+# Sweep trials (TFJobs) running at once: two fit in an attendee's quota beside the rest.
+SWEEP_PARALLEL ?= 2
+# The names the manifests give their workloads (tests/test_makefile.py keeps them in step).
+JOB       ?= mnist-train
+TFJOB     ?= mnist-tfjob
+SERVING   ?= mnist-serving
+
+KUBECTL = kubectl --namespace $(NAMESPACE)
+RENDER  = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --namespace $(NAMESPACE)$(if $(RWX_CLASS), --rwx-storage-class $(RWX_CLASS) --rwx-size $(RWX_SIZE))
+# Wait (30 s at most) until something listens on localhost:$(1): a port-forward started in the background.
+wait_port = i=0; until $(PYTHON) -c 'import socket; socket.create_connection(("127.0.0.1", $(1)), 1)' 2>/dev/null; do \
+	i=$$((i + 1)); [ $$i -lt 30 ] || { echo "error: kubectl port-forward to localhost:$(1) did not come up" >&2; exit 1; }; sleep 1; done
+
+# Step 3 (deploy), first: the NFS server and its disk; once the server runs, the
+# PersistentVolume (cluster-scoped, so only if we may create it: the
+# instructor, or you on your own cluster) pointing at the server's ClusterIP;
+# then the claim mnist-nfs must be Bound to it.
+define storage_steps
+@echo "== storage: kube/nfs.yaml in namespace $(NAMESPACE)"
+$(RENDER) --scope namespaced kube/nfs.yaml | $(KUBECTL) apply -f -
+$(if $(RWX_CLASS),@echo "the claim mnist-nfs binds to a new $(RWX_CLASS) volume when the first pod mounts it",$(KUBECTL) rollout status deployment/nfs-server --timeout=5m)
+$(if $(RWX_CLASS),,@if kubectl auth can-i create persistentvolumes >/dev/null 2>&1; then \
+	ip=$$($(KUBECTL) get service nfs-server --output 'jsonpath={.spec.clusterIP}') && \
+	echo "PersistentVolume mnist-nfs-$(NAMESPACE) -> NFS server $$ip:/" && \
+	$(RENDER) --scope cluster --nfs-server "$$ip" kube/nfs.yaml | kubectl apply -f - || exit 1; fi)
+$(if $(RWX_CLASS),,@$(KUBECTL) wait --for=jsonpath='{.status.phase}'=Bound persistentvolumeclaim/mnist-nfs --timeout=2m || \
+	{ echo "error: the claim mnist-nfs is not Bound: its PersistentVolume mnist-nfs-$(NAMESPACE) is missing. It is cluster-scoped, so the instructor creates it: ask for 'make instructor-namespaces ATTENDEES=$(NAMESPACE)'" >&2; exit 1; })
+endef
+
+# Step 3 (deploy), second: TensorBoard over /mnt/nfs/runs.
+define tensorboard_steps
+@echo "== TensorBoard: kube/tensorboard.yaml"
+$(RENDER) kube/tensorboard.yaml | $(KUBECTL) apply -f -
+$(KUBECTL) rollout status deployment/tensorboard --timeout=10m
+endef
+
+# Step 3 (deploy), last: the training Job. A Job's pod template cannot change, so the
+# previous run's Job is deleted first; the new one resumes from its checkpoints.
+define job_steps
+@echo "== training: kube/job.yaml"
+$(RENDER) kube/job.yaml | $(KUBECTL) delete --ignore-not-found -f -
+$(RENDER) kube/job.yaml | $(KUBECTL) apply -f -
+endef
+
+# A TFJob, checked offline first (src/tfjob_check.py), then replaced as a Job is.
+define tfjob_steps
+$(PYTHON) src/tfjob_check.py $(1)
+$(RENDER) $(1) | $(KUBECTL) delete --ignore-not-found -f -
+$(RENDER) $(1) | $(KUBECTL) apply -f -
+@echo "follow its chief:  make logs TFJOB=$(2)"
+endef
+
+.PHONY: check-cluster
+check-cluster: ## Step 1: check that kubectl is installed and its context is your namespace
+	@command -v kubectl >/dev/null 2>&1 || { echo "error: kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/" >&2; exit 1; }
+	@context=$$(kubectl config current-context 2>/dev/null) || { echo "error: kubectl has no current context: export KUBECONFIG=<the kubeconfig file you were given>" >&2; exit 1; }; \
+	ns=$$(kubectl config view --minify --output 'jsonpath={..namespace}' 2>/dev/null); \
+	if [ -n "$$ns" ] && [ "$$ns" != "$(NAMESPACE)" ]; then echo "error: kubectl context $$context works in namespace $$ns but NAMESPACE is $(NAMESPACE): export NAMESPACE=$$ns" >&2; exit 1; fi; \
+	echo "cluster: context $$context, namespace $(NAMESPACE)"
+
+.PHONY: check-image
+check-image:
+	@if [ "$(IMAGE)" = "ghcr.io/example/mnist-trainer" ]; then echo "error: IMAGE is the placeholder $(IMAGE): give a registry you can push to, e.g. export IMAGE=europe-docker.pkg.dev/PROJECT/workshop/$(NAMESPACE)-mnist" >&2; exit 1; fi
+
+.PHONY: build
+build: check-image ## Step 2: build the trainer image IMAGE:TAG for PLATFORM (the full MNIST set inside)
+	@command -v docker >/dev/null 2>&1 || { echo "error: docker is not installed: see https://docs.docker.com/get-docker/" >&2; exit 1; }
+	docker build --platform $(PLATFORM) -f src/Dockerfile -t $(IMAGE):$(TAG) .
+
+.PHONY: push
+push: check-image ## Step 2: push IMAGE:TAG to its registry (log in to it first)
+	docker push $(IMAGE):$(TAG)
+
+.PHONY: deploy
+deploy: check-cluster check-image venv ## Step 3: storage (NFS), then TensorBoard, then training (the Job)
+	$(storage_steps)
+	$(tensorboard_steps)
+	$(job_steps)
+	@echo "deployed. Follow the training: kubectl logs -f --pod-running-timeout=5m job/$(JOB); watch it: make tensorboard"
+
+.PHONY: storage
+storage: check-cluster venv ## Step 3's storage alone: the NFS server, its disk and the shared claim mnist-nfs
+	$(storage_steps)
+
+.PHONY: job
+job: check-cluster check-image venv ## Step 3's training again: a new Job (kube/job.yaml), following its logs
+	$(job_steps)
+	$(KUBECTL) logs --follow --pod-running-timeout=10m job/$(JOB)
+
+.PHONY: tensorboard
+tensorboard: check-cluster ## Step 4: TensorBoard on http://localhost:6006 (a port-forward; Ctrl-C stops it)
+	@echo "TensorBoard: http://localhost:6006   (Ctrl-C to stop)"
+	$(KUBECTL) port-forward service/tensorboard 6006:6006
+
+.PHONY: tfjob
+tfjob: check-cluster check-image venv ## Step 5: train on 3 replicas at once (kube/tfjob.yaml)
+	$(call tfjob_steps,kube/tfjob.yaml,mnist-tfjob)
+
+.PHONY: tfjob-ps
+tfjob-ps: check-cluster check-image venv ## Step 6: train with a parameter server (kube/tfjob-ps.yaml)
+	$(call tfjob_steps,kube/tfjob-ps.yaml,mnist-tfjob-ps)
+
+.PHONY: logs
+logs: check-cluster ## Follow the chief of TFJOB (default mnist-tfjob; TFJOB=mnist-tfjob-ps for step 6)
+	@i=0; until $(KUBECTL) get pod $(TFJOB)-chief-0 >/dev/null 2>&1; do i=$$((i + 1)); \
+	[ $$i -lt 60 ] || { echo "error: no pod $(TFJOB)-chief-0 after 2 minutes: kubectl describe tfjob $(TFJOB)" >&2; exit 1; }; sleep 2; done
+	$(KUBECTL) logs --follow --pod-running-timeout=10m $(TFJOB)-chief-0 -c tensorflow
+
+.PHONY: serve
+serve: check-cluster venv model-config ## Step 7: serve the newest export with TensorFlow Serving (kube/serving.yaml; its model config: make model-config)
+	$(RENDER) kube/serving.yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) rollout status deployment/$(SERVING) --timeout=10m
+
+.PHONY: predict
+predict: check-cluster venv ## Step 8: classify data/*.png with the served model, from this laptop
+	@$(KUBECTL) port-forward service/$(SERVING) 8500:8500 >/dev/null & pid=$$!; trap "kill $$pid" EXIT; \
+	$(call wait_port,8500); \
+	$(PYTHON) src/client.py --host localhost --port 8500 --image data --model mnist --signature_name predict
+
+.PHONY: sweep
+sweep: check-cluster check-image venv ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once
+	templated/run.sh --namespace $(NAMESPACE) --image $(IMAGE):$(TAG) --parallel $(SWEEP_PARALLEL)
+
+.PHONY: clean
+clean: check-cluster venv ## Delete what the steps created; keeps the storage (NFS server, claim, runs, exports)
+	$(RENDER) $(wildcard kube/job.yaml kube/tfjob.yaml kube/tfjob-ps.yaml kube/tensorboard.yaml kube/serving.yaml) \
+	  | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUBECTL) delete tfjobs --selector sweep --ignore-not-found
+
+.PHONY: clean-storage
+clean-storage: check-cluster venv ## Delete the NFS server, its disk and the claim mnist-nfs: every run and export is lost
+	$(RENDER) --scope namespaced kube/nfs.yaml | $(KUBECTL) delete --ignore-not-found -f -
+
+# ---------------------------------------------------------------- beyond one model
+# Retrain on a schedule, score a folder without a server, serve more users as
+# traffic grows, and try a new version on part of the traffic before it
+# replaces the old one. The cluster targets use the cluster section's
+# KUBECTL, RENDER, SERVING and check-cluster (below).
+
+# canary: the version to try (the `exported /mnt/nfs/exports/mnist/<version>` line of a retrain's log);
+# empty: the newest of the versions serving has loaded, with the one before it as stable.
+CANARY ?=
+MODEL_CONFIG ?= mnist-model-config
+# Change the live model config: $(call edit_model_config,ACTION FLAGS), through src/model_config.py.
+edit_model_config = $(KUBECTL) get configmap $(MODEL_CONFIG) --output yaml \
+	| $(PYTHON) src/model_config.py $(1) --configmap - | $(KUBECTL) apply -f -
+# Wait until the pod behind localhost:8501 serves the live model config (about a minute: the kubelet's ConfigMap sync).
+wait_model_config = $(KUBECTL) get configmap $(MODEL_CONFIG) --output yaml \
+	| $(PYTHON) src/model_config.py wait --configmap - --server http://localhost:8501
+# Port-forward the serving REST port for the rest of a recipe line.
+forward_rest = $(KUBECTL) port-forward service/$(SERVING) 8501:8501 >/dev/null & pid=$$!; trap "kill $$pid" EXIT; \
+	$(call wait_port,8501)
+
+.PHONY: retrain-schedule
+retrain-schedule: check-cluster check-image venv ## Retrain every night at 03:00 UTC (the CronJob of kube/retrain-cronjob.yaml)
+	$(RENDER) kube/retrain-cronjob.yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) get cronjob mnist-retrain
+
+.PHONY: retrain-now
+retrain-now: retrain-schedule ## Retrain now: a Job from the CronJob mnist-retrain, following its log to the new version
+	@job=mnist-retrain-manual-$$(date +%s); \
+	echo "$(KUBECTL) create job --from=cronjob/mnist-retrain $$job"; \
+	$(KUBECTL) create job --from=cronjob/mnist-retrain $$job && \
+	$(KUBECTL) logs --follow --pod-running-timeout=10m job/$$job
+
+.PHONY: batch-predict
+batch-predict: check-cluster check-image venv ## Score /mnt/nfs/batch/in with the newest export (a Job, no server); CSV to BATCH_OUTPUT
+	$(RENDER) kube/batch-predict.yaml | $(KUBECTL) delete --ignore-not-found -f -
+	$(RENDER) kube/batch-predict.yaml | $(KUBECTL) apply -f -
+	@echo "waiting for job/mnist-batch-predict to finish (the image pull, then about a minute)"
+	@i=0; until state=$$($(KUBECTL) get job mnist-batch-predict --output 'jsonpath={.status.conditions[?(@.status=="True")].type}') \
+	  && case "$$state" in *Complete*|*Failed*) true;; *) false;; esac; do \
+	  i=$$((i + 1)); [ $$i -lt 180 ] || { echo "error: job/mnist-batch-predict has not finished after 15 minutes: kubectl describe job mnist-batch-predict" >&2; exit 1; }; \
+	  sleep 5; done; \
+	$(KUBECTL) logs job/mnist-batch-predict -c predict; \
+	case "$$state" in *Failed*) echo "error: job/mnist-batch-predict failed: kubectl describe job mnist-batch-predict" >&2; exit 1;; esac
+	@mkdir -p $(dir $(BATCH_OUTPUT))
+	$(KUBECTL) logs job/mnist-batch-predict -c csv > $(BATCH_OUTPUT)
+	@echo "$(BATCH_OUTPUT): $$(($$(wc -l < $(BATCH_OUTPUT)) - 1)) rows (path,digit,probability,error)"
+
+.PHONY: autoscale
+autoscale: check-cluster venv ## Autoscale serving: 1 to 4 pods at 60% CPU, and a disruption budget (kube/serving-autoscale.yaml)
+	$(RENDER) kube/serving-autoscale.yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) get hpa $(SERVING)
+
+.PHONY: watch-hpa
+watch-hpa: check-cluster ## Watch the autoscaler: CPU use against its target, and the number of serving pods (Ctrl-C stops)
+	$(KUBECTL) get hpa $(SERVING) --watch
+
+.PHONY: model-config
+model-config: check-cluster venv ## Create the ConfigMap mnist-model-config (TF Serving's versions and labels) if it does not exist
+	@$(KUBECTL) get configmap $(MODEL_CONFIG) >/dev/null 2>&1 || { \
+	  echo "$(RENDER) kube/model-config.yaml | $(KUBECTL) apply -f -"; \
+	  $(RENDER) kube/model-config.yaml | $(KUBECTL) apply -f -; }
+
+.PHONY: model-config-reset
+model-config-reset: check-cluster venv ## Serve the two newest versions again, without labels (kube/model-config.yaml as written)
+	$(RENDER) kube/model-config.yaml | $(KUBECTL) apply -f -
+
+.PHONY: canary
+canary: check-cluster venv ## A/B: serve two versions labelled stable and canary (CANARY=<version>; default: the newest loaded)
+	@$(forward_rest); \
+	$(if $(CANARY),$(call edit_model_config,load --version $(CANARY) --server http://localhost:8501) && $(wait_model_config) && ) \
+	$(call edit_model_config,canary $(if $(CANARY),--canary $(CANARY)) --server http://localhost:8501) && $(wait_model_config)
+
+.PHONY: promote
+promote: check-cluster venv ## A/B: point the label stable at the canary's version (the ConfigMap mnist-model-config)
+	@$(forward_rest); \
+	$(call edit_model_config,promote) && $(wait_model_config)

@@ -1,0 +1,149 @@
+# Part 1 of the workshop: everything on the laptop (no cluster, no Docker).
+# Included by the Makefile; `make help` lists the targets.
+
+# ---------------------------------------------------------------- local: train
+
+# Extra trainer flags for `make train`, e.g. TRAIN_FLAGS="--steps 500 --hidden_layers 3".
+TRAIN_FLAGS ?=
+TB_PORT     ?= 6006
+
+.PHONY: train
+train: venv ## Train on the shipped mini data into runs/local (checkpoints, summaries, export); TRAIN_FLAGS adds flags
+	$(PYTHON) src/main.py --model_dir $(RUNS)/local/model --export_dir $(RUNS)/local/export $(TRAIN_FLAGS)
+
+.PHONY: tensorboard-local
+tensorboard-local: venv ## TensorBoard on http://localhost:6006 over every local run under runs/ (Ctrl-C stops it)
+	@echo "TensorBoard: http://localhost:$(TB_PORT)   (Ctrl-C to stop)"
+	$(VENV)/bin/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port $(TB_PORT)
+
+.PHONY: bench-train
+bench-train: venv ## Images/s of our trainer vs. plain Keras fit, and test accuracy
+	$(PYTHON) src/bench.py train
+
+# bench-distributed: flags for src/bench.py distributed, e.g. --replicas 3 --steps 1000
+BENCH_DISTRIBUTED_FLAGS ?=
+
+.PHONY: bench-distributed
+bench-distributed: venv ## One process vs. kube/tfjob.yaml's Chief + 1 Worker here: same steps and global batch; accuracy and time
+	$(PYTHON) src/bench.py distributed $(BENCH_DISTRIBUTED_FLAGS)
+
+# The whole local path in one command, and the same path as a notebook.
+DEMO_STEPS ?= 600
+# Extra flags for src/demo.py, e.g. DEMO_FLAGS=--retrain
+DEMO_FLAGS ?=
+# JupyterLab is not needed by the tests: `make lab` installs this version on first use.
+JUPYTERLAB ?= jupyterlab==4.6.6
+
+.PHONY: demo
+demo: venv ## Train (or reuse runs/demo), serve locally and predict data/0.png..9.png (DEMO_STEPS=600)
+	$(PYTHON) src/demo.py --steps $(DEMO_STEPS) --workdir $(RUNS)/demo $(DEMO_FLAGS)
+
+.PHONY: notebook
+notebook: venv ## Run notebooks/walkthrough.ipynb headless; the executed copy goes to runs/notebook/
+	@mkdir -p $(RUNS)/notebook
+	@echo "running every cell of notebooks/walkthrough.ipynb (one to two minutes: it trains for 30 s)"
+	$(VENV)/bin/jupyter-execute notebooks/walkthrough.ipynb --kernel_name=python3 --timeout=900 \
+	  --output=$(abspath $(RUNS))/notebook/walkthrough
+	@echo "executed: $(RUNS)/notebook/walkthrough.ipynb (open it in JupyterLab: make lab)"
+
+.PHONY: lab
+lab: venv ## Open the walkthrough in JupyterLab (installs JupyterLab into .venv on first use)
+	@$(VENV)/bin/jupyter-lab --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet $(JUPYTERLAB)
+	$(VENV)/bin/jupyter-lab --LabApp.default_url=/lab/tree/notebooks/walkthrough.ipynb
+
+# ---------------------------------------------------------------- local: serve and predict
+# The local model server (a development server with TensorFlow Serving's APIs and flags)
+# on the newest export of `make train`; the client is src/client.py.
+SERVE_EXPORT ?= $(RUNS)/local/export
+
+.PHONY: serve-local
+serve-local: venv ## Serve runs/local/export here: gRPC localhost:8500, REST localhost:8501 (Ctrl-C stops it)
+	$(PYTHON) src/serve.py --model_name mnist --model_base_path $(SERVE_EXPORT) --port 8500 --rest_api_port 8501
+
+.PHONY: predict-local
+predict-local: venv ## Classify data/0.png..9.png with the local server of `make serve-local`
+	$(PYTHON) src/client.py --host localhost --port 8500 --image data --model mnist --signature_name predict
+
+# A/B here: serve.py with TensorFlow Serving's model config file, as kube/serving.yaml runs
+# TensorFlow Serving, and the same src/model_config.py moves as `make canary` and `make promote`.
+AB_CONFIG ?= $(RUNS)/local/models.config
+AB_PORT   ?= 8510
+AB_REST   ?= 8511
+
+.PHONY: serve-ab-local
+serve-ab-local: venv ## A/B: serve AB_CONFIG (created from kube/model-config.yaml: the 2 newest exports), read again every 2 s; gRPC :8510, REST :8511
+	@[ -f $(AB_CONFIG) ] || $(PYTHON) src/model_config.py init --config $(AB_CONFIG) --base_path $(SERVE_EXPORT)
+	$(PYTHON) src/serve.py --model_config_file $(AB_CONFIG) --model_config_file_poll_wait_seconds 2 \
+	  --port $(AB_PORT) --rest_api_port $(AB_REST)
+
+.PHONY: canary-local
+canary-local: venv ## A/B: label the newest version serve-ab-local loaded canary, the one before it stable; wait until served
+	$(PYTHON) src/model_config.py canary --config $(AB_CONFIG) --server http://localhost:$(AB_REST)
+	$(PYTHON) src/model_config.py wait --config $(AB_CONFIG) --server http://localhost:$(AB_REST)
+
+.PHONY: promote-local
+promote-local: venv ## A/B: point stable at the canary's version in AB_CONFIG; wait until serve-ab-local serves it
+	$(PYTHON) src/model_config.py promote --config $(AB_CONFIG)
+	$(PYTHON) src/model_config.py wait --config $(AB_CONFIG) --server http://localhost:$(AB_REST)
+
+.PHONY: bench-serve
+bench-serve: venv ## Latency p50/p99 and throughput of serve.py at 1, 8, 16, 32 requests in flight, and a 10k batch
+	$(PYTHON) src/bench.py serve
+
+.PHONY: samples
+samples: venv ## Write data/0.png..9.png again from the shipped test set
+	$(PYTHON) src/make_samples.py
+
+# ---------------------------------------------------------------- local: distributed (TFJob) runs
+# The TFJob manifests of kube/, run here before they go to the cluster: one process per
+# replica (src/tfjob_local.py). TFJOB_LOCAL_FLAGS are added to every replica's flags:
+# the mini data and a few hundred steps, since all replicas share this machine's cores.
+TFJOB_LOCAL_FLAGS ?= --dataset mini --steps 300 --eval_every 100 --checkpoint_every 100
+
+.PHONY: tfjob-check
+tfjob-check: venv ## Check kube/tfjob*.yaml offline: the TFJob CRD's schema (strictly) and the operator's rules
+	$(PYTHON) src/tfjob_check.py kube/tfjob.yaml kube/tfjob-ps.yaml
+
+.PHONY: tfjob-local
+tfjob-local: venv ## Run kube/tfjob.yaml here: chief + 2 workers, one model (afresh in runs/tfjob-local/mnist-tfjob)
+	rm -rf $(RUNS)/tfjob-local/mnist-tfjob
+	$(PYTHON) src/tfjob_local.py kube/tfjob.yaml --root $(RUNS)/tfjob-local/mnist-tfjob -- $(TFJOB_LOCAL_FLAGS)
+
+.PHONY: tfjob-ps-local
+tfjob-ps-local: venv ## Run kube/tfjob-ps.yaml here: chief, 2 workers, 1 parameter server (runs/tfjob-local/mnist-tfjob-ps)
+	rm -rf $(RUNS)/tfjob-local/mnist-tfjob-ps
+	$(PYTHON) src/tfjob_local.py kube/tfjob-ps.yaml --root $(RUNS)/tfjob-local/mnist-tfjob-ps -- $(TFJOB_LOCAL_FLAGS)
+
+# ---------------------------------------------------------------- local: sweep
+# The hyperparameter sweep of templated/values.yaml, one TFJob per combination:
+# previewed as YAML, or run on this machine (`make sweep` submits it to the cluster).
+# SWEEP_LOCAL_FLAGS are appended to every local trial's trainer flags: the shipped
+# mini data and 300 steps (2 cores: about 2.5 minutes per trial of 3 replicas).
+# SWEEP_ROOT: read the results from elsewhere, e.g. a cluster sweep's copy
+# (templated/run.sh --help says how to make it).
+SWEEP_VALUES      ?= templated/values.yaml
+SWEEP_LOCAL_FLAGS ?= --dataset mini --steps 300 --eval_every 100 --checkpoint_every 100
+SWEEP_ROOT        ?=
+SWEEP_RUN          = VENV=$(VENV) templated/run.sh --values $(SWEEP_VALUES)
+
+.PHONY: sweep-preview
+sweep-preview: venv ## Write the sweep's TFJobs (one per combination) to runs/sweep-preview; submit nothing
+	$(SWEEP_RUN) --dry-run --out $(RUNS)/sweep-preview --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+
+.PHONY: sweep-local
+sweep-local: venv ## Run every trial of the sweep here, one at a time, into runs/tfjob-local/<sweep>
+	$(SWEEP_RUN) --local $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT)) -- $(SWEEP_LOCAL_FLAGS)
+
+.PHONY: sweep-results
+sweep-results: venv ## Rank the sweep's trials by test accuracy, name the export to serve, plot them
+	$(SWEEP_RUN) --results $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT))
+
+# ---------------------------------------------------------------- local: beyond one model
+# batch-predict-local: the folder to score; if it holds no image, the 10,000 MNIST test digits are written there first.
+BATCH_INPUT  ?= $(RUNS)/batch/in
+BATCH_OUTPUT ?= $(RUNS)/batch/predictions.csv
+
+.PHONY: batch-predict-local
+batch-predict-local: venv ## Score BATCH_INPUT (default: the 10k test digits) with runs/local/export, no server; CSV to BATCH_OUTPUT
+	$(PYTHON) src/batch_predict.py --model_base_path $(RUNS)/local/export --input $(BATCH_INPUT) \
+	  --output $(BATCH_OUTPUT) --sample_input
