@@ -20,15 +20,22 @@ help: ## Show this list: every target of this file and of make/*.mk, by part of 
 
 # ---------------------------------------------------------------- setup, tests and lint
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
-	$(PYTHON_BIN) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
-	$(PYTHON) -m pip install --quiet --no-deps --editable .
+$(VENV)/.installed: requirements-dev.lock pyproject.toml make/venv.sh
+	make/venv.sh $(PYTHON_BIN) $(VENV) requirements-dev.lock
 	touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## Create .venv with the pinned requirements (only when they changed)
+venv: $(VENV)/.installed ## Create .venv from the hashed lock requirements-dev.lock (with uv; only when it changed)
+
+# uv on PATH, or the one make/venv.sh installed into the venv.
+UV = $(or $(shell command -v uv 2>/dev/null),$(VENV)/bin/uv)
+
+.PHONY: lock
+lock: venv ## Pin requirements*.txt and every dependency, with hashes, into requirements*.lock (needs the network)
+	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	  requirements.txt -o requirements.lock
+	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	  --constraint requirements.lock requirements-dev.txt -o requirements-dev.lock
 
 .PHONY: lint
 lint: venv ## Lint the Python code with ruff (rules in pyproject.toml)

@@ -1,8 +1,11 @@
-"""What every command-line tool shares (src/cli.py), in real processes."""
+"""What every command-line tool shares (src/tfk8s/cli.py), in real processes: help, one-line errors, quiet pipes."""
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+
+from conftest import REPO, SRC
+from tfk8s.cli import child_env
 
 TOOL = """
 from tfk8s.cli import entry_point
@@ -24,3 +27,37 @@ def test_a_reader_that_goes_away_stops_a_tool_quietly_with_sigpipes_code():
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 141, stderr
     assert first == b"line 0\n" and stderr == ""
+
+
+# Every command of the project: each src/*.py is one (the package lives in src/tfk8s/), and the sweep's run.sh.
+COMMANDS = sorted(path.name for path in SRC.glob("*.py"))
+
+
+def run_command(name, *args):
+    command = [str(REPO / "templated" / "run.sh")] if name == "run.sh" else [sys.executable, "-X", "importtime",
+                                                                             str(SRC / name)]
+    return subprocess.run([*command, *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=child_env())
+
+
+def test_the_command_list_is_what_the_docs_name():
+    assert {"main.py", "serve.py", "client.py", "tfjob_local.py", "sweep.py"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("name", [*COMMANDS, "run.sh"])
+def test_every_command_explains_itself_with_help(name):
+    result = run_command(name, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stdout.strip().splitlines()) >= 3, result.stdout
+
+
+@pytest.mark.parametrize("name", [*COMMANDS, "run.sh"])
+def test_every_command_refuses_an_unknown_flag_in_one_line_before_loading_tensorflow(name):
+    result = run_command(name, "--no_such_flag")
+    imported = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(said) == 1 and said[0].startswith("error: "), said
+    assert "--help" in said[0]
+    # -X importtime lists every module imported: a flag check must not pay for TensorFlow (seconds).
+    assert not [line for line in imported if line.rstrip().endswith(("| tensorflow", "| tf_keras"))], name

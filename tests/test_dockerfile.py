@@ -66,12 +66,13 @@ def test_base_image_is_python_3_11_slim_pinned_by_version_and_digest():
 
 def test_dependencies_are_installed_in_their_own_layer_before_the_code():
     steps = instructions()
-    copy_requirements = index("COPY", "requirements.txt")
+    copy_requirements = index("COPY", "requirements.lock")
     install = index("RUN", "pip install")
     copy_code = index("COPY", "src/ src/")
-    assert steps[copy_requirements][1] == "requirements.txt ."
+    assert steps[copy_requirements][1] == "requirements.lock ."
     assert copy_requirements < install < copy_code
-    assert "--no-cache-dir" in steps[install][1] and "-r requirements.txt" in steps[install][1]
+    command = steps[install][1]
+    assert "--no-cache-dir" in command and "--require-hashes -r requirements.lock" in command
     assert copy_code == max(i for i, (name, _) in enumerate(steps) if name in ("COPY", "ADD", "RUN"))
 
 
@@ -108,7 +109,7 @@ def test_build_step_fails_when_the_downloaded_data_does_not_verify(tmp_path):
     steps = instructions()
     app = tmp_path / "app"
     for name, args in steps[:index("RUN", "mnist_data.py")]:
-        if name == "COPY" and args != "requirements.txt .":
+        if name == "COPY" and args != "requirements.lock .":
             *sources, destination = shlex.split(args)
             (app / destination).mkdir(parents=True, exist_ok=True)
             for source in sources:
@@ -153,13 +154,13 @@ def test_build_context_holds_what_the_image_copies_and_nothing_else():
                 source = source.rstrip("/")
                 matched = [p for p in context if fnmatch.fnmatch(p, source) or p.startswith(source + "/")]
                 assert matched, f"COPY {source}: not in the build context"
-    expected = {"requirements.txt", "src/main.py", "src/batch_predict.py", "src/mnist_data.py", "src/tfk8s/cli.py",
+    expected = {"requirements.lock", "src/main.py", "src/batch_predict.py", "src/mnist_data.py", "src/tfk8s/cli.py",
                 "src/tfk8s/mnist.py", "src/tfk8s/trainer/train.py", "src/tfk8s/trainer/cluster.py",
                 "src/tfk8s/trainer/export.py", "src/tfk8s/trainer/model.py", "src/tfk8s/serving/batch.py",
                 "data/train-5k-images-idx3-ubyte.gz", "data/t10k-images-idx3-ubyte.gz"}
     assert expected <= context
     for path in context - {".dockerignore", "src/Dockerfile"}:  # Docker always sends these two
-        assert path.split("/")[0] in ("requirements.txt", "src", "data"), path
+        assert path.split("/")[0] in ("requirements.lock", "src", "data"), path
         assert "__pycache__" not in path and not path.endswith(".pyc"), path
     assert not {p for p in context if p.startswith(("tests/", "kube/", ".venv/", ".git/", "runs/"))}
 

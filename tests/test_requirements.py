@@ -1,0 +1,61 @@
+"""The pins: requirements*.txt name the direct dependencies, requirements*.lock pin every package with hashes.
+
+`make lock` writes the locks from the .txt files; `make venv` and the image install the locks with
+--require-hashes. These checks run offline: they read the files, and the installed .venv.
+"""
+import re
+from importlib import metadata
+
+import pytest
+from packaging.requirements import Requirement
+
+from conftest import REPO
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.M)
+
+
+def normal(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path):
+    return {normal(name): version for name, version in PIN.findall(path.read_text())}
+
+
+def entries(path):
+    """Each lock entry: its requirement line and its --hash lines, as one block."""
+    return [block for block in re.split(r"\n(?=[A-Za-z0-9])", path.read_text()) if PIN.match(block)]
+
+
+@pytest.mark.parametrize("source, lock", [("requirements.txt", "requirements.lock"),
+                                          ("requirements-dev.txt", "requirements-dev.lock")])
+def test_every_direct_pin_is_in_its_lock_at_the_same_version(source, lock):
+    direct, locked = pins(REPO / source), pins(REPO / lock)
+    if source == "requirements-dev.txt":
+        direct |= pins(REPO / "requirements.txt")  # -r requirements.txt
+    assert direct, source
+    assert {name: locked.get(name) for name in direct} == direct
+
+
+def test_the_image_lock_and_the_development_lock_agree_on_every_shared_package():
+    image, dev = pins(REPO / "requirements.lock"), pins(REPO / "requirements-dev.lock")
+    assert image.keys() <= dev.keys()
+    assert {name: dev[name] for name in image} == image
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_every_locked_package_carries_sha256_hashes(lock):
+    blocks = entries(REPO / lock)
+    assert len(blocks) > 20
+    for block in blocks:
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", block), block.splitlines()[0]
+
+
+def test_the_virtualenv_holds_exactly_the_locked_versions_for_this_platform():
+    locked = {}
+    for block in entries(REPO / "requirements-dev.lock"):
+        requirement = Requirement(block.splitlines()[0].rstrip(" \\"))
+        if requirement.marker is None or requirement.marker.evaluate():
+            locked[normal(requirement.name)] = str(requirement.specifier).removeprefix("==")
+    installed = {normal(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    assert {name: installed.get(name) for name in locked} == locked
