@@ -1,13 +1,16 @@
 """Shared fixtures: the repository's paths, runners for src/ scripts and make, a stand-in kubectl, one trained model."""
+import hashlib
 import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tfk8s import versions
 from tfk8s.cli import child_env
 from tfk8s.paths import REPO, SRC
 
@@ -32,20 +35,33 @@ def assert_one_line_error(result, *fragments):
     return last
 
 
+def tree_digest(root):
+    """{relative path: sha256} of every file under root: what a shared artefact must still be at the end."""
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(Path(root).rglob("*")) if path.is_file()}
+
+
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory):
-    """Train the real CNN for a few hundred steps on the shipped mini data, once per session.
+    """Train the real CNN for a few hundred steps on the shipped mini data, once per session; shared READ-ONLY.
 
     Returns a dict with model_dir, export_dir, version (the export's path) and the trainer's stdout.
+    Tests that change a model copy it first (shutil.copytree); at the end of the session the
+    fixture checks that no test wrote into it, and fails naming what changed.
     """
     root = tmp_path_factory.mktemp("trained")
     model_dir, export_dir = root / "model", root / "export"
     result = run_script("main.py", "--steps", 300, "--eval_every", 150, "--checkpoint_every", 150,
                         "--hidden_layers", 2, "--model_dir", model_dir, "--export_dir", export_dir)
     assert result.returncode == 0, result.stdout + result.stderr
-    versions = sorted(p for p in export_dir.iterdir() if p.name.isdigit())
-    assert len(versions) == 1
-    return {"model_dir": model_dir, "export_dir": export_dir, "version": versions[0], "stdout": result.stdout}
+    found = versions.listing(export_dir)
+    assert len(found) == 1, found
+    before = tree_digest(root)
+    yield {"model_dir": model_dir, "export_dir": export_dir, "version": next(iter(found.values())),
+           "stdout": result.stdout}
+    after = tree_digest(root)
+    changed = sorted(set(before) ^ set(after) | {p for p in before.keys() & after.keys() if before[p] != after[p]})
+    assert not changed, f"a test wrote into the shared trained model (copy it first): {changed[:10]}"
 
 
 FAKE_KUBECTL = """#!{python}
