@@ -88,6 +88,17 @@ def windows(spec):
     return (spec.get("os") or {}).get("name") == "windows"
 
 
+def offending(spec, items_of):
+    """(names of the containers for which items_of(container) is not empty, the set of all those items)."""
+    names, items = [], set()
+    for c in containers(spec):
+        found = items_of(c)
+        if found:
+            names.append(c.get("name", ""))
+            items.update(found)
+    return names, items
+
+
 def setters(pod_bad, bad_containers):
     """['pod', 'containers "a", "b"'] for the details that name both."""
     found = ["pod"] if pod_bad else []
@@ -112,13 +123,8 @@ def privileged(meta, spec):
 
 
 def capabilities_baseline(meta, spec):
-    bad, added = [], set()
-    for c in containers(spec):
-        extra = [cap for cap in ((security(c).get("capabilities") or {}).get("add") or [])
-                 if cap not in BASELINE_CAPABILITIES]
-        if extra:
-            bad.append(c.get("name", ""))
-            added.update(extra)
+    bad, added = offending(spec, lambda c: [cap for cap in ((security(c).get("capabilities") or {}).get("add") or [])
+                                            if cap not in BASELINE_CAPABILITIES])
     if bad:
         return "non-default capabilities", (f'{plural("container", "containers", len(bad))} {join_quote(bad)} '
                                             f"must not include {join_quote(sorted(added))} in "
@@ -132,12 +138,7 @@ def host_path_volumes(meta, spec):
 
 
 def host_ports(meta, spec):
-    bad, ports = [], set()
-    for c in containers(spec):
-        used = [str(p["hostPort"]) for p in c.get("ports") or [] if p.get("hostPort")]
-        if used:
-            bad.append(c.get("name", ""))
-            ports.update(used)
+    bad, ports = offending(spec, lambda c: [str(p["hostPort"]) for p in c.get("ports") or [] if p.get("hostPort")])
     if bad:
         return "hostPort", (f'{plural("container", "containers", len(bad))} {join_quote(bad)} '
                             f'{plural("uses", "use", len(bad))} {plural("hostPort", "hostPorts", len(ports))} '
@@ -202,12 +203,8 @@ def se_linux_options(allowed_types):
 
 
 def proc_mount(meta, spec):
-    bad, kinds = [], set()
-    for c in containers(spec):
-        value = security(c).get("procMount")
-        if value is not None and value != "Default":
-            bad.append(c.get("name", ""))
-            kinds.add(value)
+    bad, kinds = offending(spec, lambda c: [security(c)["procMount"]]
+                           if security(c).get("procMount") not in (None, "Default") else [])
     if bad:
         return "procMount", (f'{plural("container", "containers", len(bad))} {join_quote(bad)} '
                              f"must not set securityContext.procMount to {join_quote(sorted(kinds))}")
