@@ -76,6 +76,13 @@ BASELINE = {
                                  "container.apparmor.security.beta.kubernetes.io/b": "localhost/mine"}),
                              ("forbidden AppArmor profile", 'annotation must not set AppArmor profile type to '
                               '"container.apparmor.security.beta.kubernetes.io/a="unconfined""')),
+    "appArmor annotations, several": (lambda p: p["metadata"].update(annotations={
+                                          f"container.apparmor.security.beta.kubernetes.io/{c}": value
+                                          for c, value in (("", "bogus"), ("a", ""), ("b", "runtime/default"),
+                                                           ("c", "localhost/"), ("e", "unconfined"))}),
+                                      ("forbidden AppArmor profiles", 'annotations must not set AppArmor profile '
+                                       'type to "container.apparmor.security.beta.kubernetes.io/="bogus"", '
+                                       '"container.apparmor.security.beta.kubernetes.io/e="unconfined""')),
     "seLinuxOptions": (lambda p: (p["spec"]["securityContext"].update(seLinuxOptions={"type": "spc_t"}),
                                   sc(p, "a").update(seLinuxOptions={"user": "root", "role": "r", "type": "x_t"}),
                                   sc(p, "b").update(seLinuxOptions={"type": "container_t"})),
