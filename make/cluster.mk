@@ -9,11 +9,12 @@
 
 # GKE nodes are amd64: an image built on an arm64 laptop would not start there.
 PLATFORM  ?= linux/amd64
-# A managed ReadWriteMany storage class (standard-rwx: Filestore on GKE) to use
-# instead of the in-cluster NFS server of kube/nfs.yaml; empty: the NFS server.
+# A managed ReadWriteMany storage class (standard-rwx: Filestore on GKE) that the
+# instructor chose instead of an NFS server per attendee; empty: the NFS server.
 RWX_CLASS ?=
 RWX_SIZE  ?= 1Ti
-# Sweep trials (TFJobs) running at once: two fit in an attendee's quota beside the rest.
+RWX_FLAGS = $(if $(RWX_CLASS), --rwx_storage_class $(RWX_CLASS) --rwx_size $(RWX_SIZE))
+# Sweep trials (TFJobs) running at once: the quota (`make instructor-plan`) holds this many beside the rest.
 SWEEP_PARALLEL ?= 2
 # The names the manifests give their workloads (tests/test_makefile.py keeps them in step).
 JOB       ?= mnist-train
@@ -21,25 +22,22 @@ TFJOB     ?= mnist-tfjob
 SERVING   ?= mnist-serving
 
 KUBECTL = kubectl --namespace $(NAMESPACE)
-RENDER  = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --namespace $(NAMESPACE)$(if $(RWX_CLASS), --rwx-storage-class $(RWX_CLASS) --rwx-size $(RWX_SIZE))
+RENDER  = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --namespace $(NAMESPACE)$(RWX_FLAGS)
+# Everything an attendee's steps apply (kube/*.yaml); all of it but the storage is what `make clean` deletes.
+ATTENDEE_MANIFESTS = $(sort $(wildcard kube/*.yaml))
+STEP_MANIFESTS     = $(filter-out kube/storage.yaml,$(ATTENDEE_MANIFESTS))
 # Wait (30 s at most) until something listens on localhost:$(1): a port-forward started in the background.
 wait_port = i=0; until $(PYTHON) -c 'import socket; socket.create_connection(("127.0.0.1", $(1)), 1)' 2>/dev/null; do \
 	i=$$((i + 1)); [ $$i -lt 30 ] || { echo "error: kubectl port-forward to localhost:$(1) did not come up" >&2; exit 1; }; sleep 1; done
 
-# Step 3 (deploy), first: the NFS server and its disk; once the server runs, the
-# PersistentVolume (cluster-scoped, so only if we may create it: the
-# instructor, or you on your own cluster) pointing at the server's ClusterIP;
-# then the claim mnist-nfs must be Bound to it.
+# Step 3 (deploy), first: the claim mnist-nfs (kube/storage.yaml), created if it
+# is missing (the instructor creates it with your namespace), then Bound to the
+# instructor's volume. A Filestore claim (RWX_CLASS) binds only when the first
+# pod mounts it: TensorBoard, next.
 define storage_steps
-@echo "== storage: kube/nfs.yaml in namespace $(NAMESPACE)"
-$(RENDER) --scope namespaced kube/nfs.yaml | $(KUBECTL) apply -f -
-$(if $(RWX_CLASS),@echo "the claim mnist-nfs binds to a new $(RWX_CLASS) volume when the first pod mounts it",$(KUBECTL) rollout status deployment/nfs-server --timeout=5m)
-$(if $(RWX_CLASS),,@if kubectl auth can-i create persistentvolumes >/dev/null 2>&1; then \
-	ip=$$($(KUBECTL) get service nfs-server --output 'jsonpath={.spec.clusterIP}') && \
-	echo "PersistentVolume mnist-nfs-$(NAMESPACE) -> NFS server $$ip:/" && \
-	$(RENDER) --scope cluster --nfs-server "$$ip" kube/nfs.yaml | kubectl apply -f - || exit 1; fi)
-$(if $(RWX_CLASS),,@$(KUBECTL) wait --for=jsonpath='{.status.phase}'=Bound persistentvolumeclaim/mnist-nfs --timeout=2m || \
-	{ echo "error: the claim mnist-nfs is not Bound: its PersistentVolume mnist-nfs-$(NAMESPACE) is missing. It is cluster-scoped, so the instructor creates it: ask for 'make instructor-namespaces ATTENDEES=$(NAMESPACE)'" >&2; exit 1; })
+@echo "== storage: the claim mnist-nfs (kube/storage.yaml) in namespace $(NAMESPACE)"
+$(KUBECTL) get persistentvolumeclaim mnist-nfs --output name 2>/dev/null || $(RENDER) kube/storage.yaml | $(KUBECTL) apply -f -
+$(if $(RWX_CLASS),@echo "the claim mnist-nfs binds when TensorBoard first mounts it",@$(KUBECTL) wait --for=jsonpath='{.status.phase}'=Bound persistentvolumeclaim/mnist-nfs --timeout=2m || { echo "error: the claim mnist-nfs is not Bound: with Filestore, export RWX_CLASS (the instructor says which); else its volume mnist-nfs-$(NAMESPACE) is missing: ask for 'make instructor-namespaces ATTENDEES=$(NAMESPACE)'" >&2; exit 1; })
 endef
 
 # Step 3 (deploy), second: TensorBoard over /mnt/nfs/runs.
@@ -57,9 +55,13 @@ $(RENDER) kube/job.yaml | $(KUBECTL) delete --ignore-not-found -f -
 $(RENDER) kube/job.yaml | $(KUBECTL) apply -f -
 endef
 
-# A TFJob, checked offline first (src/tfjob_check.py), then replaced as a Job is.
+# A TFJob, checked offline first (src/tfjob_check.py), then against what the
+# namespace's quota has left (src/quota_check.py: the operator would create
+# some replicas and leave the rest refused, holding the first ones' CPUs), then
+# replaced as a Job is.
 define tfjob_steps
 $(PYTHON) src/tfjob_check.py $(1)
+$(PYTHON) src/quota_check.py --namespace $(NAMESPACE) $(1)
 $(RENDER) $(1) | $(KUBECTL) delete --ignore-not-found -f -
 $(RENDER) $(1) | $(KUBECTL) apply -f -
 @echo "follow its chief:  make logs TFJOB=$(2)"
@@ -87,14 +89,14 @@ push: check-image ## Step 2: push IMAGE:TAG to its registry (log in to it first)
 	docker push $(IMAGE):$(TAG)
 
 .PHONY: deploy
-deploy: check-cluster check-image venv ## Step 3: storage (NFS), then TensorBoard, then training (the Job)
+deploy: check-cluster check-image venv ## Step 3: storage (the claim mnist-nfs), then TensorBoard, then training (the Job)
 	$(storage_steps)
 	$(tensorboard_steps)
 	$(job_steps)
 	@echo "deployed. Follow the training: kubectl logs -f --pod-running-timeout=5m job/$(JOB); watch it: make tensorboard"
 
 .PHONY: storage
-storage: check-cluster venv ## Step 3's storage alone: the NFS server, its disk and the shared claim mnist-nfs
+storage: check-cluster venv ## Step 3's storage alone: the shared claim mnist-nfs, Bound to the instructor's volume
 	$(storage_steps)
 
 .PHONY: job
@@ -137,14 +139,15 @@ sweep: check-cluster check-image venv ## Step 9: the hyperparameter sweep, one T
 	templated/run.sh --namespace $(NAMESPACE) --image $(IMAGE):$(TAG) --parallel $(SWEEP_PARALLEL)
 
 .PHONY: clean
-clean: check-cluster venv ## Delete what the steps created; keeps the storage (NFS server, claim, runs, exports)
-	$(RENDER) $(wildcard kube/job.yaml kube/tfjob.yaml kube/tfjob-ps.yaml kube/tensorboard.yaml kube/serving.yaml) \
-	  | $(KUBECTL) delete --ignore-not-found -f -
+clean: check-cluster venv ## Delete all your steps created (training, sweep, TensorBoard, serving, autoscaler, CronJob, batch Job); keeps the storage
+	$(RENDER) $(STEP_MANIFESTS) | $(KUBECTL) delete --ignore-not-found -f -
 	$(KUBECTL) delete tfjobs --selector sweep --ignore-not-found
+	$(KUBECTL) delete jobs --selector app.kubernetes.io/part-of=mnist-workshop --ignore-not-found
 
-.PHONY: clean-storage
-clean-storage: check-cluster venv ## Delete the NFS server, its disk and the claim mnist-nfs: every run and export is lost
-	$(RENDER) --scope namespaced kube/nfs.yaml | $(KUBECTL) delete --ignore-not-found -f -
+.PHONY: render
+render: venv ## Write every object your steps apply, as applied (NAMESPACE, IMAGE, TAG), to OUT=DIR; the sweep's trials to OUT/sweep
+	$(RENDER) --output_dir "$(OUT)" $(ATTENDEE_MANIFESTS)
+	templated/run.sh --dry-run --out $(OUT)/sweep --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
 
 # ---------------------------------------------------------------- beyond one model
 # Retrain on a schedule, score a folder without a server, serve more users as

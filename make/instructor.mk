@@ -1,13 +1,22 @@
-# The instructor's part: the cluster's operator, one namespace per attendee, and clean-up.
+# The instructor's part: plan the cluster, the operator, one namespace per attendee, status and clean-up.
 # Included by the Makefile; `make help` lists the targets.
 
-# The instructor's part: attendees (namespace names), where their files go, token lifetime.
+# Attendees: their names (namespace names), or with instructor-plan their number.
 ATTENDEES      ?=
 INSTRUCTOR_DIR ?= $(RUNS)/instructor
 TOKEN_DURATION ?= 24h
+# The nodes the capacity plan counts (e2, n2, n2d or n1; standard, highmem or highcpu).
+MACHINE_TYPE   ?= e2-standard-16
+# WATCH=1: instructor-status refreshes until Ctrl-C.
+WATCH          ?=
 # The Kubeflow training operator v1.9 (the last line that runs TFJobs), its newest
 # patch. The repository was kubeflow/training-operator until 2025; GitHub redirects.
 TRAINING_OPERATOR ?= github.com/kubeflow/trainer.git/manifests/overlays/standalone?ref=v1.9.4
+INSTRUCTOR = $(PYTHON) src/instructor.py
+
+.PHONY: instructor-plan
+instructor-plan: venv ## Instructor, first: per-attendee quota, nodes and CPU quota for ATTENDEES=N on MACHINE_TYPE
+	$(INSTRUCTOR) plan --attendees "$(ATTENDEES)" --machine_type "$(MACHINE_TYPE)" --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS)
 
 .PHONY: instructor-operator
 instructor-operator: check-cluster ## Instructor, once per cluster: install the Kubeflow training operator v1.9
@@ -16,20 +25,21 @@ instructor-operator: check-cluster ## Instructor, once per cluster: install the 
 	kubectl get crd tfjobs.kubeflow.org
 
 .PHONY: instructor-namespaces
-instructor-namespaces: venv ## Instructor: per attendee a namespace, quota, role, storage and kubeconfig (ATTENDEES="alice bob")
-	@[ -n "$(ATTENDEES)" ] || { echo 'error: name the attendees: make instructor-namespaces ATTENDEES="alice bob"' >&2; exit 2; }
-	$(PYTHON) src/instructor.py --out $(INSTRUCTOR_DIR)$(if $(RWX_CLASS), --rwx-storage-class $(RWX_CLASS)) $(ATTENDEES)
-	@if ! command -v kubectl >/dev/null 2>&1 || ! kubectl config current-context >/dev/null 2>&1; then \
-	  echo "no cluster in kubectl's context: rendered only. Apply: kubectl apply -f $(INSTRUCTOR_DIR)/<name>.yaml"; exit 0; fi; \
-	for a in $(ATTENDEES); do \
-	  kubectl apply -f $(INSTRUCTOR_DIR)/$$a.yaml || exit 1; \
-	  $(MAKE) --no-print-directory storage NAMESPACE=$$a || exit 1; \
-	done; \
-	$(PYTHON) src/instructor.py --out $(INSTRUCTOR_DIR) --kubeconfigs --duration $(TOKEN_DURATION) $(ATTENDEES)
+instructor-namespaces: venv ## Instructor: per attendee a namespace, quota, role, network policy, storage and kubeconfig (ATTENDEES="alice bob")
+	$(INSTRUCTOR) create --output_dir $(INSTRUCTOR_DIR) --duration $(TOKEN_DURATION) --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS) $(ATTENDEES)
+
+.PHONY: instructor-kubeconfigs
+instructor-kubeconfigs: venv ## Instructor: fresh tokens, INSTRUCTOR_DIR/<name>.kubeconfig for each of ATTENDEES
+	$(INSTRUCTOR) kubeconfigs --output_dir $(INSTRUCTOR_DIR) --duration $(TOKEN_DURATION) $(ATTENDEES)
+
+.PHONY: instructor-render
+instructor-render: venv ## Instructor: write every object instructor-namespaces applies for ATTENDEES to OUT=DIR
+	$(INSTRUCTOR) render --output_dir "$(OUT)" --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS) $(ATTENDEES)
+
+.PHONY: instructor-status
+instructor-status: venv ## Instructor: a row per attendee: storage, image, Job/TFJobs, serving, sweep, quota (WATCH=1 refreshes)
+	$(INSTRUCTOR) status$(if $(WATCH), --watch)
 
 .PHONY: instructor-clean
-instructor-clean: check-cluster ## Instructor: delete the attendees' namespaces and volumes, with all they hold (ATTENDEES=...)
-	@[ -n "$(ATTENDEES)" ] || { echo 'error: name the attendees: make instructor-clean ATTENDEES="alice bob"' >&2; exit 2; }
-	for a in $(ATTENDEES); do \
-	  kubectl delete namespace $$a --ignore-not-found && kubectl delete persistentvolume mnist-nfs-$$a --ignore-not-found || exit 1; \
-	done
+instructor-clean: venv ## Instructor: delete the attendees' namespaces, volumes and NFS servers, with all they hold (ATTENDEES=...)
+	$(INSTRUCTOR) delete $(ATTENDEES)

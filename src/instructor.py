@@ -1,5 +1,5 @@
-"""The instructor's part: per attendee a namespace, quota, role and kubeconfig (--help)."""
-from tfk8s.instructor.namespaces import main
+"""The instructor's part: plan the cluster; per attendee a namespace, storage and kubeconfig; status (--help)."""
+from tfk8s.instructor.commands import main
 
 if __name__ == "__main__":
     main()

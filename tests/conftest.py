@@ -66,24 +66,42 @@ def trained_model(tmp_path_factory):
 
 FAKE_KUBECTL = """#!{python}
 # Stands in for kubectl: logs each call (and what was piped into it), answers like a cluster would.
+# FAKE_KUBECTL_OBJECTS names a JSON file {{kind: [objects]}} that `get` answers from (namespaces filtered).
 import json, os, sys
 args = sys.argv[1:]
 stdin = sys.stdin.read() if "-" in args else ""
 with open(os.environ["FAKE_KUBECTL_LOG"], "a") as log:
     log.write(json.dumps({{"args": args, "stdin": stdin}}) + "\\n")
+namespace = args[args.index("--namespace") + 1] if "--namespace" in args else None
 words = [a for i, a in enumerate(args) if a != "--namespace" and (i == 0 or args[i - 1] != "--namespace")]
+objects = json.load(open(os.environ["FAKE_KUBECTL_OBJECTS"])) if os.environ.get("FAKE_KUBECTL_OBJECTS") else None
 if words[:2] == ["config", "current-context"]:
     context = os.environ.get("FAKE_CONTEXT", "workshop")
     print(context) if context else sys.exit("error: current-context is not set")
+elif words[:2] == ["config", "view"] and "--raw" in words:
+    print(json.dumps({{"clusters": [{{"name": "gke_proj_europe-west1_workshop",
+        "cluster": {{"server": "https://203.0.113.10", "certificate-authority-data": "Q0EgREFUQQ=="}}}}]}}))
 elif words[:2] == ["config", "view"]:
     print(os.environ.get("FAKE_CONTEXT_NAMESPACE", ""), end="")
 elif words[:3] == ["auth", "can-i", "create"]:
     sys.exit(0 if os.environ.get("FAKE_CAN_CREATE_PV") == "yes" else 1)
-elif words[:3] == ["get", "service", "nfs-server"]:
+elif words[:2] == ["create", "token"]:
+    print("token-for-" + namespace + "-" + args[args.index("--duration") + 1])
+elif words[0] == "get" and "json" in args and objects is not None:
+    found = [o for o in objects.get(words[1], []) if "--all-namespaces" in args or namespace is None
+             or o["metadata"].get("namespace") == namespace]
+    if words[1] == "tfjobs" and "tfjobs" not in objects:
+        sys.exit("error: the server does not have a resource type tfjobs")
+    print(json.dumps({{"apiVersion": "v1", "kind": "List", "items": found}}))
+elif words[0] == "get" and words[1] in ("service", "services") and "jsonpath" in " ".join(args):
     print("10.96.7.7", end="")
+elif words[0] == "get" and objects is not None and len(words) > 2 and not words[2].startswith("-"):
+    if not [o for o in objects.get(words[1], []) if o["metadata"]["name"] == words[2]]:
+        sys.exit(f'Error from server (NotFound): {{words[1]}} "{{words[2]}}" not found')
+    print(words[1] + "/" + words[2])
 elif words[0] == "wait":
     sys.exit(int(os.environ.get("FAKE_WAIT_EXIT", "0")))
-elif words[0] in ("apply", "delete"):
+elif words[0] in ("apply", "delete") and "-f" in words:
     for doc in (d for d in __import__("yaml").safe_load_all(stdin) if d):
         print(doc["kind"].lower() + "/" + doc["metadata"]["name"], "configured" if words[0] == "apply" else "deleted")
 """
@@ -107,7 +125,10 @@ def make(*args, env=None, path=None):
 
 @pytest.fixture
 def fake_kubectl(tmp_path):
-    """A PATH whose kubectl is the stand-in; returns (PATH, a function reading the calls it logged)."""
+    """A PATH whose kubectl is the stand-in; returns (PATH, a function reading the calls it logged).
+
+    To make `kubectl get` answer with objects, write {kind: [objects]} as JSON to a file and set
+    FAKE_KUBECTL_OBJECTS to it (`kubectl_objects` does both)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     kubectl = bin_dir / "kubectl"
@@ -121,3 +142,12 @@ def fake_kubectl(tmp_path):
 
     yield f"{bin_dir}:/usr/bin:/bin", calls
     os.environ.pop("FAKE_KUBECTL_LOG")
+    os.environ.pop("FAKE_KUBECTL_OBJECTS", None)
+
+
+def kubectl_objects(tmp_path, objects):
+    """Make the stand-in kubectl's `get` answer from `objects` ({kind as kubectl is asked: [objects]})."""
+    path = tmp_path / "kubectl-objects.json"
+    path.write_text(json.dumps(objects))
+    os.environ["FAKE_KUBECTL_OBJECTS"] = str(path)
+    return path

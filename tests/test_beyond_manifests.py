@@ -170,16 +170,16 @@ def test_disruption_budget_covers_the_serving_pods_without_blocking_a_drain_of_t
 
 
 def test_quota_fits_the_autoscaler_at_its_maximum_beside_the_other_always_on_pods_and_a_retrain():
-    from test_instructor import objects
+    from test_instructor import objects, requested
     hard = next(d for d in objects() if d["kind"] == "ResourceQuota")["spec"]["hard"]
     serving_deployment()
     most = doc("serving-autoscale.yaml", "HorizontalPodAutoscaler")["spec"]["maxReplicas"]
-    pods = pods_of("nfs.yaml", "tensorboard.yaml") + pods_of("serving.yaml") * most + pods_of("retrain-cronjob.yaml")
-    for bound in ("requests", "limits"):
-        for resource in ("cpu", "memory"):
-            total = sum(quantity(c["resources"][bound][resource]) for t in pods for kind, c in containers(t)
-                        if kind == "containers")
-            assert total <= quantity(hard[f"{bound}.{resource}"]), f"{bound}.{resource}: {total:g} needed"
+    for job in ("retrain-cronjob.yaml", "batch-predict.yaml"):
+        pods = pods_of("tensorboard.yaml") + pods_of("serving.yaml", replicas=most) + pods_of(job)
+        for bound in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                total = requested(pods, bound, resource)
+                assert total <= quantity(hard[f"{bound}.{resource}"]), f"{job} {bound}.{resource}: {total:g} needed"
 
 
 # ---------------------------------------------------------------- the model config

@@ -10,12 +10,13 @@ import subprocess
 
 import yaml
 
-from conftest import REPO, make, makefile_text
-from test_manifests import VERSIONS, validate
+from conftest import REPO, kubectl_objects, make, makefile_text
+from test_manifests import KUBE, VERSIONS, load, rendered, validate
 
 CLUSTER_TARGETS = ("check-cluster", "build", "push", "deploy", "storage", "job", "tensorboard", "tfjob", "tfjob-ps",
-                   "logs", "serve", "predict", "sweep", "clean", "clean-storage", "instructor-operator",
-                   "instructor-namespaces", "instructor-clean")
+                   "logs", "serve", "predict", "sweep", "clean", "render", "instructor-plan", "instructor-operator",
+                   "instructor-namespaces", "instructor-kubeconfigs", "instructor-render", "instructor-status",
+                   "instructor-clean")
 EXAMPLE = {"IMAGE": "registry.example.com/me/mnist", "TAG": "v9", "NAMESPACE": "alice"}
 
 
@@ -47,13 +48,12 @@ def test_build_push_deploy_dry_run_uses_the_given_image_tag_and_namespace():
     assert "docker build --platform linux/amd64 -f src/Dockerfile -t registry.example.com/me/mnist:v9 ." in out
     assert "docker push registry.example.com/me/mnist:v9" in out
     assert "ghcr.io/example/mnist-trainer --tag" not in out and "--namespace default" not in out
-    renders = [line.split(" | ")[0] for line in out.splitlines()
+    renders = [line.split(" | ")[0].split(" || ")[-1] for line in out.splitlines()
                if "src/render_manifests.py" in line and " | kubectl" in line]
-    applied = [line for line in renders if "--scope cluster" not in line]
     # The order deploy documents: storage, then TensorBoard, then training.
-    files = [re.search(r"kube/\S+\.yaml", line).group() for line in applied]
-    assert files.index("kube/nfs.yaml") < files.index("kube/tensorboard.yaml") < files.index("kube/job.yaml")
-    for line in applied:
+    files = [re.search(r"kube/\S+\.yaml", line).group() for line in renders]
+    assert files.index("kube/storage.yaml") < files.index("kube/tensorboard.yaml") < files.index("kube/job.yaml")
+    for line in renders:
         assert "--image registry.example.com/me/mnist --tag v9 --namespace alice" in line
         docs = [d for d in yaml.safe_load_all(subprocess.run(line, shell=True, cwd=REPO, capture_output=True,
                                                                 text=True, check=True).stdout) if d]
@@ -65,37 +65,45 @@ def test_build_push_deploy_dry_run_uses_the_given_image_tag_and_namespace():
         assert all(i == "registry.example.com/me/mnist:v9" for i in images if "mnist" in i), images
 
 
-def test_deploy_applies_storage_then_tensorboard_then_the_job_and_the_volume_points_at_the_nfs_service(fake_kubectl):
+def test_deploy_applies_the_claim_then_tensorboard_then_the_job(fake_kubectl, tmp_path):
     path, calls = fake_kubectl
+    kubectl_objects(tmp_path, {})  # a new namespace: no claim yet
     result = make("deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()),
-                  env={"FAKE_CAN_CREATE_PV": "yes", "FAKE_CONTEXT_NAMESPACE": "alice"}, path=path)
+                  env={"FAKE_CONTEXT_NAMESPACE": "alice"}, path=path)
     assert result.returncode == 0, result.stdout + result.stderr
     applied = [(call["args"], [d for d in yaml.safe_load_all(call["stdin"]) if d])
                for call in calls() if call["args"][-3:] == ["apply", "-f", "-"]]
     kinds = [f"{d['kind']}/{d['metadata']['name']}" for _, docs in applied for d in docs]
-    assert kinds.index("Deployment/nfs-server") < kinds.index("PersistentVolume/mnist-nfs-alice") \
-        < kinds.index("Deployment/tensorboard") < kinds.index("Job/mnist-train")
+    assert kinds == ["PersistentVolumeClaim/mnist-nfs", "Deployment/tensorboard", "Service/tensorboard",
+                     "Job/mnist-train"]
     for args, docs in applied:
         for doc in docs:
             for version in VERSIONS:
                 validate(doc, version)
-            if doc["kind"] == "PersistentVolume":
-                assert doc["spec"]["nfs"]["server"] == "10.96.7.7"  # the Service's ClusterIP, not a DNS name
-            else:
-                assert args[:2] == ["--namespace", "alice"] and doc["metadata"]["namespace"] == "alice"
+            assert args[:2] == ["--namespace", "alice"] and doc["metadata"]["namespace"] == "alice"
+    (claim,) = applied[0][1]
+    assert claim["spec"]["volumeName"] == "mnist-nfs-alice"  # the instructor's volume, reserved for it
     waits = [" ".join(c["args"]) for c in calls() if "wait" in c["args"] or "rollout" in c["args"]]
-    assert any("deployment/nfs-server" in w for w in waits)
     assert any("persistentvolumeclaim/mnist-nfs" in w for w in waits)
     assert "deployed." in result.stdout
 
 
+def test_deploy_leaves_an_existing_claim_alone(fake_kubectl, tmp_path):
+    """The instructor created it (maybe of a Filestore class): re-applying another spec would be refused."""
+    path, calls = fake_kubectl
+    kubectl_objects(tmp_path, {"persistentvolumeclaim": [{"metadata": {"name": "mnist-nfs", "namespace": "alice"}}]})
+    result = make("storage", *(f"{k}={v}" for k, v in EXAMPLE.items()), env={"FAKE_CONTEXT_NAMESPACE": "alice"},
+                  path=path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not [c for c in calls() if "apply" in c["args"]]
+
+
 def test_deploy_tells_an_attendee_to_ask_the_instructor_when_the_claim_has_no_volume(fake_kubectl):
     path, calls = fake_kubectl
-    result = make("deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()),
-                  env={"FAKE_CAN_CREATE_PV": "no", "FAKE_WAIT_EXIT": "1"}, path=path)
+    result = make("deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()), env={"FAKE_WAIT_EXIT": "1"}, path=path)
     assert result.returncode != 0
     assert "make instructor-namespaces ATTENDEES=alice" in result.stderr
-    assert not [c for c in calls() if "PersistentVolume" in c["stdin"] and "kind: PersistentVolume\n" in c["stdin"]]
+    assert not [c for c in calls() if "kind: Job" in c["stdin"]]
 
 
 def test_check_cluster_says_kubectl_is_missing(tmp_path):
@@ -140,12 +148,34 @@ def test_the_makefiles_workload_names_are_the_manifests():
             assert yaml.safe_load(path.read_text())["metadata"]["name"] == name
 
 
-def test_tfjob_targets_check_the_tfjob_offline_before_applying_it():
+def test_tfjob_targets_check_the_tfjob_offline_then_the_quota_before_applying_it():
     out = make("-n", "tfjob", "tfjob-ps", *(f"{k}={v}" for k, v in EXAMPLE.items())).stdout.splitlines()
     for manifest in ("kube/tfjob.yaml", "kube/tfjob-ps.yaml"):
         check = out.index(f".venv/bin/python src/tfjob_check.py {manifest}")
+        quota = out.index(f".venv/bin/python src/quota_check.py --namespace alice {manifest}")
+        delete = next(i for i, line in enumerate(out) if manifest in line and "delete" in line)
         apply = next(i for i, line in enumerate(out) if manifest in line and line.endswith("apply -f -"))
-        assert check < apply
+        assert check < quota < delete < apply
+
+
+def test_clean_deletes_everything_the_steps_apply_but_the_storage(fake_kubectl):
+    path, calls = fake_kubectl
+    result = make("clean", *(f"{k}={v}" for k, v in EXAMPLE.items()), env={"FAKE_CONTEXT_NAMESPACE": "alice"},
+                  path=path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    deleted = {(d["kind"], d["metadata"]["name"]) for c in calls() if "delete" in c["args"]
+               for d in yaml.safe_load_all(c["stdin"]) if d}
+    everything = {(d["kind"], d["metadata"]["name"]) for d in rendered(sorted(KUBE.glob("*.yaml")))}
+    assert deleted == everything - {("PersistentVolumeClaim", "mnist-nfs")}
+    assert {("CronJob", "mnist-retrain"), ("HorizontalPodAutoscaler", "mnist-serving"),
+            ("PodDisruptionBudget", "mnist-serving"), ("Job", "mnist-batch-predict")} <= deleted
+    selectors = [" ".join(c["args"]) for c in calls() if "--selector" in c["args"]]
+    assert "--namespace alice delete tfjobs --selector sweep --ignore-not-found" in selectors
+    # Jobs made from the CronJob by `make retrain-now` carry its template's labels.
+    assert "--namespace alice delete jobs --selector app.kubernetes.io/part-of=mnist-workshop --ignore-not-found" \
+        in selectors
+    cronjob = next(d for d in load(KUBE / "retrain-cronjob.yaml"))
+    assert cronjob["spec"]["jobTemplate"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mnist-workshop"
 
 
 def test_instructor_operator_installs_a_pinned_v1_9_release():
@@ -161,3 +191,18 @@ def test_instructor_namespaces_without_a_cluster_renders_the_files_only(tmp_path
     assert (tmp_path / "alice.yaml").exists() and (tmp_path / "bob.yaml").exists()
     assert "rendered only" in result.stdout
     assert make("instructor-namespaces").returncode != 0
+
+
+def test_instructor_render_writes_what_the_instructor_applies(tmp_path):
+    result = make("instructor-render", "ATTENDEES=alice bob", f"OUT={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.yaml", "bob.yaml", "workshop-storage.yaml"]
+    result = make("instructor-render", "ATTENDEES=alice")
+    assert result.returncode != 0 and "error: --output_dir is empty" in result.stderr
+
+
+def test_the_makefiles_defaults_are_the_capacity_plans():
+    from tfk8s.instructor import plan
+    text = makefile_text()
+    assert re.search(r"^SWEEP_PARALLEL \?= (\d+)", text, re.M).group(1) == str(plan.SWEEP_PARALLEL)
+    assert re.search(r"^MACHINE_TYPE\s+\?= (\S+)", text, re.M).group(1) == plan.MACHINE_TYPE

@@ -3,11 +3,15 @@
 Validation is strict (an unknown or misspelt field fails), against the real
 OpenAPI schemas of Kubernetes 1.30 and of the newest release kubernetes-validate
 knows; TFJobs go through src/tfjob_check.py (the operator's CRD and rules).
-Then the workshop's own rules: pinned images, requests and limits, non-root
-containers, the shared claim mounted the same way everywhere, Services that
-select a pod and name its ports, and TensorBoard's real command answering its probe.
+Then the workshop's own rules: every pod meets Pod Security `restricted`
+(src/tfk8s/kube/pod_security.py, the API server's checks), pinned images,
+requests and limits, no service account token, the shared claim mounted the
+same way everywhere, Services that select a pod and name its ports, and
+TensorBoard's real command answering its probe. Last, `make render`'s output:
+every object an attendee applies, the sweep's trials included.
 """
 import json
+import math
 import re
 import socket
 import subprocess
@@ -21,14 +25,13 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
-from conftest import REPO, assert_one_line_error, run_script
-from tfk8s.kube import render, tfjob_check
+from conftest import REPO, assert_one_line_error, make, run_script
+from tfk8s.kube import pod_security, render, tfjob_check
 
 KUBE = REPO / "kube"
 MANIFESTS = sorted(KUBE.glob("*.yaml"))
 VERSIONS = ("1.30.0", latest_version())  # the oldest we support and the newest known offline
 IMAGE, TAG, NAMESPACE = "registry.example.com/me/mnist", "v9", "alice"
-NFS_POD = "nfs-server"  # the one pod allowed to run as root / privileged, with a comment saying why
 POD_TEMPLATE_PATHS = {
     "Deployment": [("spec", "template")], "StatefulSet": [("spec", "template")],
     "DaemonSet": [("spec", "template")], "Job": [("spec", "template")],
@@ -78,18 +81,19 @@ def all_documents():
     """(label, document) for every file as written and as rendered, storage variants included."""
     cases = [(f"{p.name}[{i}]", doc) for p in MANIFESTS for i, doc in enumerate(load(p))]
     cases += [(f"rendered {d['kind']}/{d['metadata']['name']}", d) for d in rendered()]
-    cases += [(f"rendered PV {d['metadata']['name']}", d)
-              for d in rendered(scope="cluster", nfs_server="10.96.0.42")]
     cases += [(f"rendered RWX {d['kind']}/{d['metadata']['name']}", d)
-              for d in rendered(rwx_storage_class="standard-rwx")]
+              for d in rendered(rwx_storage_class="standard-rwx")
+              if d["kind"] == "PersistentVolumeClaim"]
     return cases
 
 
 DOCUMENTS = all_documents()
 
 
-def test_kube_holds_the_workshop_manifests():
-    assert {"nfs.yaml", "tensorboard.yaml"} <= {p.name for p in MANIFESTS}
+def test_kube_holds_the_attendees_manifests_and_nothing_of_the_instructors():
+    assert {"storage.yaml", "tensorboard.yaml", "job.yaml", "tfjob.yaml"} <= {p.name for p in MANIFESTS}
+    kinds = {d["kind"] for p in MANIFESTS for d in load(p)}
+    assert not kinds & {"PersistentVolume", "Namespace", "Role", "RoleBinding", "NetworkPolicy", "ResourceQuota"}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -136,35 +140,20 @@ def has_comment_above(path, line_pattern, words):
 
 
 @pytest.mark.parametrize("label,doc", DOCUMENTS, ids=[label for label, _ in DOCUMENTS])
-def test_every_container_has_requests_limits_and_runs_non_root(label, doc):
+def test_every_pod_meets_pod_security_restricted_and_has_requests_limits_and_no_token(label, doc):
+    assert pod_security.violations([doc], "restricted") == []
     for where, template in pod_templates(doc):
+        spec = template["spec"]
+        # Nothing the workshop runs talks to the API server.
+        assert spec.get("automountServiceAccountToken") is False, where
+        # A Filestore volume is handed to group 1000 on mount, the root only.
+        assert spec["securityContext"]["fsGroup"] == 1000, where
+        assert spec["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch", where
         for _kind, c in containers(template):
             name = f"{where}/{c['name']}"
             for bound in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(c.get("resources", {}).get(bound, {})), f"{name}: no {bound}"
-            if template["metadata"]["labels"].get("app") == NFS_POD:
-                continue  # checked below, with its comments
-            assert effective(template, c, "runAsNonRoot") is True, name
             assert effective(template, c, "runAsUser") == 1000, name
-            assert c["securityContext"]["allowPrivilegeEscalation"] is False, name
-            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], name
-            assert not c["securityContext"].get("privileged"), name
-            assert (effective(template, c, "seccompProfile") or {}).get("type") == "RuntimeDefault", name
-
-
-def test_only_the_nfs_server_is_privileged_and_the_manifest_says_why():
-    nfs = KUBE / "nfs.yaml"
-    server = next(d for d in load(nfs) if d["kind"] == "Deployment")
-    (_, template), = pod_templates(server)
-    by_name = {c["name"]: c for _, c in containers(template)}
-    assert by_name["nfs-server"]["securityContext"] == {"privileged": True}
-    assert has_comment_above(nfs, r"^\s+privileged: true", ["kernel", "nfs"])
-    # The init container that hands the export to uid 1000 is root, but not privileged.
-    init = by_name["export-owner"]["securityContext"]
-    assert init["runAsUser"] == 0 and init["allowPrivilegeEscalation"] is False
-    assert init["capabilities"]["drop"] == ["ALL"] and "SYS_ADMIN" not in init["capabilities"]["add"]
-    assert has_comment_above(nfs, r"^\s+runAsUser: 0", ["root"])
-    assert "chown 1000:1000 /exports" in " ".join(by_name["export-owner"]["args"])
 
 
 @pytest.mark.parametrize("label,doc", DOCUMENTS, ids=[label for label, _ in DOCUMENTS])
@@ -226,9 +215,9 @@ def test_rendering_puts_every_trainer_container_on_the_given_image_and_namespace
     images = [c["image"] for d in docs for _, t in pod_templates(d) for _, c in containers(t)]
     assert f"{IMAGE}:{TAG}" in images
     assert not [i for i in images if i.startswith(render.TRAINER_IMAGE)]
-    assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs if d["kind"] != "PersistentVolume")
-    # Others' images (the NFS server, TensorFlow Serving) are left as pinned.
-    assert "registry.k8s.io/e2e-test-images/volume/nfs:1.6.0" in images
+    assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs)
+    # Others' images (TensorFlow Serving) are left as pinned.
+    assert [i for i in images if i.startswith("tensorflow/serving:")]
 
 
 def test_rendering_retags_every_replica_of_a_tfjob_written_with_a_yaml_alias():
@@ -241,58 +230,77 @@ def test_rendering_retags_every_replica_of_a_tfjob_written_with_a_yaml_alias():
             assert "&id" not in text and "*id" not in text  # independent copies, no anchors left
 
 
-def test_each_namespace_gets_its_own_persistent_volume_bound_to_its_own_claim():
-    volumes = {}
+def test_each_namespace_claims_the_volume_the_instructor_made_for_it():
     for namespace in ("alice", "bob"):
-        docs = render.render(render.load([KUBE / "nfs.yaml"]), IMAGE, TAG, namespace,
-                                       nfs_server="10.96.0.42")
-        (pv,) = [d for d in docs if d["kind"] == "PersistentVolume"]
-        claim = next(d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "mnist-nfs")
-        assert pv["metadata"]["name"] == f"mnist-nfs-{namespace}" == claim["spec"]["volumeName"]
-        assert pv["spec"]["claimRef"] == {"namespace": namespace, "name": "mnist-nfs"}
-        assert pv["spec"]["nfs"]["server"] == "10.96.0.42"
-        assert "ReadWriteMany" in pv["spec"]["accessModes"] and "ReadWriteMany" in claim["spec"]["accessModes"]
-        volumes[namespace] = pv["metadata"]["name"]
-    assert volumes["alice"] != volumes["bob"]
+        (claim,) = render.render(render.load([KUBE / "storage.yaml"]), IMAGE, TAG, namespace)
+        assert claim["metadata"] == {**claim["metadata"], "name": "mnist-nfs", "namespace": namespace}
+        assert claim["spec"]["volumeName"] == f"mnist-nfs-{namespace}" and claim["spec"]["storageClassName"] == ""
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
-def test_the_persistent_volume_is_printed_alone_with_scope_cluster_and_never_with_scope_namespaced():
-    assert {d["kind"] for d in rendered(scope="cluster", nfs_server="10.0.0.1")} == {"PersistentVolume"}
-    assert "PersistentVolume" not in {d["kind"] for d in rendered(scope="namespaced")}
-
-
-def test_a_managed_rwx_class_replaces_the_nfs_server_and_its_volume():
-    docs = rendered(rwx_storage_class="standard-rwx", rwx_size="1Ti")
-    assert not [d for d in docs
-                if d["metadata"].get("labels", {}).get("app") == NFS_POD and d["kind"] != "PersistentVolumeClaim"]
-    (claim,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+def test_a_managed_rwx_class_makes_the_claim_ask_that_class_for_its_volume():
+    (claim,) = rendered([KUBE / "storage.yaml"], rwx_storage_class="standard-rwx", rwx_size="1Ti")
     assert claim["metadata"]["name"] == "mnist-nfs"
     assert claim["spec"]["storageClassName"] == "standard-rwx" and "volumeName" not in claim["spec"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "1Ti"
-    privileged = [c for d in docs for _, t in pod_templates(d) for _, c in containers(t)
-                  if c.get("securityContext", {}).get("privileged")]
-    assert privileged == []
 
 
 @pytest.mark.parametrize("args,fragment", [
     (["--tag", "latest"], "not reproducible"),
     (["--namespace", "Alice"], "not a namespace name"),
     (["--image", "registry.example.com/me/mnist:v1"], "without a tag"),
-    (["--scope", "cluster"], "--nfs-server"),
+    (["--output_dir", ""], "--output_dir is empty"),
     (["kube/missing.yaml"], "cannot read kube/missing.yaml"),
 ])
 def test_render_manifests_reports_a_mistake_in_one_line(args, fragment):
-    files = [] if any(a.endswith(".yaml") for a in args) else ["kube/nfs.yaml"]
+    files = [] if any(a.endswith(".yaml") for a in args) else ["kube/storage.yaml"]
     assert_one_line_error(run_script("render_manifests.py", *args, *files), fragment)
 
 
 def test_render_manifests_prints_yaml_that_kubectl_reads_back():
     result = run_script("render_manifests.py", "--image", IMAGE, "--tag", TAG, "--namespace", NAMESPACE,
-                        "kube/nfs.yaml", "kube/tensorboard.yaml")
+                        "kube/storage.yaml", "kube/tensorboard.yaml")
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert [d["kind"] for d in docs] == [d["kind"] for d in rendered([KUBE / "nfs.yaml", KUBE / "tensorboard.yaml"])]
+    assert docs == rendered([KUBE / "storage.yaml", KUBE / "tensorboard.yaml"])
     assert json.loads(json.dumps(docs)) == docs
+
+
+# ---------------------------------------------------------------- make render: all an attendee applies
+
+@pytest.fixture(scope="module")
+def make_render(tmp_path_factory):
+    out = tmp_path_factory.mktemp("render")
+    result = make("render", f"OUT={out}", f"NAMESPACE={NAMESPACE}", f"IMAGE={IMAGE}", f"TAG={TAG}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def test_make_render_writes_every_manifest_and_every_sweep_trial_as_applied(make_render):
+    assert sorted(p.name for p in make_render.glob("*.yaml")) == [p.name for p in MANIFESTS]
+    values = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())
+    trials = sorted((make_render / "sweep").glob("*.yaml"))
+    assert len(trials) == math.prod(len(v) for v in values["grid"].values())
+    for path in MANIFESTS:
+        assert load(make_render / path.name) == rendered([path]), path.name
+    kinds = set()
+    for path in [*make_render.glob("*.yaml"), *trials]:
+        for doc in load(path):
+            kinds.add(doc["kind"])
+            assert doc["metadata"]["namespace"] == NAMESPACE, path
+            for version in VERSIONS:
+                validate(doc, version)
+            assert pod_security.violations([doc], "restricted") == [], path
+            for _, template in pod_templates(doc):
+                assert template["spec"]["automountServiceAccountToken"] is False, path
+                assert {c["image"] for _, c in containers(template) if "mnist" in c["image"]} <= {f"{IMAGE}:{TAG}"}
+    assert {"PersistentVolumeClaim", "Job", "TFJob", "Deployment", "Service", "ConfigMap", "CronJob",
+            "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
+
+
+def test_make_render_without_out_is_one_line():
+    result = make("render", "NAMESPACE=alice")
+    assert result.returncode != 0 and "error: --output_dir is empty" in result.stderr
 
 
 # ---------------------------------------------------------------- TensorBoard's real command

@@ -1,38 +1,41 @@
-"""Give each attendee a namespace on the workshop cluster: a quota, and a role limited to what the steps need.
+"""Give each attendee a namespace on the workshop cluster, storage outside it, and a kubeconfig.
 
-    python templated/instructor/namespaces.py --out runs/instructor alice bob
-    python templated/instructor/namespaces.py --out runs/instructor --kubeconfigs alice bob
+    python src/instructor.py render --output_dir runs/instructor alice bob   # the files only
+    python src/instructor.py create --output_dir runs/instructor alice bob   # render, apply, kubeconfigs
+    python src/instructor.py kubeconfigs --output_dir runs/instructor alice  # fresh tokens
+    python src/instructor.py delete alice bob                                # after the workshop
 
-The first renders runs/instructor/<name>.yaml for each attendee (Namespace,
-ResourceQuota, LimitRange, ServiceAccount, Role, RoleBinding) from
-namespace.yaml.j2, ready for `kubectl apply -f`. The second, once those are
-applied, asks the cluster of the current kubectl context for a token of each
-attendee's ServiceAccount (`kubectl create token --duration`) and writes
-runs/instructor/<name>.kubeconfig from kubeconfig.yaml.j2: the file to hand to
-that attendee. `make instructor-namespaces ATTENDEES="alice bob"` does both,
-and creates each attendee's storage in between.
+Per attendee: the namespace (Pod Security restricted, a ResourceQuota from
+the capacity plan, a LimitRange, a ServiceAccount with a Role limited to what
+the labs do, NetworkPolicies that keep its pods among themselves), from
+namespace.yaml.j2; its storage: an NFS server in the instructor's namespace
+workshop-storage and the PersistentVolume mnist-nfs-<name> reserved for the
+attendee's claim (nfs-server.yaml.j2), or, with a managed ReadWriteMany class
+(Filestore), just the claim; and <name>.kubeconfig with a token of the
+attendee's ServiceAccount, the file to hand to that attendee.
 """
 import base64
 import json
 import re
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jinja2
+import yaml
 
-from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
-from tfk8s.paths import TEMPLATED
+from tfk8s.cli import UsageError, UserError
+from tfk8s.instructor import plan
+from tfk8s.kube import kubectl, render
+from tfk8s.paths import KUBE, TEMPLATED
 
 TEMPLATES = TEMPLATED / "instructor"
 SERVICE_ACCOUNT = "attendee"
-NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-RESERVED = {"default", "kubeflow", "kube-system", "kube-public", "kube-node-lease"}
+STORAGE_NAMESPACE = plan.STORAGE_NAMESPACE
+# A namespace name short enough for the Service nfs-<name> (a DNS label of at most 63).
+NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,57}[a-z0-9])?")
+RESERVED = {"default", "kubeflow", "kube-system", "kube-public", "kube-node-lease", STORAGE_NAMESPACE}
 DURATION = re.compile(r"(\d+)([hm])")
 
-# What one attendee's pods may ask for together (see the ResourceQuota's comment).
-QUOTA = {"requests_cpu": "8", "requests_memory": "16Gi", "limits_cpu": "20", "limits_memory": "40Gi",
-         "pods": 20, "claims": 5}
 # Sizes of a container that states none, and the most one container may ask for.
 CONTAINER = {"default_request_cpu": "100m", "default_request_memory": "128Mi",
              "default_limit_cpu": "500m", "default_limit_memory": "512Mi",
@@ -42,10 +45,35 @@ ENVIRONMENT = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), unde
                                  keep_trailing_newline=True)
 
 
-def render_namespace(namespace, privileged_storage=True):
-    """The YAML that gives `namespace` to an attendee."""
+def check_names(names):
+    for name in names:
+        if not NAME.fullmatch(name) or name in RESERVED:
+            raise UsageError(f"{name!r} cannot be an attendee's namespace: use lower-case letters, digits and '-' "
+                             f"(at most 59), and none of {', '.join(sorted(RESERVED))}")
+    if len(set(names)) != len(names):
+        raise UsageError("an attendee is named twice")
+
+
+def render_namespace(namespace, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti"):
+    """The YAML that gives `namespace` to an attendee: namespace, quota, limits, role, network policy."""
     return ENVIRONMENT.get_template("namespace.yaml.j2").render(
-        namespace=namespace, privileged_storage=privileged_storage, quota=QUOTA, container=CONTAINER)
+        namespace=namespace, hard=plan.quota_hard(sweep_parallel, rwx_storage_class, rwx_size), container=CONTAINER)
+
+
+def render_storage_namespace():
+    return ENVIRONMENT.get_template("storage-namespace.yaml.j2").render(storage_namespace=STORAGE_NAMESPACE)
+
+
+def render_nfs_server(namespace, server=None):
+    """The attendee's NFS server (disk, Deployment, Service) and PersistentVolume; `server`: the ClusterIP."""
+    return ENVIRONMENT.get_template("nfs-server.yaml.j2").render(
+        namespace=namespace, storage_namespace=STORAGE_NAMESPACE, server=server, disk_size=plan.NFS_DISK)
+
+
+def render_claim(namespace, rwx_storage_class=None, rwx_size="1Ti"):
+    """The attendee's claim mnist-nfs (kube/storage.yaml), as `make storage` applies it."""
+    return render.dump(render.render(render.load([KUBE / "storage.yaml"]), render.TRAINER_IMAGE, "0.1.0",
+                                     namespace, rwx_storage_class, rwx_size))
 
 
 def render_kubeconfig(namespace, cluster, server, ca_data, token, expires):
@@ -53,24 +81,89 @@ def render_kubeconfig(namespace, cluster, server, ca_data, token, expires):
         namespace=namespace, cluster=cluster, server=server, ca_data=ca_data, token=token, expires=expires)
 
 
-def kubectl(*args):
-    """Run kubectl; its own error message becomes ours."""
+def rendered_files(names, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti"):
+    """{file name: YAML} for everything the instructor applies: the storage namespace (NFS only), then per
+    attendee its namespace's objects, its storage and its claim, in the order they are applied."""
+    files = {} if rwx_storage_class else {f"{STORAGE_NAMESPACE}.yaml": render_storage_namespace()}
+    for name in names:
+        parts = [render_namespace(name, sweep_parallel, rwx_storage_class, rwx_size)]
+        if not rwx_storage_class:
+            parts.append(render_nfs_server(name))
+        parts.append(render_claim(name, rwx_storage_class, rwx_size))
+        files[f"{name}.yaml"] = "".join(part if part.startswith("---") else "---\n" + part for part in parts)
+    return files
+
+
+def write_files(files, out):
     try:
-        result = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise UserError("kubectl is not installed (it is needed for --kubeconfigs)") from None
-    if result.returncode != 0:
-        raise UserError(f"kubectl {' '.join(args)}: {result.stderr.strip() or 'failed'}")
-    return result.stdout
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (out / name).write_text(text)
+    except OSError as err:
+        raise UserError(f"cannot write to {out}: {err.strerror}") from None
+    for name in files:
+        print(f"{out / name}")
+
+
+# ---------------------------------------------------------------- on the cluster
+
+def split(text, cluster_scoped):
+    """The documents of `text` that are (or are not) PersistentVolumes, as YAML for kubectl."""
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    return render.dump([d for d in docs if (d["kind"] == "PersistentVolume") == cluster_scoped])
+
+
+def create_storage(name):
+    """The NFS server of one attendee, then its PersistentVolume on the server's ClusterIP."""
+    kubectl.run("apply", "-f", "-", stdin=split(render_nfs_server(name), cluster_scoped=False))
+    kubectl.run("--namespace", STORAGE_NAMESPACE, "rollout", "status", f"deployment/nfs-{name}", "--timeout=5m",
+                timeout=330)
+    ip = kubectl.run("--namespace", STORAGE_NAMESPACE, "get", "service", f"nfs-{name}",
+                     "--output", "jsonpath={.spec.clusterIP}").strip()
+    if not ip:
+        raise UserError(f"the Service nfs-{name} in {STORAGE_NAMESPACE} has no ClusterIP")
+    kubectl.run("apply", "-f", "-", stdin=split(render_nfs_server(name, server=ip), cluster_scoped=True))
+    print(f"{name}: PersistentVolume mnist-nfs-{name} -> NFS server {ip}:/")
+
+
+def create(names, out, duration, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti"):
+    """Render, then (with a cluster in kubectl's context) apply every attendee's objects and write kubeconfigs."""
+    files = rendered_files(names, sweep_parallel, rwx_storage_class, rwx_size)
+    write_files(files, out)
+    if not kubectl.has_context():
+        print(f"no cluster in kubectl's context: rendered only. Apply: kubectl apply -f {out}/<name>.yaml")
+        return
+    if not rwx_storage_class:
+        kubectl.run("apply", "-f", "-", stdin=render_storage_namespace())
+    for name in names:
+        kubectl.run("apply", "-f", "-", stdin=render_namespace(name, sweep_parallel, rwx_storage_class, rwx_size))
+        if not rwx_storage_class:
+            create_storage(name)
+        kubectl.run("apply", "-f", "-", stdin=render_claim(name, rwx_storage_class, rwx_size))
+        if not rwx_storage_class:
+            kubectl.run("--namespace", name, "wait", "--for=jsonpath={.status.phase}=Bound",
+                        "persistentvolumeclaim/mnist-nfs", "--timeout=2m", timeout=150)
+        print(f"{name}: namespace, quota, role, network policy and storage applied")
+    write_kubeconfigs(names, out, duration)
+
+
+def delete(names):
+    """The attendees' namespaces (with all they hold), their volumes and their NFS servers."""
+    for name in names:
+        kubectl.run("delete", "namespace", name, "--ignore-not-found", timeout=600)
+        kubectl.run("delete", "persistentvolume", f"mnist-nfs-{name}", "--ignore-not-found", timeout=300)
+        kubectl.run("--namespace", STORAGE_NAMESPACE, "delete", "deployment,service,persistentvolumeclaim",
+                    f"nfs-{name}", "--ignore-not-found", timeout=300)
+        print(f"{name}: deleted")
 
 
 def current_cluster():
     """Name, server and CA (base64) of the current context's cluster, as the attendees must see it."""
-    config = json.loads(kubectl("config", "view", "--minify", "--raw", "--output", "json"))
+    config = json.loads(kubectl.run("config", "view", "--minify", "--raw", "--output", "json"))
     try:
         entry = config["clusters"][0]
         cluster = entry["cluster"]
-    except (KeyError, IndexError):
+    except (KeyError, IndexError, TypeError, json.JSONDecodeError):
         raise UserError("kubectl has no current context: point it at the workshop cluster first") from None
     ca_data = cluster.get("certificate-authority-data")
     if not ca_data and cluster.get("certificate-authority"):
@@ -84,44 +177,10 @@ def write_kubeconfigs(names, out, duration):
     cluster, server, ca_data = current_cluster()
     number, unit = DURATION.fullmatch(duration).groups()
     expires = datetime.now(UTC) + timedelta(**{"hours" if unit == "h" else "minutes": int(number)})
+    out.mkdir(parents=True, exist_ok=True)
     for name in names:
-        token = kubectl("create", "token", SERVICE_ACCOUNT, "--namespace", name, "--duration", duration).strip()
+        token = kubectl.run("create", "token", SERVICE_ACCOUNT, "--namespace", name, "--duration", duration).strip()
         path = out / f"{name}.kubeconfig"
         path.write_text(render_kubeconfig(name, cluster, server, ca_data, token, f"{expires:%Y-%m-%d %H:%M} UTC"))
         path.chmod(0o600)  # it holds a credential
         print(f"{name}: {path} (token valid for {duration})")
-
-
-def parse_args(argv=None):
-    p = ArgumentParser(description="Render each attendee's namespace, quota and role; "
-                                   "with --kubeconfigs, write their kubeconfigs too.")
-    p.add_argument("attendees", nargs="+", metavar="NAME", help="attendee names, used as namespace names")
-    p.add_argument("--out", type=Path, default=Path("runs/instructor"), help="where the files go")
-    p.add_argument("--rwx-storage-class", help="the attendees use this managed ReadWriteMany class instead of "
-                                               "the in-cluster NFS server: their namespaces then enforce the "
-                                               "restricted Pod Security level")
-    p.add_argument("--kubeconfigs", action="store_true",
-                   help="also write <name>.kubeconfig with a fresh token (needs the namespaces applied)")
-    p.add_argument("--duration", default="24h", help="how long the tokens last (e.g. 12h, 48h)")
-    args = p.parse_args(argv)
-    for name in args.attendees:
-        if not NAME.fullmatch(name) or name in RESERVED:
-            raise UsageError(f"{name!r} cannot be a namespace name: use lower-case letters, digits and '-' "
-                             f"(at most 63), and none of {', '.join(sorted(RESERVED))}")
-    if len(set(args.attendees)) != len(args.attendees):
-        raise UsageError("an attendee is named twice")
-    if not DURATION.fullmatch(args.duration):
-        raise UsageError(f"--duration {args.duration!r} must be hours or minutes, such as 24h or 90m")
-    return args
-
-
-@entry_point
-def main(argv=None):
-    args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.attendees:
-        path = args.out / f"{name}.yaml"
-        path.write_text(render_namespace(name, privileged_storage=not args.rwx_storage_class))
-        print(f"{name}: {path}")
-    if args.kubeconfigs:
-        write_kubeconfigs(args.attendees, args.out, args.duration)

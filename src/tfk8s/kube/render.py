@@ -5,16 +5,15 @@ and no namespace. The Makefile pipes them through this script into kubectl:
 
     python src/render_manifests.py --image REGISTRY/you/mnist --tag v1 --namespace alice \
         kube/tensorboard.yaml | kubectl apply -f -
+    python src/render_manifests.py --image REGISTRY/you/mnist --tag v1 --namespace alice \
+        --output_dir runs/render kube/*.yaml          # one file each, to read or to hand to GitOps
 
 What changes: every container that runs the trainer image gets IMAGE:TAG;
-every namespaced object gets the namespace. The shared storage (kube/nfs.yaml)
-needs two more things, because a PersistentVolume belongs to the whole
-cluster, not to a namespace: it is named mnist-nfs-<namespace> (attendees'
-volumes must not collide) and reserved for that namespace's claim, and its
-NFS server address is the one given with --nfs-server (the ClusterIP of the
-nfs-server Service: nodes cannot resolve cluster DNS names). With
---rwx-storage-class the in-cluster NFS server is left out altogether and the
-claim asks that storage class (Filestore on GKE) for a ReadWriteMany volume.
+every namespaced object gets the namespace. The shared claim mnist-nfs
+(kube/storage.yaml) names its volume, mnist-nfs-<namespace>: the instructor's
+PersistentVolume reserved for it. With --rwx_storage_class it asks that
+storage class (Filestore on GKE) for a ReadWriteMany volume of --rwx_size
+instead.
 """
 import json
 import re
@@ -26,7 +25,6 @@ from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
 
 TRAINER_IMAGE = "ghcr.io/example/mnist-trainer"   # the image the plain manifests name
 CLAIM = "mnist-nfs"                                 # the ReadWriteMany claim every pod mounts
-NFS_APP = "nfs-server"                              # the `app` label of the in-cluster NFS server's objects
 CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding",
                   "CustomResourceDefinition", "PriorityClass", "ValidatingWebhookConfiguration",
                   "MutatingWebhookConfiguration"}
@@ -71,38 +69,25 @@ def retag(node, image):
             retag(value, image)
 
 
-def render(docs, image, tag, namespace, nfs_server=None, rwx_storage_class=None, rwx_size="1Ti", scope="all"):
+def render(docs, image, tag, namespace, rwx_storage_class=None, rwx_size="1Ti"):
     """The documents as they are applied in `namespace`, running `image:tag` (new dicts; `docs` untouched)."""
-    volume = f"{CLAIM}-{namespace}"
     out = []
     for doc in json.loads(json.dumps(docs)):
         kind, meta = doc["kind"], doc.setdefault("metadata", {})
-        is_storage = meta.get("labels", {}).get("app") == NFS_APP or kind == "PersistentVolume"
-        if rwx_storage_class and is_storage and not (kind == "PersistentVolumeClaim" and meta.get("name") == CLAIM):
-            continue  # a managed ReadWriteMany class replaces the NFS server and its volume
         if kind not in CLUSTER_SCOPED:
             rest = {k: v for k, v in meta.items() if k != "namespace"}
             doc["metadata"] = meta = {**({"name": rest.pop("name")} if "name" in rest else {}),
                                       "namespace": namespace, **rest}
         retag(doc, f"{image}:{tag}")
         spec = doc.get("spec", {})
-        if kind == "PersistentVolume" and meta.get("name") == CLAIM:
-            meta["name"] = volume
-            spec["claimRef"] = {"namespace": namespace, "name": CLAIM}
-            if "nfs" in spec:
-                spec["nfs"]["server"] = nfs_server or f"{NFS_APP}.{namespace}.svc.cluster.local"
         if kind == "PersistentVolumeClaim" and meta.get("name") == CLAIM:
             if rwx_storage_class:
                 spec.pop("volumeName", None)
                 spec["storageClassName"] = rwx_storage_class
                 spec["resources"] = {"requests": {"storage": rwx_size}}
             elif "volumeName" in spec:
-                spec["volumeName"] = volume
-        if scope == "all" or (scope == "cluster") == (kind in CLUSTER_SCOPED):
-            out.append(doc)
-    if scope == "cluster" and not nfs_server and any(d["kind"] == "PersistentVolume" for d in out):
-        raise UsageError("the PersistentVolume needs --nfs-server: the ClusterIP of the nfs-server Service "
-                         "(`kubectl get service nfs-server -o jsonpath='{.spec.clusterIP}'`)")
+                spec["volumeName"] = f"{CLAIM}-{namespace}"
+        out.append(doc)
     return out
 
 
@@ -110,20 +95,26 @@ def dump(docs):
     return "".join("---\n" + yaml.safe_dump(doc, sort_keys=False) for doc in docs)
 
 
+def directory(text):
+    """An argparse type for --output_dir: a path, never the empty string (which would mean here)."""
+    if not text.strip():
+        raise UsageError("--output_dir is empty: name the directory to write to")
+    return Path(text)
+
+
 def parse_args(argv=None):
     p = ArgumentParser(description="Print the manifests with the image, tag and namespace filled in "
-                                   "(pipe into `kubectl apply -f -`).")
-    p.add_argument("files", nargs="+", metavar="FILE", help="manifests, e.g. kube/nfs.yaml")
+                                   "(pipe into `kubectl apply -f -`), or write them to --output_dir.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="manifests, e.g. kube/tensorboard.yaml")
     p.add_argument("--image", default=TRAINER_IMAGE, help="the trainer image, without its tag")
     p.add_argument("--tag", default="0.1.0", help="the trainer image's tag")
     p.add_argument("--namespace", default="default", help="the namespace every namespaced object goes to")
-    p.add_argument("--nfs-server", help="the NFS server's address for the PersistentVolume (the Service's ClusterIP)")
-    p.add_argument("--rwx-storage-class", help="use this ReadWriteMany storage class (e.g. standard-rwx on GKE) "
-                                               "instead of the in-cluster NFS server")
-    p.add_argument("--rwx-size", default="1Ti", help="the claim's size with --rwx-storage-class "
-                                                     "(Filestore's basic tier starts at 1Ti)")
-    p.add_argument("--scope", choices=("all", "namespaced", "cluster"), default="all",
-                   help="print only namespaced or only cluster-scoped objects (a PersistentVolume)")
+    p.add_argument("--rwx_storage_class", help="the claim mnist-nfs asks this ReadWriteMany storage class "
+                                               "(e.g. standard-rwx on GKE) instead of the instructor's NFS volume")
+    p.add_argument("--rwx_size", default="1Ti", help="the claim's size with --rwx_storage_class "
+                                                     "(at least the class's smallest volume: 1Ti for standard-rwx)")
+    p.add_argument("--output_dir", type=directory, help="write each FILE, rendered, to this directory under its own "
+                                                   "name instead of printing them all")
     args = p.parse_args(argv)
     if not DNS_LABEL.fullmatch(args.namespace):
         raise UsageError(f"--namespace {args.namespace!r} is not a namespace name "
@@ -142,6 +133,18 @@ def parse_args(argv=None):
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
-    docs = render(load(args.files), args.image, args.tag, args.namespace, args.nfs_server,
-                  args.rwx_storage_class, args.rwx_size, args.scope)
-    print(dump(docs), end="")
+    options = (args.image, args.tag, args.namespace, args.rwx_storage_class, args.rwx_size)
+    if args.output_dir is None:
+        print(dump(render(load(args.files), *options)), end="")
+        return
+    names = [Path(f).name for f in args.files]
+    if len(set(names)) != len(names):
+        raise UsageError("two FILEs share a name: --output_dir would write one over the other")
+    rendered = {name: dump(render(load([path]), *options)) for name, path in zip(names, args.files, strict=True)}
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in rendered.items():
+            (args.output_dir / name).write_text(text)
+    except OSError as err:
+        raise UserError(f"cannot write to {args.output_dir}: {err.strerror}") from None
+    print(f"{args.output_dir}: {', '.join(names)} for namespace {args.namespace}, image {args.image}:{args.tag}")

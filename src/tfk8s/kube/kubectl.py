@@ -1,0 +1,45 @@
+"""kubectl as the workshop's tools call it: its own error message becomes a one-line UserError."""
+import json
+import subprocess
+
+from tfk8s.cli import UserError
+
+
+def run(*args, stdin=None, timeout=120):
+    """kubectl's stdout; kubectl missing or failing is a UserError that quotes it."""
+    try:
+        result = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise UserError("kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/") from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"kubectl {' '.join(args)}: no answer after {timeout} s") from None
+    if result.returncode != 0:
+        message = " ".join((result.stderr.strip() or "failed").split())
+        raise UserError(f"kubectl {' '.join(args)}: {message}")
+    return result.stdout
+
+
+def get(*args, timeout=120):
+    """`kubectl get ARGS --output json`, parsed; a List's items, or the one object asked for."""
+    text = run("get", *args, "--output", "json", timeout=timeout)
+    try:
+        found = json.loads(text) if text.strip() else {"items": []}
+    except json.JSONDecodeError:
+        raise UserError(f"kubectl get {' '.join(args)} did not answer JSON") from None
+    return found
+
+
+def items(*args, timeout=120):
+    """The objects of `kubectl get ARGS --output json` (a list)."""
+    found = get(*args, timeout=timeout)
+    return found.get("items", []) if "items" in found else [found]
+
+
+def has_context():
+    """True when kubectl is installed and has a current context (a cluster to talk to)."""
+    try:
+        result = subprocess.run(["kubectl", "config", "current-context"], capture_output=True, text=True,
+                                timeout=30)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and bool(result.stdout.strip())

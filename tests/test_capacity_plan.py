@@ -1,0 +1,141 @@
+"""The capacity plan: its figures are the manifests' own, its nodes hold every pod whatever the scheduler does.
+
+The per-step sums are recomputed here from kube/ with the test's own
+arithmetic; the node sizes are checked against GKE's published reservations
+(the GKE autoscaler's own figures for e2-standard-4, -8 and -16); the node
+count is put to a scheduler that spreads pods (as GKE's default profile does)
+in random orders; and the cluster command and quota in the instructor's guide
+are the plan's, so they cannot drift from the manifests.
+"""
+import random
+import re
+
+import pytest
+
+from conftest import REPO, make
+from test_instructor import pods_of, quantity, requested
+from tfk8s.instructor import plan
+from tfk8s.kube.resources import GI, MI
+
+INSTRUCTOR_GUIDE = REPO / "docs" / "instructor.md"
+
+
+def test_each_step_is_the_standing_pods_plus_its_own_as_the_manifests_say():
+    most = plan.hpa_maximum()
+    standing = pods_of("tensorboard.yaml") + pods_of("serving.yaml", replicas=most)
+    trial = pods_of("tfjob.yaml")  # kube/tfjob.yaml: a Chief and 2 Workers, as templated/values.yaml's workers: 2
+    expected = {"deploy": pods_of("job.yaml"), "TFJob,": trial, "PS TFJob": pods_of("tfjob-ps.yaml"),
+                "sweep": trial * plan.SWEEP_PARALLEL, "retrain": pods_of("retrain-cronjob.yaml"),
+                "batch": pods_of("batch-predict.yaml"), "serve": []}
+    rows = plan.peaks()
+    assert len(rows) == len(expected)
+    for step, usage in rows:
+        (own,) = [pods for key, pods in expected.items() if step.name.startswith(key)]
+        pods = standing + own
+        assert usage.pods == len(pods), step.name
+        assert usage.requests_cpu / 1000 == pytest.approx(requested(pods, "requests", "cpu")), step.name
+        assert usage.requests_memory == pytest.approx(requested(pods, "requests", "memory")), step.name
+        assert usage.limits_cpu / 1000 == pytest.approx(requested(pods, "limits", "cpu")), step.name
+        assert usage.limits_memory == pytest.approx(requested(pods, "limits", "memory")), step.name
+    busiest = max(rows, key=lambda row: row[1].requests_cpu)
+    assert busiest[0].targets == "sweep" and busiest[1].requests_cpu == 8100  # 6 trainers, 4 servers, TensorBoard
+
+
+def test_the_sweep_step_follows_sweep_parallel_and_the_values_files_workers():
+    (sweep,) = [s for s in plan.steps(3) if s.targets == "sweep"]
+    assert len(sweep.pods) == 3 * 3  # Chief + 2 Workers per trial
+    assert plan.quota(3).requests_cpu == plan.quota(2).requests_cpu + 3000  # one more trial of three 1-CPU pods
+
+
+@pytest.mark.parametrize("machine,cpu,memory_mib", [
+    # GKE's reservations as its cluster autoscaler predicts them (CPU exact; memory: the estimate without
+    # the Container-Optimized OS correction, which takes at most 248 MiB more).
+    ("e2-standard-4", 3920, 13325), ("e2-standard-8", 7910, 28470), ("e2-standard-16", 15890, 58760)])
+def test_node_allocatable_follows_gkes_reservations(machine, cpu, memory_mib):
+    found_cpu, found_memory = plan.machine(machine).allocatable()
+    assert found_cpu == cpu
+    assert memory_mib - 250 <= found_memory / MI <= memory_mib
+
+
+def spread(pods, nodes, capacity, rng):
+    """A scheduler that spreads: each pod to a node with room, the emptiest (or any, at random)."""
+    free = [[capacity[0], capacity[1]] for _ in range(nodes)]
+    for cpu, memory in pods:
+        fitting = [n for n in free if n[0] >= cpu and n[1] >= memory]
+        if not fitting:
+            return False
+        node = max(fitting, key=lambda n: n[0]) if rng.random() < 0.5 else rng.choice(fitting)
+        node[0] -= cpu
+        node[1] -= memory
+    return True
+
+
+@pytest.mark.parametrize("attendees,machine", [(20, "e2-standard-16"), (20, "e2-standard-8"), (7, "n2-standard-4")])
+def test_the_planned_nodes_hold_every_pod_in_any_order_and_spread(attendees, machine):
+    found = plan.make_plan(attendees, machine)
+    steps = {s.name: s for s, _ in found.rows}
+    busiest = max(found.rows, key=lambda row: row[1].requests_cpu)[0]
+    pods = [(p.requests_cpu, p.requests_memory) for p in
+            (plan.standing_pods() + steps[busiest.name].pods) * attendees
+            + plan.storage_pods(attendees) + plan.addon_pods()]
+    rng = random.Random(7)
+    for _ in range(30):
+        rng.shuffle(pods)
+        assert spread(pods, found.nodes, found.per_node, rng), (machine, found.nodes)
+
+
+def plan_output(*args):
+    result = make("instructor-plan", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_instructor_plan_prints_each_step_the_quota_the_nodes_and_the_cpu_quota():
+    out = plan_output("ATTENDEES=20")
+    assert re.search(r"^  sweep, 2 trials at once\s+sweep\s+11\s+8\.1\s+14\.5\s+21\s+30  <- busiest$", out, re.M)
+    assert re.search(r"^  PS TFJob, Chief \+ 2 Workers \+ PS\s+tfjob-ps\s+9\s+6\.1\s+10\.5", out, re.M)
+    assert "requests.cpu 8100m, requests.memory 14848Mi, limits.cpu 21, limits.memory 30Gi, pods 11, " \
+           "requests.storage 10Gi" in out
+    found = plan.make_plan(20, plan.MACHINE_TYPE)
+    assert f"nodes: {found.nodes}," in out
+    assert f"regional CPU quota: {found.nodes * 16} CPUS in europe-west1 ({found.nodes} x 16 vCPU)" in out
+    assert found.create_command() in out
+    assert "--enable-dataplane-v2" in found.create_command()  # NetworkPolicy is enforced
+    filestore = plan_output("ATTENDEES=3", "RWX_CLASS=standard-rwx")
+    assert "storage: 3 Filestore volumes of class standard-rwx, 1Ti each" in filestore
+    assert "--addons GcpFilestoreCsiDriver" in filestore
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["ATTENDEES=twenty"], "'twenty' is not a number of attendees"),
+    (["ATTENDEES=alice bob"], "'alice bob' is not a number of attendees"),
+    ([], "'' is not a number of attendees"),
+    (["ATTENDEES=0"], "at least 1"),
+    (["ATTENDEES=20", "MACHINE_TYPE=e2-mega-8"], "unknown machine type 'e2-mega-8'"),
+    (["ATTENDEES=20", "MACHINE_TYPE=e2-standard-6"], "unknown machine type 'e2-standard-6'"),
+    (["ATTENDEES=20", "MACHINE_TYPE=e2-highcpu-2"], "does not fit one e2-highcpu-2 node"),
+    (["ATTENDEES=20", "RWX_CLASS=premium-rwx", "RWX_SIZE=1Ti"], "below the smallest premium-rwx volume (2560Gi)"),
+])
+def test_make_instructor_plan_refuses_bad_input_in_one_line(args, fragment):
+    result = make("instructor-plan", *args)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr
+    assert not result.stdout.strip().startswith("Capacity plan")
+
+
+def test_the_instructors_guide_shows_the_plans_cluster_command_quota_and_busiest_step():
+    guide = INSTRUCTOR_GUIDE.read_text()
+    found = plan.make_plan(20, plan.MACHINE_TYPE)
+    assert found.create_command() in guide
+    assert f"make instructor-plan ATTENDEES=20 MACHINE_TYPE={plan.MACHINE_TYPE}" in guide
+    hard = plan.quota_hard()
+    for key in ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory", "pods"):
+        assert f"{key} {hard[key]}" in guide, key
+    assert f"{found.nodes * found.machine.vcpus} CPUS" in guide
+    busiest = max(found.rows, key=lambda row: row[1].requests_cpu)[1]
+    assert f"{busiest.requests_cpu / 1000:g} vCPU and {busiest.requests_memory / GI:g} GiB" in guide
+
+
+def test_memory_figures_are_whole_mebibytes():
+    assert quantity(plan.quota_hard()["requests.memory"]) % MI == 0
