@@ -19,7 +19,7 @@ import yaml
 
 from conftest import REPO, SRC, assert_one_line_error, make, run_script
 from tfk8s.serving import model_config
-from tfk8s.serving import server as serve
+from tfk8s.serving import process as serve
 from tfk8s.serving.tensors import apis
 
 A, B, C = 1767225600, 1767312000, 1767398400  # three export versions (Unix times, as src/export.py names them)

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import REPO, SRC, assert_one_line_error, run_script
 from test_preprocess import variants
 from test_serving import copy_export
-from tfk8s.serving import server as serve
+from tfk8s.serving import process as serve
 
 SAMPLES = REPO / "data"
 

@@ -14,7 +14,9 @@ import yaml
 
 from conftest import REPO, assert_one_line_error, run_script
 from tfk8s.serving import model_config, preprocess
-from tfk8s.serving import server as serve
+from tfk8s.serving import process as serve
+from tfk8s.serving.batching import Batcher
+from tfk8s.serving.flags import parse_args
 from tfk8s.serving.tensors import apis, to_ndarray, to_tensor_proto
 
 MAX_BATCH = 64
@@ -277,7 +279,7 @@ def test_merged_requests_never_exceed_the_batch_limit_and_each_caller_gets_its_r
         time.sleep(0.02)  # a busy model: callers queue up behind it
         return {"y": inputs["x"] * 2}
 
-    batcher = serve.Batcher(model, max_batch_size=8)
+    batcher = Batcher(model, max_batch_size=8)
     results = {}
 
     def caller(i):
@@ -331,7 +333,7 @@ def test_manifest_serves_the_shared_exports_read_only_with_tensorflow_servings_o
     # serve.py takes the same flags, so the local step is the cluster step.
     (tmp_path / config_file).write_text(configmap["data"][config_file])
     local = {"model_config_file": tmp_path / config_file}
-    serve.parse_args([f"--{k}={local.get(k, v)}" for k, v in args.items()])
+    parse_args([f"--{k}={local.get(k, v)}" for k, v in args.items()])
 
 
 def pod_labels(deployment):

@@ -106,9 +106,7 @@ def local_server(export_dir):
     print("starting the model server: it loads TensorFlow, then the newest version in the export directory",
           flush=True)
     started, up = time.monotonic(), False
-    from tfk8s.serving import (
-        server as serve,  # TensorFlow and the gRPC stubs: loaded only now, not while the trainer runs
-    )
+    from tfk8s.serving import process as serve  # the gRPC stubs: loaded only now, not while the trainer runs
     try:
         with serve.running(export_dir, MODEL_NAME, timeout=SERVER_START_TIMEOUT) as server:
             up = True

@@ -22,7 +22,7 @@ from tfk8s import versions
 from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
 from tfk8s.paths import RUNS, SRC
 from tfk8s.serving import client
-from tfk8s.serving import server as serve
+from tfk8s.serving import process as serve
 
 BENCH_DIR = RUNS / "bench"
 TRAIN_STEPS = 200
