@@ -1,143 +1,267 @@
-"""TensorFlow Serving's REST API: status, metadata and predict in JSON."""
+"""TensorFlow Serving's REST API (http_rest_api_handler.cc): model status, metadata, predict, classify, regress.
+
+Paths are matched as TensorFlow Serving matches them, query string included
+and case-insensitively (`/V1/MODELS/m:predict` works; the verb after `:` is
+case-sensitive): anything under /v1/ that is not one of its patterns is 400
+"Malformed request: <METHOD> <path>", whatever the method. Every answer is
+JSON, errors included ({"error": message}).
+
+The HTTP side is bounded: --rest_api_num_threads workers, each connection
+dropped after --rest_api_read_timeout_seconds without a complete request (a
+slow or idle client cannot hold a worker), chunked and gzip bodies read as
+libevent reads them. --rest_api_timeout_in_ms bounds the model run, as in
+TensorFlow Serving (504 "Timed out waiting for notification").
+"""
 import http.server
 import json
 import re
 import threading
+import time
 import traceback
+import urllib.parse
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 from google.protobuf import json_format
 
+from tfk8s import versions
 from tfk8s.cli import UserError
-from tfk8s.serving.protocol import DEFAULT_SIGNATURE, HTTP_STATUS, Code, ServingError, State
-from tfk8s.serving.tensors import DTYPES
+from tfk8s.serving import inference, json_io, json_tensor
+from tfk8s.serving.grpc_api import status_response
+from tfk8s.serving.protocol import Code, ServingError, http_status, invalid, log
+from tfk8s.serving.tensors import apis
 
-REST_PATH = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
-                       r"(?:/(?P<resource>metadata)|:(?P<method>predict|classify|regress))?/?")
-
-
-def _json_inputs(value, signature):
-    """A JSON value for the signature's inputs -> {alias: ndarray} in each input's dtype."""
-    if not isinstance(value, dict):
-        if len(signature.inputs) != 1:
-            raise ServingError(Code.INVALID_ARGUMENT,
-                               f"name the inputs: the signature takes {sorted(signature.inputs)}")
-        value = {next(iter(signature.inputs)): value}
-    inputs = {}
-    for alias, data in value.items():
-        info = signature.inputs.get(alias)
-        try:
-            array = np.asarray(data)
-            if array.dtype.kind not in "biuf":
-                raise ValueError(f"values of type {array.dtype.kind!r}")
-            inputs[alias] = array.astype(DTYPES[info.dtype][0]) if info is not None and info.dtype in DTYPES else array
-        except (ValueError, TypeError) as err:
-            raise ServingError(Code.INVALID_ARGUMENT, f"input {alias!r} is not a numeric tensor "
-                               f"of one shape ({' '.join(str(err).split())[:200]})") from None
-    return inputs
+API_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+PREDICTION_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:"
+                             r"(classify|regress|predict)", re.IGNORECASE | re.DOTALL)
+STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+                         re.IGNORECASE | re.DOTALL)
+MAX_GUNZIPPED_BYTES = 100 * 1024 * 1024  # libevent request handler's ZLib::kMaxUncompressedBytes
 
 
-def rest_predict(loaded, body):
-    """POST :predict. Row format: {"instances": [...]} -> {"predictions": [...]};
-    columnar: {"inputs": ...} -> {"outputs": ...}, as TensorFlow Serving answers them."""
-    if not isinstance(body, dict):
-        raise ServingError(Code.INVALID_ARGUMENT, "the request body must be a JSON object")
-    name = body.get("signature_name") or DEFAULT_SIGNATURE
-    if name not in loaded.signatures:
-        raise ServingError(Code.INVALID_ARGUMENT, f'Serving signature name: "{name}" not found in signature def')
-    signature = loaded.signatures[name]
-    if ("instances" in body) == ("inputs" in body):
-        raise ServingError(Code.INVALID_ARGUMENT, "Missing 'inputs' or 'instances' key" if "inputs" not in body
-                           else "Both 'inputs' and 'instances' keys are present; use one")
-    if "inputs" in body:
-        outputs = signature.run(_json_inputs(body["inputs"], signature))
-        listed = {alias: value.tolist() for alias, value in outputs.items()}
-        return {"outputs": listed if len(listed) > 1 else next(iter(listed.values()))}
-    instances = body["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise ServingError(Code.INVALID_ARGUMENT, "'instances' must be a non-empty list")
-    if all(isinstance(row, dict) for row in instances):
-        keys = set(instances[0])
-        if any(set(row) != keys for row in instances):
-            raise ServingError(Code.INVALID_ARGUMENT, "every instance must name the same inputs")
-        columns = {k: [row[k] for row in instances] for k in keys}
+def _spec(name, version, label):
+    """The ModelSpec a path names (a label is percent-decoded; the version went through SimpleAtoi)."""
+    spec = apis.model_pb2.ModelSpec(name=name)
+    if version is not None:
+        spec.version.value = version
+    if label:
+        spec.version_label = label
+    return spec
+
+
+def parse_path(method, path):
+    """(kind, name, version, label) of an API path; kind None when it is malformed."""
+    match = PREDICTION_PATH.fullmatch(path) if method == "POST" else \
+        STATUS_PATH.fullmatch(path) if method == "GET" else None
+    if match is None:
+        return None, None, None, None
+    name, version, label, kind = match.groups()
+    name = urllib.parse.unquote_to_bytes(name).decode("utf-8", "surrogateescape") if name else ""
+    label = urllib.parse.unquote_to_bytes(label).decode("utf-8", "surrogateescape") if label else None
+    if version:
+        parsed = versions.parse(version)
+        if parsed is None:
+            raise invalid(f"Failed to convert version: {version} to numeric.")
+        version = parsed
     else:
-        columns = instances
-    outputs = signature.run(_json_inputs(columns, signature))
-    rows = len(next(iter(outputs.values())))
-    if len(outputs) == 1:
-        return {"predictions": next(iter(outputs.values())).tolist()}
-    listed = {alias: value.tolist() for alias, value in outputs.items()}
-    return {"predictions": [{alias: listed[alias][i] for alias in listed} for i in range(rows)]}
+        version = None
+    if method == "POST" and kind not in ("classify", "regress", "predict"):
+        kind = None  # the verb is compared case-sensitively
+    elif method == "GET":
+        kind = "metadata" if kind == "metadata" else "status"
+    return kind, name, version, label
 
 
-class RestHandler(http.server.BaseHTTPRequestHandler):
+def metadata_json(name, loaded):
+    """GetModelMetadata as the REST handler prints it: two protobuf-JSON documents glued together."""
+    spec = apis.model_pb2.ModelSpec(name=name)
+    spec.version.value = loaded.version
+    options = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
+    spec_json = json.dumps(json_format.MessageToDict(spec, **options), indent=1) + "\n"
+    signatures = json.dumps(json_format.MessageToDict(loaded.signature_defs, **options), indent=1) + "\n"
+    return "{\n" + '"model_spec":' + spec_json + ",\n" + '"metadata": {' + '"signature_def": ' + signatures + "}\n}\n"
+
+
+class Api:
+    """The handler's logic, apart from HTTP: (method, path, body) -> (HTTP status, JSON text)."""
+
+    def __init__(self, server, timeout_ms):
+        self.server, self.timeout_ms = server, timeout_ms
+
+    def handle(self, method, path, body):
+        try:
+            return 200, self._dispatch(method, path, body)
+        except ServingError as err:
+            return http_status(err.code), json_io.error_body(err.message)
+
+    def _dispatch(self, method, path, body):
+        kind, name, version, label = parse_path(method, path)
+        if kind is None:
+            raise invalid(f"Malformed request: {method} {path}")
+        if kind == "status":
+            if not name:
+                raise invalid("Missing model name in request.")
+            return json.dumps(json_format.MessageToDict(status_response(self.server, name, version),
+                                                        preserving_proto_field_name=True,
+                                                        always_print_fields_with_no_presence=True), indent=1) + "\n"
+        if kind == "metadata":
+            return metadata_json(name, self.server.resolve(_spec(name, version, label)))
+        doc = json_io.parse(body)
+        signature_name = json_tensor.check_document(doc)
+        cancelled = self._deadline()
+        if kind == "predict":
+            loaded = self.server.resolve(_spec(name, version, label))
+            signature = loaded.rest_signature(signature_name)
+            booleans = b"true" in body or b"false" in body
+            arrays, layout = json_tensor.predict_inputs(doc, signature, booleans)
+            outputs = signature.predict_arrays(arrays, cancelled)
+            self._check_deadline(cancelled)
+            return json_tensor.predict_response(outputs, layout)
+        input_message = json_tensor.examples_input(doc)
+        loaded = self.server.resolve(_spec(name, version, label))
+        if kind == "classify":
+            result = apis.classification_pb2.ClassificationResult()
+            inference.classify(loaded, signature_name, input_message, result, cancelled)
+            text = json_tensor.classify_response(result)
+        else:
+            result = apis.regression_pb2.RegressionResult()
+            inference.regress(loaded, signature_name, input_message, result, cancelled)
+            text = json_tensor.regress_response(result)
+        self._check_deadline(cancelled)
+        return text
+
+    def _deadline(self):
+        if self.timeout_ms <= 0:
+            return None
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        return lambda: time.monotonic() > deadline
+
+    @staticmethod
+    def _check_deadline(cancelled):
+        if cancelled is not None and cancelled():
+            raise ServingError(Code.DEADLINE_EXCEEDED, "Timed out waiting for notification")
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "serve.py"
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format, *args):
         pass
 
-    def _reply(self, status, payload):
-        body = json.dumps(payload).encode()
+    def setup(self):
+        self.timeout = self.server.read_timeout  # each read: a slow or idle client is dropped, its worker freed
+        super().setup()
+
+    def _reply(self, status, text, method):
+        data = text.encode("utf-8", "surrogateescape")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(body)
+        if method != "HEAD":
+            self.wfile.write(data)
 
-    def _handle(self, method):
-        server = self.server.model_server
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own errors (bad request line, unknown method, ...): JSON too, then close."""
+        self.close_connection = True
         try:
-            path = self.path.split("?", 1)[0]
-            match = REST_PATH.fullmatch(path)
-            if not match:
-                raise ServingError(Code.NOT_FOUND, f"Malformed request: {method} {path}")
-            name, label, resource, verb = match["name"], match["label"], match["resource"], match["method"]
-            version = int(match["version"]) if match["version"] else None
-            if method == "GET" and verb is None and resource is None:
-                payload = {"model_version_status": [
-                    {"version": str(v), "state": State.Name(state),
-                     "status": {"error_code": "UNKNOWN" if error else "OK", "error_message": error}}
-                    for v, state, error in server.status(name, version, label)]}
-            elif method == "GET" and resource == "metadata":
-                loaded = server.resolve(name, version, label)
-                payload = {"model_spec": {"name": name, "signature_name": "", "version": str(loaded.version)},
-                           "metadata": {"signature_def": json_format.MessageToDict(
-                               loaded.signature_defs, preserving_proto_field_name=True)}}
-            elif method == "POST" and verb == "predict":
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    body = json.loads(self.rfile.read(length) or b"null")
-                except ValueError as err:
-                    raise ServingError(Code.INVALID_ARGUMENT, f"JSON Parse error: {err}") from None
-                payload = rest_predict(server.resolve(name, version, label), body)
-            elif method == "POST" and verb in ("classify", "regress"):
-                raise ServingError(Code.UNIMPLEMENTED, f"{verb} is not implemented by this development server")
-            else:
-                raise ServingError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
-            self._reply(200, payload)
-        except ServingError as err:
-            self._reply(HTTP_STATUS.get(err.code, 500), {"error": err.message})
-        except Exception as err:  # noqa: BLE001 - a bug must not take the server down
+            self._reply(code, json_io.error_body(message or http.HTTPStatus(code).phrase), self.command or "GET")
+        except (OSError, ValueError):
+            pass
+
+    def _body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while True:
+                size_line = self.rfile.readline(1024).split(b";")[0].strip()
+                size = int(size_line, 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+            data = b"".join(parts)
+        else:
+            length = self.headers.get("Content-Length")
+            data = self.rfile.read(int(length)) if length else b""
+        if "gzip" in self.headers.get("Content-Encoding", "").lower():
+            try:
+                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                data = decompressor.decompress(data, MAX_GUNZIPPED_BYTES)
+            except zlib.error:
+                data = b""  # as TensorFlow Serving: the body is then empty
+        return data
+
+    def _handle(self):
+        method = self.command
+        try:
+            try:
+                body = self._body()
+            except ValueError:
+                self.close_connection = True
+                self._reply(400, json_io.error_body("Malformed request: the body's length (Content-Length or a "
+                                                    "chunk size) is not a number"), method)
+                return
+            if not API_PATH.fullmatch(self.path):
+                self._reply(404, json_io.error_body("Not Found"), method)
+                return
+            if method == "OPTIONS":
+                origin = self.headers.get("Origin", "")
+                self._reply(200 if re.match(r"https?://", origin) else 400, "", method)
+                return
+            status, text = self.server.api.handle(method, self.path, body)
+            self._reply(status, text, method)
+        except (OSError, TimeoutError):
+            self.close_connection = True
+        except Exception as err:
             traceback.print_exc()
-            self._reply(500, {"error": f"{type(err).__name__}: {err}"})
+            self.close_connection = True
+            self._reply(500, json_io.error_body(f"{type(err).__name__}: {err}"), method)
 
-    def do_GET(self):
-        self._handle("GET")
-
-    def do_POST(self):
-        self._handle("POST")
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
 
-def start_rest(server, address, port):
+class RestServer(http.server.HTTPServer):
+    """An HTTP server with a fixed pool of workers (ThreadingHTTPServer's thread per connection is unbounded)."""
+
+    allow_reuse_address = True  # SO_REUSEADDR (not SO_REUSEPORT): a port in use is still refused
+    request_queue_size = 128
+
+    def __init__(self, address, api, workers, read_timeout):
+        super().__init__(address, Handler)
+        self.api, self.read_timeout = api, read_timeout
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
+        self.pending = threading.BoundedSemaphore(workers * 64)
+
+    def process_request(self, request, client_address):
+        if not self.pending.acquire(blocking=False):  # far more connections waiting than workers: refuse
+            self.shutdown_request(request)
+            return
+        self.pool.submit(self._work, request, client_address)
+
+    def _work(self, request, client_address):
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.pending.release()
+
+    def handle_error(self, request, client_address):
+        pass  # a client that went away mid-request is not the server's problem
+
+
+def start_rest(server, options, address, port):
+    api = Api(server, options.rest_api_timeout_in_ms)
     try:
-        httpd = http.server.ThreadingHTTPServer((address, port), RestHandler)
+        httpd = RestServer((address, port), api, options.rest_api_num_threads, options.rest_api_read_timeout)
     except OSError as err:
-        raise UserError(f"cannot listen for REST on {address}:{port}: {err.strerror}") from None
-    httpd.daemon_threads = True
-    httpd.model_server = server
+        raise UserError(f"cannot listen for REST on {address}:{port}: {err.strerror} (another serve.py or model "
+                        "server?)") from None
     threading.Thread(target=httpd.serve_forever, name="rest", daemon=True).start()
+    log(f"Exporting HTTP/REST API at:{address}:{port} ...")
     return httpd
-
 

@@ -1,76 +1,117 @@
 """A development model server that speaks TensorFlow Serving's gRPC and REST APIs.
 
 On the cluster the model is served by TensorFlow Serving itself
-(kube/serving.yaml). Without a cluster or Docker, this serves the same export
-directory with the same flags and the same API, so the same client works:
+(kube/serving.yaml). Without a cluster or Docker, src/serve.py serves the same
+export directory with the same flags and the same API, so the same client
+works, and a client written against one works against the other:
 
     python src/serve.py --model_name mnist --model_base_path runs/local/export --port 8500 --rest_api_port 8501
 
-It loads the highest integer version under --model_base_path, polls for newer
-ones every --file_system_poll_wait_seconds and swaps them in without a
+It serves the highest integer version under --model_base_path, looks for
+newer ones every --file_system_poll_wait_seconds and swaps them in without a
 restart (the old version answers until the new one is loaded). Or, as
 tensorflow_model_server, it serves what a model config file says (models,
 version policies, the labels `stable` and `canary` of an A/B rollout) and
-reads the file again every --model_config_file_poll_wait_seconds:
+reads the file again every --model_config_file_poll_wait_seconds.
 
-    python src/serve.py --model_config_file models.config --model_config_file_poll_wait_seconds 2 --rest_api_port 8501
+Where it differs from TensorFlow Serving, on purpose: it listens on loopback
+unless --bind_address says otherwise; a port in use is an error at start-up
+(TensorFlow Serving would silently share its gRPC port with the other
+process); a --model_base_path that does not exist is an error, not a wait.
+It is a development server: one process, no TLS, no authentication.
 
-Mistakes get the status codes TensorFlow Serving gives them. It is a
-development server: one process, no TLS, no authentication, loopback only
-unless --bind_address says otherwise. Use tensorflow/serving in production.
-
-Speed: each version's signatures are loaded once and called as concrete
-functions (no retracing for any batch size), and concurrent requests for the
-same signature are merged into one call (--enable_batching, on by default):
-the model computes a batch of 16 images in about three times the time of one.
+The parts: flags (no TensorFlow), models and config_file (versions, policies,
+labels), signatures and inference (Predict, Classify, Regress), json_io and
+json_tensor (the REST API's JSON), grpc_api and rest_api, batching.
 """
 import signal
 import sys
 import time
+import types
 
 import tensorflow as tf
 
 from tfk8s.cli import UserError
+from tfk8s.serving import batching
 from tfk8s.serving.config_file import ModelConfigFile
 from tfk8s.serving.grpc_api import start_grpc
 from tfk8s.serving.models import ModelServer, ServedModel
-from tfk8s.serving.protocol import log
+from tfk8s.serving.protocol import ServingError, log
 from tfk8s.serving.rest_api import start_rest
+from tfk8s.serving.tensors import MAX_MESSAGE_BYTES
+
+
+def options_from(args):
+    """What the parts need from the flags."""
+    make_scheduler = None
+    if args.enable_batching:
+        try:
+            params = batching.read_parameters(args.batching_parameters_file)
+        except ValueError as err:
+            raise UserError(f"Failed to start server. Error: INVALID_ARGUMENT: {err}") from None
+        make_scheduler = lambda signature: batching.Scheduler(signature.call, params, f"batch-{signature.name}")
+    max_bytes = args.grpc_channel_arguments.get("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)
+    return types.SimpleNamespace(
+        max_num_load_retries=args.max_num_load_retries, load_retry_interval=args.load_retry_interval_micros / 1e6,
+        make_scheduler=make_scheduler,
+        max_tensor_bytes=max_bytes if isinstance(max_bytes, int) and max_bytes > 0 else MAX_MESSAGE_BYTES,
+        tensor_content=args.enable_serialization_as_tensor_content,
+        grpc_channel_arguments=args.grpc_channel_arguments, grpc_max_threads=args.grpc_max_threads,
+        rest_api_num_threads=args.rest_api_num_threads, rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        rest_api_read_timeout=args.rest_api_read_timeout_seconds)
+
+
+def wait_for_first_versions(server):
+    """As ServerCore::Create: block until every model's newest version is AVAILABLE or failed for good."""
+    waiting_logged = set()
+    while True:
+        server.poll()
+        models = list(server.models.values())
+        for model in models:
+            if not model.aspired(model.listing() or {}) and model.name not in waiting_logged:
+                log(f"waiting for a version of {model.name} under {model.base_path} (a directory named by an "
+                    "integer, holding a SavedModel)")
+                waiting_logged.add(model.name)
+        if all(model.settled() for model in models):
+            break
+        time.sleep(0.2)
+    failed = [(m, v) for m in models for v in m.failed if not m.loaded and v in m.states]
+    if failed:
+        errors = "".join(f"{{{{name: {m.name} version: {v}}} due to error: {m.states[v].code.name}: "
+                         f"{m.states[v].message}}}, " for m, v in failed)
+        raise UserError(f"Failed to start server. Error: UNKNOWN: {len(failed)} servable(s) did not become "
+                        f"available: {errors}")
 
 
 def serve(args):
     """Serve until Ctrl-C or SIGTERM; `args` are serve.py's flags (tfk8s.serving.flags)."""
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    options = options_from(args)
     server = ModelServer()
     config = None
     if args.model_config_file:
-        config = ModelConfigFile(args.model_config_file, server, args.max_batch_size, args.enable_batching)
-        config.reload(first=True)
+        config = ModelConfigFile(args.model_config_file, server, options,
+                                 args.allow_version_labels_for_unavailable_models)
+        try:
+            config.apply(config.read())
+        except ServingError as err:
+            raise UserError(f"Failed to start server. Error: {err}") from None
     else:
-        server.models = {args.model_name: ServedModel(args.model_name, args.model_base_path,
-                                                      args.max_batch_size, args.enable_batching)}
+        server.models = {args.model_name: ServedModel(args.model_name, args.model_base_path, options)}
     log(f"serve.py: a development server with TensorFlow Serving's API for "
-        f"{', '.join(f'{m.name!r} from {m.base_path}' for m in server.models.values())}")
+        f"{', '.join(f'{m.name!r} from {m.base_path}' for m in server.models.values()) or 'no model'}")
 
-    # Like tensorflow_model_server: open the ports only once every model has a version that answers.
-    server.poll()
-    for model in server.models.values():
-        if not model.aspired_versions(model.versions_on_disk()):
-            log(f"waiting for a version of {model.name} under {model.base_path} (a directory named by an integer"
-                f"{' that its version policy asks for' if model.policy[0] == 'specific' else ''})")
-    while not all(model.loaded for model in server.models.values()):
-        for model in server.models.values():
-            if model.given_up():
-                raise UserError(f"no version of {model.name} under {model.base_path} could be loaded: "
-                                f"{model.status()[0][2]}")
-        time.sleep(1)
-        server.poll()
-    if config:
-        config.set_labels(strict=True)
-
-    grpc_server = start_grpc(server, args.bind_address, args.port, args.grpc_max_threads)
-    httpd = start_rest(server, args.bind_address, args.rest_api_port) if args.rest_api_port else None
+    # Like tensorflow_model_server: open the ports only once every model's first versions loaded (or failed).
+    wait_for_first_versions(server)
+    grpc_server = start_grpc(server, config, options, args.bind_address, args.port)
+    log(f"Running gRPC ModelServer at {args.bind_address}:{args.port} ...")
+    httpd = None
+    if args.rest_api_port == args.port:
+        log("server_options.http_port cannot be same as grpc_port. Please use a different port for HTTP/REST API. "
+            "Skipped exporting HTTP/REST API.")
+    elif args.rest_api_port:
+        httpd = start_rest(server, options, args.bind_address, args.rest_api_port)
     rest = f", REST API on http://{args.bind_address}:{args.rest_api_port}/v1/models/" if httpd else ""
     log(f"gRPC API on {args.bind_address}:{args.port}{rest} (Ctrl-C stops)")
 
@@ -82,11 +123,13 @@ def serve(args):
     due = {action: time.monotonic() + seconds for action, seconds in every.items() if seconds > 0}
     try:
         while True:
-            time.sleep(0.5)
+            time.sleep(0.2)
             now = time.monotonic()
             for action in [a for a, t in due.items() if now >= t]:
                 due[action] = now + every[action]
                 action()
+            if not due and any(m.retry_at for m in server.models.values()):
+                server.poll()  # load retries come due even when the file system is not polled
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
@@ -94,4 +137,3 @@ def serve(args):
             httpd.shutdown()
         grpc_server.stop(grace=2).wait()
         log("stopped")
-
