@@ -48,6 +48,20 @@ def trained_model(tmp_path_factory):
     return {"model_dir": model_dir, "export_dir": export_dir, "version": versions[0], "stdout": result.stdout}
 
 
+@pytest.fixture(scope="session")
+def half_plus_two_exports(tmp_path_factory):
+    """TensorFlow Serving's test model (serving_models.py), versions 1 (y = 0.5x + 1) and 2 (y = 0.5x + 2).
+
+    Shared: a test that changes versions works on a copy.
+    """
+    from serving_models import half_plus_two  # imports TensorFlow: only for the tests that serve it
+    root = tmp_path_factory.mktemp("half_plus_two") / "m"
+    root.mkdir()
+    half_plus_two(root, 1, offset=1.0)
+    half_plus_two(root, 2)
+    return root
+
+
 FAKE_KUBECTL = """#!{python}
 # Stands in for kubectl: logs each call (and what was piped into it), answers like a cluster would.
 import json, os, sys

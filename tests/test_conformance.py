@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import requests
 
-from serving_models import half_plus_two
 from tfk8s.serving import process
 from tfk8s.serving.tensors import DT, apis, to_ndarray, to_tensor_proto
 
@@ -22,12 +21,8 @@ Code = grpc.StatusCode
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    export_dir = tmp_path_factory.mktemp("conformance") / "m"
-    export_dir.mkdir()
-    half_plus_two(export_dir, 1, offset=1.0)
-    half_plus_two(export_dir, 2)
-    with process.running(export_dir, "m") as running:
+def server(half_plus_two_exports):
+    with process.running(half_plus_two_exports, "m") as running:
         channel = grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}")
         yield {"rest": running.rest_port, "grpc": running.grpc_port, "log": running.log,
                "predict": apis.prediction_service_pb2_grpc.PredictionServiceStub(channel),
@@ -463,6 +458,15 @@ def test_classify_regress_and_multi_inference_over_grpc(server):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Classify(default, timeout=30)
     assert caught.value.details().startswith("No classification inputs found in SignatureDef: ")
+
+
+@pytest.mark.parametrize("text, decoded", [
+    ("aGVsbG8=", b"hello"), ("aGVsbG8", b"hello"), ("aGVs bG8=\n", b"hello"), ("aGVsbG8.", b"hello"), ("", b""),
+    ("aGVsbG8==", None), ("aGVsbG8=x", None), ("a", None), ("***", None), ("aGVsbG8-", None),
+])
+def test_b64_is_decoded_as_absl_base64unescape_decodes_it(text, decoded):
+    from tfk8s.serving.json_tensor import base64_unescape
+    assert base64_unescape(text) == decoded
 
 
 def test_tensor_helpers_round_trip_typed_fields_and_content():

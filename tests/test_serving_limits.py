@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from conftest import SRC, assert_one_line_error, run_script
-from serving_models import half_plus_two
 from tfk8s.cli import child_env
 from tfk8s.serving import process
 from tfk8s.serving.tensors import DT, apis, to_ndarray, to_tensor_proto
@@ -44,13 +43,9 @@ def threads(pid):
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """export_dir/1 (y = 0.5x + 1), export_dir/2 (y = 0.5x + 2); copied by the tests that change them."""
-    root = tmp_path_factory.mktemp("limits") / "m"
-    root.mkdir()
-    half_plus_two(root, 1, offset=1.0)
-    half_plus_two(root, 2)
-    return root
+def exports(half_plus_two_exports):
+    """export_dir/1 (y = 0.5x + 1), export_dir/2 (y = 0.5x + 2): copied by each test, which changes its copy."""
+    return half_plus_two_exports
 
 
 def copy_versions(exports, target, *versions):
@@ -159,7 +154,7 @@ def test_hostile_http_clients_get_json_errors_and_cannot_hold_the_workers(export
         for request, status, fragment in [
             (b"POST /v1/models/m:predict HTTP/1.1\r\nContent-Length: abc\r\n\r\n", "400", "not a number"),
             (b"POST /v1/models/m:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-             b"5\r\n{\"ins\r\n12\r\ntances\": [1.0]}\r\n0\r\n\r\n", "200", '"predictions": [2.5'),
+             b"5\r\n{\"ins\r\nf\r\ntances\": [1.0]}\r\n0\r\n\r\n", "200", '"predictions": [2.5'),
             (b"TRACE /v1/models/m HTTP/1.1\r\n\r\n", "501", '"error"'),
             (b"GARBAGE\r\n\r\n", "400", '"error"'),
         ]:

@@ -68,23 +68,20 @@ class PredictionService(apis.prediction_service_pb2_grpc.PredictionServiceServic
             response.outputs[alias].CopyFrom(to_tensor_proto(value, self.options.tensor_content))
         return response
 
-    @_method
-    def Classify(self, request, context):
+    def _examples(self, request, context, response, infer):
         spec = _spec(request)
         loaded = self.server.resolve(spec)
-        response = apis.classification_pb2.ClassificationResponse()
-        name = inference.classify(loaded, spec.signature_name, request.input, response.result, _cancelled(context))
+        name = infer(loaded, spec.signature_name, request.input, response.result, _cancelled(context))
         response.model_spec.CopyFrom(make_spec(spec.name, loaded.version, name))
         return response
 
     @_method
+    def Classify(self, request, context):
+        return self._examples(request, context, apis.classification_pb2.ClassificationResponse(), inference.classify)
+
+    @_method
     def Regress(self, request, context):
-        spec = _spec(request)
-        loaded = self.server.resolve(spec)
-        response = apis.regression_pb2.RegressionResponse()
-        name = inference.regress(loaded, spec.signature_name, request.input, response.result, _cancelled(context))
-        response.model_spec.CopyFrom(make_spec(spec.name, loaded.version, name))
-        return response
+        return self._examples(request, context, apis.regression_pb2.RegressionResponse(), inference.regress)
 
     @_method
     def MultiInference(self, request, context):

@@ -125,21 +125,23 @@ def _signature_def(loaded, name, check):
     return definition
 
 
-def classify(loaded, signature_name, input_message, result, cancelled=None):
-    """The ClassificationResult of `input_message`; returns the signature name the response reports."""
+def _infer(loaded, signature_name, input_message, result, cancelled, check, post):
     name = signature_name or DEFAULT_SIGNATURE
-    _signature_def(loaded, name, check_classification)
+    _signature_def(loaded, name, check)
     examples = serialized_examples(input_message)
-    classification_result(_run(loaded, name, examples, cancelled), len(examples), result)
+    post(_run(loaded, name, examples, cancelled), len(examples), result)
     return name
+
+
+def classify(loaded, signature_name, input_message, result, cancelled=None):
+    """Fill the ClassificationResult of `input_message`; returns the signature name the response reports."""
+    return _infer(loaded, signature_name, input_message, result, cancelled, check_classification,
+                  classification_result)
 
 
 def regress(loaded, signature_name, input_message, result, cancelled=None):
-    name = signature_name or DEFAULT_SIGNATURE
-    _signature_def(loaded, name, check_regression)
-    examples = serialized_examples(input_message)
-    regression_result(_run(loaded, name, examples, cancelled), len(examples), result)
-    return name
+    """Fill the RegressionResult of `input_message`; returns the signature name the response reports."""
+    return _infer(loaded, signature_name, input_message, result, cancelled, check_regression, regression_result)
 
 
 def multi_inference(server, request, response, make_spec, cancelled=None):

@@ -41,13 +41,30 @@ def _is_b64(value):
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
+def base64_unescape(text):
+    """absl::Base64Unescape: whitespace anywhere is skipped, '=' or '.' pads, and the padding may be left
+    out (but if given, it must be right). None when the text is not base64."""
+    cut = min([i for i in (text.find("="), text.find(".")) if i >= 0], default=len(text))
+    data = "".join(c for c in text[:cut] if c not in " \t\n\v\f\r")
+    tail = text[cut:]
+    if any(c not in "=. \t\n\v\f\r" for c in tail) or len(data) % 4 == 1:
+        return None
+    expected = {0: 0, 2: 2, 3: 1}[len(data) % 4]
+    if sum(c in "=." for c in tail) not in (0, expected):
+        return None
+    try:
+        return base64.b64decode(data + "=" * expected, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _b64(value):
     if not _is_b64(value):
         raise invalid(f"JSON Value: {debug_string(value)} not formatted correctly for base64 data")
-    try:
-        return base64.b64decode(value["b64"].encode("utf-8", "surrogateescape"), validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid("Unable to base64 decode") from None
+    decoded = base64_unescape(value["b64"])
+    if decoded is None:
+        raise invalid("Unable to base64 decode")
+    return decoded
 
 
 def _type_error(value, dtype):

@@ -145,6 +145,7 @@ class Api:
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "serve.py"
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # a garbled request line still gets a status line and headers
 
     def log_message(self, format, *args):
         pass
