@@ -16,6 +16,7 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import text_format
 
 from conftest import SRC, assert_one_line_error, run_script
 from tfk8s.cli import child_env
@@ -263,6 +264,13 @@ def test_a_refused_model_config_changes_nothing(exports, tmp_path):
         wait_for(lambda: "Request to assign label to version 3" in server.log(), "the refusal", server)
         time.sleep(1.5)
         assert answer(server, label="stable") == (1.5, 1) and answer(server, version=1) == (1.5, 1)
+        # The same over gRPC (HandleReloadConfigRequest): the status says why, nothing changes.
+        request = apis.model_management_pb2.ReloadConfigRequest()
+        text_format.Parse(config_text(base, [2], {"stable": 7}), request.config)
+        status = stubs(server)[1].HandleReloadConfigRequest(request, timeout=30).status
+        assert (status.error_code, status.error_message) == (9, "Request to assign label to version 7 of model m, "
+                                                                "which is not currently available for inference")
+        assert answer(server, version=1) == (1.5, 1)
         # A byte that is not UTF-8: refused, logged once, nothing changes.
         path.write_bytes(config_text(base, [1, 2], {"stable": 1}).encode() + b"\xff")
         wait_for(lambda: "is not UTF-8" in server.log(), "the refusal", server)

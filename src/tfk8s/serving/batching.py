@@ -94,25 +94,33 @@ def read_parameters(path=None):
 class _Task:
     def __init__(self, inputs, rows, cancelled):
         self.inputs, self.rows, self.cancelled = inputs, rows, cancelled
-        self.done, self.outputs, self.error = threading.Event(), None, None
+        self.outputs, self.error, self.finished = None, None, False
+        self.signal = threading.Event()  # set when finished, or when offered to run the next batch
 
 
 class Scheduler:
-    """One signature's batch queue and its batch threads."""
+    """One signature's batch queue.
+
+    The batch "threads" are the callers' own: a caller whose request is
+    queued runs the next ready batch itself when fewer than num_batch_threads
+    batches are running, then offers the next one to the oldest caller still
+    waiting. No thread is added, and no hand-off to another thread is paid
+    per batch: under load, batches grow by themselves while the model runs.
+    """
 
     def __init__(self, call, params, name="batch"):
-        self.call = call
+        self.call, self.name = call, name
         self.max_batch_size = params["max_batch_size"]
         self.timeout = params["batch_timeout_micros"] / 1e6
         self.max_batches = params["max_enqueued_batches"]
+        self.threads = params["num_batch_threads"]
         self.allowed = params["allowed_batch_sizes"]
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
         self.batches = deque()  # each [tasks, rows, opened at]
-        for i in range(params["num_batch_threads"]):
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True).start()
+        self.running = 0
 
     def run(self, inputs, cancelled=None):
-        """Queue one request's inputs; block until its batch ran; its own rows of every output."""
+        """Queue one request's inputs; return its own rows of every output once its batch ran."""
         sizes = set()
         for value in inputs.values():
             if value.ndim == 0:
@@ -126,7 +134,7 @@ class Scheduler:
         if rows == 0:
             return self.call(inputs)
         task = _Task(inputs, rows, cancelled)
-        with self.cond:
+        with self.lock:
             if not self.batches or self.batches[-1][1] + rows > self.max_batch_size:
                 if len(self.batches) >= self.max_batches:
                     raise ServingError(Code.UNAVAILABLE, "The batch scheduling queue to which this task was "
@@ -135,39 +143,56 @@ class Scheduler:
                 self.batches.append([[], 0, time.monotonic()])
             self.batches[-1][0].append(task)
             self.batches[-1][1] += rows
-            self.cond.notify()
-        task.done.wait()
+        while not task.finished:
+            batch, wait = self._claim()
+            if batch is not None:
+                self._run(batch)
+                continue
+            task.signal.wait(wait)
+            task.signal.clear()
         if task.error is not None:
             raise task.error
         return task.outputs
 
-    def _next_batch(self):
-        with self.cond:
-            while True:
-                if self.batches:
-                    tasks, rows, opened = self.batches[0]
-                    wait = opened + self.timeout - time.monotonic()
-                    if rows >= self.max_batch_size or len(self.batches) > 1 or wait <= 0:
-                        return self.batches.popleft()[0]
-                    self.cond.wait(wait)
-                else:
-                    self.cond.wait()
+    def _claim(self):
+        """(the next batch to run, None) if this caller may run it now, else (None, seconds to wait at most)."""
+        with self.lock:
+            if not self.batches:
+                return None, None
+            tasks, rows, opened = self.batches[0]
+            wait = opened + self.timeout - time.monotonic()
+            if self.running >= self.threads:
+                return None, None
+            if rows >= self.max_batch_size or len(self.batches) > 1 or wait <= 0:
+                self.running += 1
+                return self.batches.popleft()[0], None
+            return None, wait
 
-    def _work(self):
-        while True:
-            tasks = self._next_batch()
-            live = []
+    def _finish(self, tasks):
+        with self.lock:
+            self.running -= 1
             for task in tasks:
-                if task.cancelled is not None and task.cancelled():
-                    skipped()
-                    task.error = ServingError(Code.CANCELLED, "Cancelled")
-                    task.done.set()
-                else:
-                    live.append(task)
-            if live:
-                self._run(live)
+                task.finished = True
+                task.signal.set()
+            if self.batches:  # the oldest caller still waiting runs the next batch
+                self.batches[0][0][0].signal.set()
 
     def _run(self, tasks):
+        """Run one batch: its cancelled tasks dropped, the rest merged into one call of the model."""
+        live = []
+        for task in tasks:
+            if task.cancelled is not None and task.cancelled():
+                skipped()
+                task.error = ServingError(Code.CANCELLED, "Cancelled")
+            else:
+                live.append(task)
+        try:
+            if live:
+                self._merged(live)
+        finally:
+            self._finish(tasks)
+
+    def _merged(self, tasks):
         try:
             first = tasks[0].inputs
             for task in tasks[1:]:
@@ -195,5 +220,3 @@ class Scheduler:
         except Exception as err:
             for task in tasks:
                 task.error = ServingError(Code.INTERNAL, f"{type(err).__name__}: {err}")
-        for task in tasks:
-            task.done.set()

@@ -7,8 +7,7 @@ ignored). "signature_name", when present, must be a string. Values must fit
 the input's dtype: booleans are not numbers, 1.0 is not an int32; a string
 input takes strings or {"b64": "..."}. Outputs come back the same way
 ("predictions" or "outputs"); a string output whose alias ends in `_bytes`
-is written as {"b64": ...}. Classify and regress take {"examples": [{feature:
-value or list}], "context": {...}} and answer {"results": ...}.
+is written as {"b64": ...}. Classify and regress: json_examples.py.
 """
 import base64
 import binascii
@@ -17,19 +16,19 @@ import numpy as np
 
 from tfk8s.serving.json_io import PrettyWriter, debug_string, decimal, escape, type_name
 from tfk8s.serving.protocol import Code, ServingError, invalid
-from tfk8s.serving.tensors import DT, DTYPES, apis, dtype_name
+from tfk8s.serving.tensors import DT, DTYPES, dtype_name
 
 INT32, INT64, UINT32, UINT64 = (2**31, 2**63, 2**32, 2**64)
 
 
-def _format_error(doc, *words):
+def format_error(doc, *words):
     return invalid(f"JSON Value: {debug_string(doc)} " + "".join(words))
 
 
 def check_document(doc):
     """ParseJson's object check and FillSignature: the signature name the body asks for ("" if none)."""
     if not isinstance(doc, dict):
-        raise _format_error(doc, "Is not object")
+        raise format_error(doc, "Is not object")
     name = doc.get("signature_name", "")
     if not isinstance(name, str):
         raise invalid(f"JSON Value: {debug_string(doc)} not formatted correctly. 'signature_name' key must be a "
@@ -37,7 +36,7 @@ def check_document(doc):
     return name
 
 
-def _is_b64(value):
+def is_b64(value):
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
@@ -58,8 +57,8 @@ def base64_unescape(text):
         return None
 
 
-def _b64(value):
-    if not _is_b64(value):
+def b64_value(value):
+    if not is_b64(value):
         raise invalid(f"JSON Value: {debug_string(value)} not formatted correctly for base64 data")
     decoded = base64_unescape(value["b64"])
     if decoded is None:
@@ -129,7 +128,7 @@ def _fill(value, level, shape, dtype, out):
         if isinstance(value, dict):
             if dtype != DT.DT_STRING:
                 raise _type_error(value, dtype)
-            out.append(_b64(value))
+            out.append(b64_value(value))
         else:
             out.append(_scalar(value, dtype))
         return
@@ -181,7 +180,7 @@ def to_tensor(value, dtype, booleans=True):
 
 
 def _element(value):
-    return isinstance(value, dict) and not _is_b64(value)
+    return isinstance(value, dict) and not is_b64(value)
 
 
 def predict_inputs(doc, signature, booleans=True):
@@ -189,16 +188,16 @@ def predict_inputs(doc, signature, booleans=True):
     infos = signature.inputs
     instances, inputs = doc.get("instances"), doc.get("inputs")
     if "instances" in doc and "inputs" in doc:
-        raise _format_error(doc, "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to "
+        raise format_error(doc, "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to "
                                  "exist ")
     if "instances" in doc:
         if not isinstance(instances, list):
-            raise _format_error(doc, "Expecting 'instances' to be an list/array")
+            raise format_error(doc, "Expecting 'instances' to be an list/array")
         if not instances:
-            raise _format_error(doc, "No values in 'instances' array")
+            raise format_error(doc, "No values in 'instances' array")
         return _rows(instances, infos, booleans), "row"
     if "inputs" in doc:
-        if not isinstance(inputs, dict) or _is_b64(inputs):
+        if not isinstance(inputs, dict) or is_b64(inputs):
             if len(infos) > 1:
                 raise invalid("inputs is a plain value/list, but expecting an object as multiple input tensors "
                               "required as per tensorinfo_map")
@@ -365,97 +364,3 @@ def _walk(writer, texts, shape, dim, offset):
         offset = _walk(writer, texts, shape, dim + 1, offset)
     writer.end()
     return offset
-
-
-# ---------------------------------------------------------------- classify and regress
-
-def _feature_kind_error(name, kind):
-    return invalid(f"Unexpected element type in feature: {name} expecting type: {kind}")
-
-
-def _add_to_feature(value, name, feature):
-    """AddValueToFeature: the first value fixes the feature's kind."""
-    kind = feature.WhichOneof("kind")
-    if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
-        raise invalid(f"Feature: {name} has element with unexpected JSON type: {type_name(value)}")
-    if isinstance(value, bool) or (isinstance(value, int) and not isinstance(value, bool)):
-        if kind not in (None, "int64_list"):
-            raise _feature_kind_error(name, kind.split("_")[0])
-        if not isinstance(value, bool) and not -INT64 <= value < INT64:
-            if 0 <= value < UINT64:
-                raise invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
-            return _add_to_feature(float(value), name, feature)
-        feature.int64_list.value.append(int(value))
-    elif isinstance(value, float):
-        if kind not in (None, "float_list"):
-            raise _feature_kind_error(name, kind.split("_")[0])
-        feature.float_list.value.append(value)
-    else:
-        if kind not in (None, "bytes_list"):
-            raise _feature_kind_error(name, kind.split("_")[0])
-        feature.bytes_list.value.append(_b64(value) if isinstance(value, dict) else
-                                        value.encode("utf-8", "surrogateescape"))
-
-
-def _example(value, example):
-    """MakeExampleFromJsonObject."""
-    if not isinstance(value, dict):
-        raise invalid(f"Example must be JSON object but got JSON {type_name(value)}")
-    for name, content in value.items():
-        feature = apis.feature_pb2.Feature()
-        for item in content if isinstance(content, list) else [content]:
-            _add_to_feature(item, name, feature)
-        example.features.feature[name].CopyFrom(feature)
-
-
-def examples_input(doc):
-    """FillClassifyRegressRequestFromJson: the request body's Input message."""
-    input_message = apis.input_pb2.Input()
-    if "context" in doc:
-        _example(doc["context"], input_message.example_list_with_context.context)
-    if "examples" not in doc:
-        raise _format_error(doc, "When method is classify, key 'examples' is expected and was not found")
-    examples = doc["examples"]
-    if not isinstance(examples, list):
-        raise _format_error(doc, "Expecting 'examples' value to be an list/array")
-    if not examples:
-        raise _format_error(doc, "'examples' value is an empty array")
-    target = (input_message.example_list_with_context.examples if "context" in doc
-              else input_message.example_list.examples)
-    for value in examples:
-        _example(value, target.add())
-    return input_message
-
-
-def classify_response(result):
-    writer = PrettyWriter()
-    writer.start(False)
-    writer.key("results")
-    writer.start(True)
-    for classifications in result.classifications:
-        writer.single_line = True
-        writer.start(True)
-        for cls in classifications.classes:
-            writer.start(True)
-            writer.raw(escape(cls.label))
-            writer.raw(decimal(cls.score))
-            writer.end()
-        writer.end()
-        writer.single_line = False
-    writer.end()
-    writer.end()
-    return writer.text()
-
-
-def regress_response(result):
-    writer = PrettyWriter()
-    writer.start(False)
-    writer.key("results")
-    writer.single_line = True
-    writer.start(True)
-    for regression in result.regressions:
-        writer.raw(decimal(regression.value))
-    writer.end()
-    writer.single_line = False
-    writer.end()
-    return writer.text()

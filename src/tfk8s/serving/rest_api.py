@@ -26,7 +26,7 @@ from google.protobuf import json_format
 
 from tfk8s import versions
 from tfk8s.cli import UserError
-from tfk8s.serving import inference, json_io, json_tensor
+from tfk8s.serving import inference, json_examples, json_io, json_tensor
 from tfk8s.serving.grpc_api import status_response
 from tfk8s.serving.protocol import Code, ServingError, http_status, invalid, log
 from tfk8s.serving.tensors import apis
@@ -117,16 +117,16 @@ class Api:
             outputs = signature.predict_arrays(arrays, cancelled)
             self._check_deadline(cancelled)
             return json_tensor.predict_response(outputs, layout)
-        input_message = json_tensor.examples_input(doc)
+        input_message = json_examples.examples_input(doc)
         loaded = self.server.resolve(_spec(name, version, label))
         if kind == "classify":
             result = apis.classification_pb2.ClassificationResult()
             inference.classify(loaded, signature_name, input_message, result, cancelled)
-            text = json_tensor.classify_response(result)
+            text = json_examples.classify_response(result)
         else:
             result = apis.regression_pb2.RegressionResult()
             inference.regress(loaded, signature_name, input_message, result, cancelled)
-            text = json_tensor.regress_response(result)
+            text = json_examples.regress_response(result)
         self._check_deadline(cancelled)
         return text
 
