@@ -469,6 +469,18 @@ def test_b64_is_decoded_as_absl_base64unescape_decodes_it(text, decoded):
     assert base64_unescape(text) == decoded
 
 
+@pytest.mark.parametrize("name, version", [
+    ("1", 1), ("00000123", 123), ("20170111173521", 20170111173521), ("+1", 1), ("-5", -5), (" 7\n", 7),
+    ("9223372036854775807", 2**63 - 1), ("9223372036854775808", None), ("99999999999999999999", None),
+    ("²", None), ("٣", None), ("1.0", None), ("0x10", None), ("1_000", None), ("2.denied", None),
+    ("non_numerical_child", None), ("", None), ("+", None), ("latest", None),
+])
+def test_version_directory_names_are_read_as_simple_atoi_reads_them(name, version):
+    """file_system_storage_path_source.cc ParseVersionNumber: absl::SimpleAtoi into int64."""
+    from tfk8s import versions
+    assert versions.parse(name) == version
+
+
 def test_tensor_helpers_round_trip_typed_fields_and_content():
     for array in (np.arange(6, dtype=np.float32).reshape(2, 3), np.array([True, False]), np.arange(3, dtype=np.int64),
                   np.array([1.5, -2], np.float16), np.array([b"a", b"\xff"], dtype=object)):

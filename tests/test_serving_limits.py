@@ -154,6 +154,8 @@ def test_hostile_http_clients_get_json_errors_and_cannot_hold_the_workers(export
 
         for request, status, fragment in [
             (b"POST /v1/models/m:predict HTTP/1.1\r\nContent-Length: abc\r\n\r\n", "400", "not a number"),
+            (b"POST /v1/models/m:predict HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", "400",
+             "a body of 99999999999 bytes"),
             (b"POST /v1/models/m:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
              b"5\r\n{\"ins\r\nf\r\ntances\": [1.0]}\r\n0\r\n\r\n", "200", '"predictions": [2.5'),
             (b"TRACE /v1/models/m HTTP/1.1\r\n\r\n", "501", '"error"'),
@@ -280,6 +282,11 @@ def test_a_refused_model_config_changes_nothing(exports, tmp_path):
         wait_for(lambda: f"Could not find base path {tmp_path / 'gone'}" in server.log(), "the warning", server)
         time.sleep(1.5)
         assert answer(server, label="stable") == (1.5, 1) and answer(server) == (2.5, 2)
+        # A model the config no longer lists is unloaded; its status stays, every version END.
+        path.write_text(config_text(base, [2], {}).replace('name: "m"', 'name: "other"'))
+        wait_for(lambda: "the model config no longer lists it" in server.log(), "m unloaded", server)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}/v1/models/m", timeout=30) as response:
+            assert {s["state"] for s in json.load(response)["model_version_status"]} == {"END"}
         assert server.process.poll() is None and "Traceback" not in server.log()
 
 
@@ -296,14 +303,25 @@ def test_a_second_server_on_a_port_in_use_is_a_one_line_error(exports, tmp_path)
 
 
 @pytest.mark.slow
-def test_tensor_content_on_request(exports, tmp_path):
+def test_tensor_content_method_name_check_and_cors_on_request(exports, tmp_path):
     base = copy_versions(exports, tmp_path / "m", 2)
-    with process.running(base, "m", ["--enable_serialization_as_tensor_content"]) as server:
+    flags = ["--enable_serialization_as_tensor_content", "--enable_signature_method_name_check",
+             "--rest_api_enable_cors_support"]
+    with process.running(base, "m", flags) as server:
+        predict = stubs(server)[0]
         request = apis.predict_pb2.PredictRequest()
         request.model_spec.name = "m"
         request.inputs["x"].CopyFrom(to_tensor_proto(np.array([1.0, 3.0], np.float32), content=False))
-        y = stubs(server)[0].Predict(request, timeout=30).outputs["y"]
+        y = predict.Predict(request, timeout=30).outputs["y"]
         assert not y.float_val and np.frombuffer(y.tensor_content, np.float32).tolist() == [2.5, 3.5]
+        regress = apis.regression_pb2.RegressionRequest()
+        regress.model_spec.name, regress.model_spec.signature_name = "m", "classify_x_to_y"
+        regress.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+        assert raises(predict.Regress, regress, timeout=30) == (
+            Code.INVALID_ARGUMENT, "Expected regression signature method_name to be tensorflow/serving/regress. "
+                                   "Was: tensorflow/serving/classify")
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}/v1/models/m", timeout=30) as response:
+            assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
 def test_flags_are_parsed_before_tensorflow_and_the_server_never_imports_the_client():

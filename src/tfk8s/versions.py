@@ -5,16 +5,14 @@ TensorFlow Serving's file-system source serves `<base_path>/<version>/`, where
 with an optional sign, surrounding ASCII whitespace ignored, leading zeros
 allowed (`007` is 7). Every other child (`.tmp-export-*`, `latest`, `²`, `٣`,
 a number past int64) is ignored. Of names that read as the same version
-(`1`, `01`) one is served. The
-trainer, the local server, the demo, the sweep's results and the benchmarks
-all list versions through this one module, so they never disagree with the
-real server (or crash on a name that only looks like a number).
+(`1`, `01`) one is served. The trainer, the local server, the demo, the
+sweep's results and the benchmarks all list versions through this one module,
+so they never disagree with the real server (or crash on a name that only
+looks like a number).
 """
 from pathlib import Path
 
 INT64_MAX = 2**63 - 1
-
-
 INT64_MIN = -(2**63)
 _WHITESPACE = " \t\n\v\f\r"
 _DIGITS = frozenset("0123456789")

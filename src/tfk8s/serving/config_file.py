@@ -74,6 +74,7 @@ class ModelConfigFile:
             model = self.server.models.get(m.name)
             if model is None:
                 model = ServedModel(m.name, m.base_path, self.options, policy)
+                self.server.retired.pop(m.name, None)
             else:
                 if model.base_path != Path(m.base_path):
                     log(f"{m.name}: base_path {model.base_path} -> {m.base_path}; the versions loaded keep serving "
@@ -82,6 +83,8 @@ class ModelConfigFile:
                 model.policy = policy
             models[m.name] = model
         gone = sorted(set(self.server.models) - set(models))
+        for name in gone:
+            self.server.retire(self.server.models[name])
         self.server.models = models  # one assignment: a request sees the old dict or the new one
         for m in configs:
             labels = dict(m.version_labels)

@@ -75,6 +75,11 @@ def parse_args(argv=None):
                         "1000, 0, 10, one thread per core)")
     _bool(p, "enable_serialization_as_tensor_content", False,
           "answer gRPC Predict with tensor_content bytes instead of the typed fields (float_val, ...)")
+    _bool(p, "enable_signature_method_name_check", False,
+          "Classify/Regress/Predict check the signature's method_name instead of its inputs and outputs")
+    _bool(p, "rest_api_enable_cors_support", False,
+          "REST answers carry Access-Control-Allow-Origin: * (and methods, headers) for browsers")
+    p.add_argument("--version", action="store_true", help="print the versions and exit")
     p.add_argument("--grpc_channel_arguments", type=channel_arguments, default={}, metavar="K=V,K=V",
                    help="gRPC server arguments, e.g. grpc.max_receive_message_length=104857600 (default: "
                         "messages up to 2 GiB, as TensorFlow Serving)")
@@ -89,6 +94,8 @@ def parse_args(argv=None):
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
                    help="operations run at once (0: one per core)")
     args = p.parse_args(argv)
+    if args.version:
+        return args
     for flag, low in (("port", 1), ("rest_api_port", 0), ("grpc_max_threads", 1), ("rest_api_num_threads", 1),
                       ("file_system_poll_wait_seconds", 0), ("model_config_file_poll_wait_seconds", 0),
                       ("max_num_load_retries", 0), ("load_retry_interval_micros", 0), ("rest_api_timeout_in_ms", 0),

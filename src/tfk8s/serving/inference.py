@@ -117,17 +117,26 @@ def _run(loaded, name, examples, cancelled):
     return signature.run({"inputs": examples}, signature.outputs, cancelled)
 
 
-def _signature_def(loaded, name, check):
+def _signature_def(loaded, name, check, method, what):
+    """GetClassificationSignatureDef / GetRegressionSignatureDef: the method name when
+    --enable_signature_method_name_check, else the signature's shape."""
     definition = loaded.signature_defs.signature_def.get(name)
     if definition is None or name not in loaded.signatures:
         raise invalid(f"No signature was found with the name: {name}")
-    check(definition)
+    if loaded.method_name_check:
+        if definition.method_name != method:
+            raise invalid(f"Expected {what} signature method_name to be {method}. Was: {definition.method_name}")
+    else:
+        check(definition)
     return definition
 
 
 def _infer(loaded, signature_name, input_message, result, cancelled, check, post):
     name = signature_name or DEFAULT_SIGNATURE
-    _signature_def(loaded, name, check)
+    if check is check_classification:
+        _signature_def(loaded, name, check, CLASSIFY, "classification")
+    else:
+        _signature_def(loaded, name, check, REGRESS, "regression")
     examples = serialized_examples(input_message)
     post(_run(loaded, name, examples, cancelled), len(examples), result)
     return name

@@ -93,7 +93,7 @@ class ServedModel:
             self.states[version] = VersionState(State.LOADING)
         began = time.time()
         try:
-            loaded = LoadedVersion(version, path, self.options.make_scheduler)
+            loaded = LoadedVersion(version, path, self.options)
         except LoadError as err:
             attempt = self.attempts.get(version, 0) + 1
             self.attempts[version] = attempt
@@ -155,6 +155,7 @@ class ModelServer:
 
     def __init__(self, models=()):
         self.models = {model.name: model for model in models}
+        self.retired = {}  # models a config no longer lists: their status stays, as TensorFlow Serving's
         self.poll_lock = threading.Lock()
         self.missing_logged = set()
 
@@ -180,7 +181,19 @@ class ModelServer:
         return model.resolve(version, label)
 
     def status(self, name, version=None):
-        return self.model(name, f"Could not find any versions of model {name}").status(version)
+        model = self.models.get(name) or self.retired.get(name)
+        if model is None:
+            raise ServingError(Code.NOT_FOUND, f"Could not find any versions of model {name}")
+        return model.status(version)
+
+    def retire(self, model):
+        """A model the config no longer lists: unloaded, its versions kept in GetModelStatus as END."""
+        with model.lock:
+            model.loaded.clear()
+            for state in model.states.values():
+                state.state = State.END
+        self.retired[model.name] = model
+        log(f"unloaded every version of {model.name}: the model config no longer lists it")
 
     def poll(self):
         """One look at every base path; a base path that is missing aborts the look for every model."""

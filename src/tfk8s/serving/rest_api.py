@@ -157,7 +157,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _reply(self, status, text, method):
         data = text.encode("utf-8", "surrogateescape")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if method != "OPTIONS":
+            self.send_header("Content-Type", "application/json")
+        if self.server.cors:
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Methods", "POST, GET")
+            self.send_header("Access-Control-Allow-Headers", "Content-Type")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if method != "HEAD":
@@ -172,11 +177,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             pass
 
     def _body(self):
+        """The request body; ValueError for a length that is not a number, or more than the server takes."""
+        limit, total = self.server.max_body, 0
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             parts = []
             while True:
                 size_line = self.rfile.readline(1024).split(b";")[0].strip()
                 size = int(size_line, 16)
+                total += size
+                if size < 0 or total > limit:
+                    raise ValueError(f"a body of more than {limit} bytes")
                 if size == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
@@ -185,8 +195,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.rfile.readline(1024)
             data = b"".join(parts)
         else:
-            length = self.headers.get("Content-Length")
-            data = self.rfile.read(int(length)) if length else b""
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0 or length > limit:
+                raise ValueError(f"a body of {length} bytes")
+            data = self.rfile.read(length)
         if "gzip" in self.headers.get("Content-Encoding", "").lower():
             try:
                 decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -200,10 +212,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             try:
                 body = self._body()
-            except ValueError:
+            except ValueError as err:
                 self.close_connection = True
-                self._reply(400, json_io.error_body("Malformed request: the body's length (Content-Length or a "
-                                                    "chunk size) is not a number"), method)
+                reason = str(err) if str(err).startswith("a body") else "a length that is not a number"
+                self._reply(400, json_io.error_body(
+                    f"Malformed request: {reason} (Content-Length or a chunk size); this server takes bodies of up "
+                    f"to {self.server.max_body} bytes (grpc.max_receive_message_length)"), method)
                 return
             if not API_PATH.fullmatch(self.path):
                 self._reply(404, json_io.error_body("Not Found"), method)
@@ -230,9 +244,9 @@ class RestServer(http.server.HTTPServer):
     allow_reuse_address = True  # SO_REUSEADDR (not SO_REUSEPORT): a port in use is still refused
     request_queue_size = 128
 
-    def __init__(self, address, api, workers, read_timeout):
+    def __init__(self, address, api, workers, read_timeout, cors=False, max_body=2**31 - 1):
         super().__init__(address, Handler)
-        self.api, self.read_timeout = api, read_timeout
+        self.api, self.read_timeout, self.cors, self.max_body = api, read_timeout, cors, max_body
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
         self.pending = threading.BoundedSemaphore(workers * 64)
 
@@ -258,7 +272,8 @@ class RestServer(http.server.HTTPServer):
 def start_rest(server, options, address, port):
     api = Api(server, options.rest_api_timeout_in_ms)
     try:
-        httpd = RestServer((address, port), api, options.rest_api_num_threads, options.rest_api_read_timeout)
+        httpd = RestServer((address, port), api, options.rest_api_num_threads, options.rest_api_read_timeout,
+                           options.cors, options.max_tensor_bytes)
     except OSError as err:
         raise UserError(f"cannot listen for REST on {address}:{port}: {err.strerror} (another serve.py or model "
                         "server?)") from None

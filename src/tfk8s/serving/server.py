@@ -53,7 +53,8 @@ def options_from(args):
     max_bytes = args.grpc_channel_arguments.get("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)
     return types.SimpleNamespace(
         max_num_load_retries=args.max_num_load_retries, load_retry_interval=args.load_retry_interval_micros / 1e6,
-        make_scheduler=make_scheduler,
+        make_scheduler=make_scheduler, enable_signature_method_name_check=args.enable_signature_method_name_check,
+        cors=args.rest_api_enable_cors_support,
         max_tensor_bytes=max_bytes if isinstance(max_bytes, int) and max_bytes > 0 else MAX_MESSAGE_BYTES,
         tensor_content=args.enable_serialization_as_tensor_content,
         grpc_channel_arguments=args.grpc_channel_arguments, grpc_max_threads=args.grpc_max_threads,

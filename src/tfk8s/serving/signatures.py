@@ -35,6 +35,7 @@ class LoadError(Exception):
         self.code, self.message = code, message
 
 
+PREDICT_METHODS = ("tensorflow/serving/predict", "tensorflow/serving/classify", "tensorflow/serving/regress")
 CHUNK = 1024  # rows computed at a time by a request whose caller may go away
 
 
@@ -201,8 +202,10 @@ def _warm_up(signature):
 class LoadedVersion:
     """One version directory, loaded: its SignatureDefs (metadata, classify, regress) and their functions."""
 
-    def __init__(self, version, path, make_scheduler=None):
+    def __init__(self, version, path, options=None):
         self.version, self.path = version, Path(path)
+        make_scheduler = getattr(options, "make_scheduler", None)
+        self.method_name_check = getattr(options, "enable_signature_method_name_check", False)
         if not (self.path / "saved_model.pb").is_file() and not (self.path / "saved_model.pbtxt").is_file():
             raise LoadError(Code.NOT_FOUND, "Could not find SavedModel .pb or .pbtxt at supplied export directory "
                                             f"path: {self.path}")
@@ -230,6 +233,10 @@ class LoadedVersion:
         name = name or DEFAULT_SIGNATURE
         if name not in self.signatures:
             raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+        method = self.signatures[name].definition.method_name
+        if self.method_name_check and method not in PREDICT_METHODS:
+            raise ServingError(Code.INTERNAL, "Expected prediction signature method_name to be one of "
+                               f"{{{', '.join(PREDICT_METHODS)}}}. Was: {method}")
         return self.signatures[name]
 
     def rest_signature(self, name):
