@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -185,7 +186,7 @@ def test_hostile_http_clients_get_json_errors_and_cannot_hold_the_workers(export
 def test_cancelled_requests_are_not_computed(trained_model, tmp_path):
     base = tmp_path / "mnist"
     shutil.copytree(trained_model["version"], base / "1")
-    with process.running(base, "mnist") as server:
+    with process.running(base, "mnist", ["--rest_api_timeout_in_ms", 50]) as server:
         predict = stubs(server)[0].Predict
         request = apis.predict_pb2.PredictRequest()
         request.model_spec.name, request.model_spec.signature_name = "mnist", "predict"
@@ -199,6 +200,15 @@ def test_cancelled_requests_are_not_computed(trained_model, tmp_path):
         one.CopyFrom(request)
         one.inputs["image"].CopyFrom(to_tensor_proto(np.zeros((1, 28, 28, 1), np.float32)))
         assert to_ndarray(predict(one, timeout=60).outputs["probabilities"]).shape == (1, 10)
+        # REST: --rest_api_timeout_in_ms bounds the run (2,048 images take well over 50 ms here): 504.
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/mnist:predict"
+        body = json.dumps({"signature_name": "predict", "instances": np.zeros((2048, 28, 28, 1)).tolist()}).encode()
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=60)
+        assert (caught.value.code, json.load(caught.value)) == (504, {"error": "Timed out waiting for notification"})
+        small = json.dumps({"signature_name": "predict", "instances": np.zeros((1, 28, 28, 1)).tolist()}).encode()
+        with urllib.request.urlopen(urllib.request.Request(url, data=small), timeout=60) as response:
+            assert len(json.load(response)["predictions"]) == 1
 
 
 # ---------------------------------------------------------------- files and ports

@@ -108,38 +108,38 @@ class Api:
             return metadata_json(name, self.server.resolve(_spec(name, version, label)))
         doc = json_io.parse(body)
         signature_name = json_tensor.check_document(doc)
-        cancelled = self._deadline()
         if kind == "predict":
             loaded = self.server.resolve(_spec(name, version, label))
             signature = loaded.rest_signature(signature_name)
             booleans = b"true" in body or b"false" in body
             arrays, layout = json_tensor.predict_inputs(doc, signature, booleans)
-            outputs = signature.predict_arrays(arrays, cancelled)
-            self._check_deadline(cancelled)
+            outputs = self._timed(lambda cancelled: signature.predict_arrays(arrays, cancelled))
             return json_tensor.predict_response(outputs, layout)
         input_message = json_examples.examples_input(doc)
         loaded = self.server.resolve(_spec(name, version, label))
         if kind == "classify":
             result = apis.classification_pb2.ClassificationResult()
-            inference.classify(loaded, signature_name, input_message, result, cancelled)
-            text = json_examples.classify_response(result)
-        else:
-            result = apis.regression_pb2.RegressionResult()
-            inference.regress(loaded, signature_name, input_message, result, cancelled)
-            text = json_examples.regress_response(result)
-        self._check_deadline(cancelled)
-        return text
+            self._timed(lambda cancelled: inference.classify(loaded, signature_name, input_message, result, cancelled))
+            return json_examples.classify_response(result)
+        result = apis.regression_pb2.RegressionResult()
+        self._timed(lambda cancelled: inference.regress(loaded, signature_name, input_message, result, cancelled))
+        return json_examples.regress_response(result)
 
-    def _deadline(self):
+    def _timed(self, run):
+        """Run the model under --rest_api_timeout_in_ms (it bounds the run only, as RunOptions.timeout_in_ms)."""
         if self.timeout_ms <= 0:
-            return None
+            return run(None)
         deadline = time.monotonic() + self.timeout_ms / 1000
-        return lambda: time.monotonic() > deadline
-
-    @staticmethod
-    def _check_deadline(cancelled):
-        if cancelled is not None and cancelled():
+        expired = lambda: time.monotonic() > deadline
+        try:
+            answer = run(expired)
+        except ServingError as err:
+            if err.code == Code.CANCELLED:  # stopped between chunks, or dropped from the batch queue
+                raise ServingError(Code.DEADLINE_EXCEEDED, "Timed out waiting for notification") from None
+            raise
+        if expired():
             raise ServingError(Code.DEADLINE_EXCEEDED, "Timed out waiting for notification")
+        return answer
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
