@@ -74,7 +74,7 @@ AB_REST   ?= 8511
 serve-ab-local: venv ## A/B: serve AB_CONFIG (created from kube/model-config.yaml: the 2 newest exports), read again every 2 s; gRPC :8510, REST :8511
 	@[ -f $(AB_CONFIG) ] || $(PYTHON) src/model_config.py init --config $(AB_CONFIG) --base_path $(SERVE_EXPORT)
 	$(PYTHON) src/serve.py --model_config_file $(AB_CONFIG) --model_config_file_poll_wait_seconds 2 \
-	  --port $(AB_PORT) --rest_api_port $(AB_REST)
+	  --allow_version_labels_for_unavailable_models --port $(AB_PORT) --rest_api_port $(AB_REST)
 
 .PHONY: canary-local
 canary-local: venv ## A/B: label the newest version serve-ab-local loaded canary, the one before it stable; wait until served
@@ -87,7 +87,7 @@ promote-local: venv ## A/B: point stable at the canary's version in AB_CONFIG; w
 	$(PYTHON) src/model_config.py wait --config $(AB_CONFIG) --server http://localhost:$(AB_REST)
 
 .PHONY: bench-serve
-bench-serve: venv ## Latency p50/p99 and throughput of serve.py at 1, 8, 16, 32 requests in flight, and a 10k batch
+bench-serve: venv ## Latency p50/p99 and throughput of serve.py at 1 to 32 requests in flight, without and with --enable_batching, and a 10k batch
 	$(PYTHON) src/bench.py serve
 
 .PHONY: samples

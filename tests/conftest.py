@@ -64,6 +64,20 @@ def trained_model(tmp_path_factory):
     assert not changed, f"a test wrote into the shared trained model (copy it first): {changed[:10]}"
 
 
+@pytest.fixture(scope="session")
+def half_plus_two_exports(tmp_path_factory):
+    """TensorFlow Serving's test model (serving_models.py), versions 1 (y = 0.5x + 1) and 2 (y = 0.5x + 2).
+
+    Shared: a test that changes versions works on a copy.
+    """
+    from serving_models import half_plus_two  # imports TensorFlow: only for the tests that serve it
+    root = tmp_path_factory.mktemp("half_plus_two") / "m"
+    root.mkdir()
+    half_plus_two(root, 1, offset=1.0)
+    half_plus_two(root, 2)
+    return root
+
+
 FAKE_KUBECTL = """#!{python}
 # Stands in for kubectl: logs each call (and what was piped into it), answers like a cluster would.
 # FAKE_KUBECTL_OBJECTS names a JSON file {{kind: [objects]}} that `get` answers from (namespaces filtered).

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import REPO, SRC, assert_one_line_error, make, run_script
 from tfk8s.serving import model_config
-from tfk8s.serving import server as serve
+from tfk8s.serving import process as serve
 from tfk8s.serving.tensors import apis
 
 A, B, C = 1767225600, 1767312000, 1767398400  # three export versions (Unix times, as src/export.py names them)
@@ -102,7 +102,7 @@ def test_loading_a_version_into_a_config_that_lets_the_server_choose_needs_the_s
     ("model_config_list { config { name: 'mnist' base_pth: '/x' } }", 'no field named "base_pth"'),
     ("model_config_list { }", "lists no model"),
     ("model_config_list { config { name: 'mnist' base_path: 'exports' model_platform: 'tensorflow' } }",
-     "needs an absolute base_path"),
+     "Expected model mnist to have an absolute path or URI; got base_path()=exports"),
     ("model_config_list { config { name: 'mnist' base_path: '/x' } }", "model_platform"),
     ("model_config_list { config { name: 'mnist' base_path: '/x' model_platform: 'tensorflow' "
      "model_version_policy { specific { versions: 1 } } version_labels { key: 'stable' value: 2 } } }",
@@ -225,7 +225,9 @@ def test_serve_py_serves_both_labels_and_an_edited_config_moves_stable_without_a
         shutil.copytree(trained_model["version"], exports / str(version))
     path = config_file(tmp_path, labelled_config(exports, [A, B], {"stable": A, "canary": B}))
 
-    with serve.running(model_config_file=path, args=["--model_config_file_poll_wait_seconds", 1]) as server:
+    # A config that has labels at start-up: TensorFlow Serving needs this flag (labels are checked before loading).
+    with serve.running(model_config_file=path, args=["--model_config_file_poll_wait_seconds", 1,
+                                                     "--allow_version_labels_for_unavailable_models"]) as server:
         pid = server.process.pid
         for flags, version in ((["--version_label", "stable"], A), (["--version_label", "canary"], B),
                                (["--version_label", "canary", "--rest", "--port", server.rest_port], B),
@@ -269,26 +271,33 @@ def test_serve_py_serves_both_labels_and_an_edited_config_moves_stable_without_a
 
 @pytest.mark.parametrize("flags,fragment", [
     (["--model_config_file", "{config}", "--model_base_path", "{exports}"], "not both"),
-    ([], "give --model_base_path (one model) or --model_config_file"),
-    (["--model_config_file", "{missing}"], "cannot read --model_config_file"),
+    ([], "Both server_options.model_base_path and server_options.model_config_file are empty!"),
+    (["--model_config_file", "{missing}"], "Failed to start server. Error: NOT_FOUND: "),
+    (["--model_config_file", "{bad}"], 'Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '),
     (["--model_config_file", "{bad}"], 'no field named "base_pth"'),
+    (["--model_config_file", "{binary}"], "is not UTF-8"),
     (["--model_config_file", "{config}", "--model_config_file_poll_wait_seconds", "-1"],
      "--model_config_file_poll_wait_seconds must be at least 0"),
 ])
 def test_serve_py_refuses_a_bad_config_at_start_up_in_one_line(tmp_path, flags, fragment):
     config = config_file(tmp_path, labelled_config(tmp_path, [A], {"stable": A}))
     bad = config_file(tmp_path, "model_config_list { config { name: 'mnist' base_pth: '/x' } }", "bad.config")
-    names = {"config": config, "exports": tmp_path, "missing": tmp_path / "none", "bad": bad}
+    binary = tmp_path / "binary.config"
+    binary.write_bytes(bytes(range(256)))
+    names = {"config": config, "exports": tmp_path, "missing": tmp_path / "none", "bad": bad, "binary": binary}
     result = run_script("serve.py", *[f.format(**names) for f in flags], timeout=120)
     assert_one_line_error(result, fragment)
 
 
 @pytest.mark.slow
-def test_serve_py_will_not_start_with_a_label_on_a_version_it_could_not_load(trained_model, tmp_path):
+def test_serve_py_will_not_start_from_labels_without_allow_version_labels_for_unavailable_models(trained_model,
+                                                                                                   tmp_path):
+    """As tensorflow_model_server: labels are checked before any version is loaded (issue #1230 upstream)."""
     shutil.copytree(trained_model["version"], tmp_path / str(A))
     path = config_file(tmp_path, labelled_config(tmp_path, [A, B], {"stable": A, "canary": B}))
     result = run_script("serve.py", "--model_config_file", path, "--port", serve.free_port(), timeout=120)
-    assert_one_line_error(result, f"label to version {B} of model mnist", "not currently available")
+    assert_one_line_error(result, "Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to "
+                                  f"version {B} of model mnist, which is not currently available for inference")
 
 
 def test_init_writes_the_config_maps_config_for_a_local_export_and_never_overwrites(tmp_path):

@@ -1,8 +1,10 @@
 """client.py as a user runs it, against serve.py on loopback: any picture of a digit in, the digit out."""
 import json
 import re
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image
 from conftest import REPO, SRC, assert_one_line_error, run_script
 from test_preprocess import variants
 from test_serving import copy_export
-from tfk8s.serving import server as serve
+from tfk8s.serving import process as serve
 
 SAMPLES = REPO / "data"
 
@@ -93,6 +95,16 @@ def test_a_version_can_be_asked_for_by_number_and_labels_reach_the_server(server
 
 
 @pytest.mark.slow
+def test_rest_to_the_grpc_port_and_grpc_to_the_rest_port_are_one_line(server):
+    result = run_script("client.py", "--host", "127.0.0.1", "--port", server["grpc"], "--rest", "--image",
+                        SAMPLES / "3.png", timeout=120)
+    assert_one_line_error(result, "did not answer in HTTP/1.1: is it a gRPC port?")
+    result = run_script("client.py", "--host", "127.0.0.1", "--port", server["rest"], "--image", SAMPLES / "3.png",
+                        timeout=120)
+    assert_one_line_error(result, "speaks HTTP/1.x, not gRPC: it is a REST port")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("args, fragments", [
     (["--model", "nope"], ["NOT_FOUND", "nope"]),
     (["--signature_name", "nope"], ["no signature 'nope'", "predict"]),
@@ -110,6 +122,44 @@ def test_a_missing_or_unreadable_image_is_one_line_before_any_request(tmp_path):
     assert_one_line_error(run_script("client.py", "--port", port, "--image", tmp_path / "missing.png"), "no such file")
     assert_one_line_error(run_script("client.py", "--port", port, "--image", tmp_path / "notes.png"),
                           "is not a PNG or JPEG")
+
+
+def png_of_size(path, width, height):
+    """A black grayscale PNG of width x height, written row by row: 13000x13000 is 164 KB on disk."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    compressor, row, parts = zlib.compressobj(9), b"\x00" * (width + 1), []
+    for _ in range(height):
+        parts.append(compressor.compress(row))
+    parts.append(compressor.flush())
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    return path
+
+
+def peak_rss_preparing(path):
+    """(peak RSS in MB of a fresh process preparing `path` as the client does, what it printed)."""
+    # VmHWM, not getrusage's ru_maxrss: that one survives exec, so it would be the parent's (pytest's) peak.
+    code = ("import sys; from tfk8s.serving import preprocess\n"
+            "try: preprocess.to_mnist(sys.argv[1])\nexcept preprocess.ImageError as err: print(err)\n"
+            "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024)")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    *printed, peak = result.stdout.splitlines()
+    return int(peak), "\n".join(printed)
+
+
+def test_a_decompression_bomb_or_an_image_past_the_cap_is_one_line_and_memory_stays_bounded(tmp_path):
+    port = serve.free_port()
+    for side, fragment in ((13000, "exceeds limit"), (20000, "exceeds limit"), (8100, "(65610000 pixels)")):
+        path = png_of_size(tmp_path / f"{side}.png", side, side)
+        assert_one_line_error(run_script("client.py", "--port", port, "--image", path),
+                              str(path), fragment, "scale the image down")
+        peak, _ = peak_rss_preparing(path)
+        assert peak < 100, peak  # measured: 30 MB (nothing decoded); decoding 13000x13000 took 4.3 GB
+    # The largest image taken (62 megapixels) is decoded, shrunk, then prepared: measured peak 114 MB.
+    peak, printed = peak_rss_preparing(png_of_size(tmp_path / "limit.png", 7900, 7900))
+    assert "is blank" in printed and peak < 400, (peak, printed)
 
 
 def test_an_unreachable_server_is_one_line_within_the_timeout():

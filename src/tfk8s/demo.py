@@ -106,14 +106,15 @@ def local_server(export_dir):
     print("starting the model server: it loads TensorFlow, then the newest version in the export directory",
           flush=True)
     started, up = time.monotonic(), False
-    from tfk8s.serving import (
-        server as serve,  # TensorFlow and the gRPC stubs: loaded only now, not while the trainer runs
-    )
+    from tfk8s.serving import process as serve  # the gRPC stubs: loaded only now, not while the trainer runs
     try:
-        with serve.running(export_dir, MODEL_NAME, timeout=SERVER_START_TIMEOUT) as server:
+        # The export was just written, whole: one that does not load will not load a minute later either
+        # (serve.py, as TensorFlow Serving, would otherwise try again for five minutes).
+        flags = ["--max_num_load_retries", 0]
+        with serve.running(export_dir, MODEL_NAME, flags, timeout=SERVER_START_TIMEOUT) as server:
             up = True
             print(command_line("serve.py", ["--model_name", MODEL_NAME, "--model_base_path", export_dir,
-                                            "--port", server.grpc_port, "--rest_api_port", server.rest_port]),
+                                            "--port", server.grpc_port, "--rest_api_port", server.rest_port, *flags]),
                   f"  (pid {server.process.pid})", flush=True)
             print(f"model {MODEL_NAME} AVAILABLE after {time.monotonic() - started:.1f}s: "
                   f"gRPC {HOST}:{server.grpc_port}, REST http://{HOST}:{server.rest_port}/v1/models/{MODEL_NAME}",

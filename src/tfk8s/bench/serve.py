@@ -2,17 +2,21 @@
 
     python src/bench.py serve                                        # trains a 200-step model into runs/bench if needed
     python src/bench.py serve --model_base_path runs/local/export
-    python src/bench.py serve --server_args="--enable_batching=false"    # compare without request merging
+    python src/bench.py serve --batching off                         # only TensorFlow Serving's default
+    python src/bench.py serve --server_args="--grpc_max_threads=8"
 
 It starts src/serve.py on free loopback ports, sends MNIST test images the
 way `client.py --num_tests` does (client and server share this machine's
-cores), and prints a table. Nothing is asserted: the figures depend on the
-machine and on what else runs on it.
+cores), and prints a table: first with TensorFlow Serving's defaults (no
+batching), then with --enable_batching and the parameters of
+BATCHING_PARAMETERS (--batching on: only that; both: the default). Nothing is
+asserted: the figures depend on the machine and on what else runs on it.
 """
 import argparse
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,11 +25,17 @@ import numpy as np
 from tfk8s import versions
 from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
 from tfk8s.paths import RUNS, SRC
-from tfk8s.serving import client
-from tfk8s.serving import server as serve
+from tfk8s.serving import client, process
 
 BENCH_DIR = RUNS / "bench"
 TRAIN_STEPS = 200
+# Batches of up to 32 one-image requests, taken as soon as a batch thread is free (no waiting for more):
+# under load the queue fills while the model runs, so batches grow by themselves.
+BATCHING_PARAMETERS = """max_batch_size { value: 32 }
+batch_timeout_micros { value: 0 }
+max_enqueued_batches { value: 1000 }
+num_batch_threads { value: 1 }
+"""
 
 
 def bench_model(runs_dir):
@@ -45,8 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--model_base_path", help="export directory to serve (default: train one into --runs_dir)")
     p.add_argument("--runs_dir", default=str(BENCH_DIR), help="where the benchmark model is trained if needed")
     p.add_argument("--requests", type=int, default=3000, help="one-image requests per concurrency level")
-    p.add_argument("--concurrency", default="1,8,16,32", help="requests in flight, comma-separated levels")
-    p.add_argument("--server_args", default="", help="extra flags for serve.py, e.g. --enable_batching=false")
+    p.add_argument("--concurrency", default="1,2,4,8,16,32", help="requests in flight, comma-separated levels")
+    p.add_argument("--batching", choices=("both", "off", "on"), default="both",
+                   help="measure without server-side batching, with it (BATCHING_PARAMETERS), or both")
+    p.add_argument("--server_args", default="", help="extra flags for serve.py, e.g. --grpc_max_threads=8")
     args = p.parse_args(argv)
     try:
         args.levels = [int(c) for c in args.concurrency.split(",")]
@@ -57,7 +69,7 @@ def parse_args(argv=None):
     return args
 
 
-def measure(grpc_port, images, labels, levels, requests):
+def measure(grpc_port, images, labels, levels, requests, whole_set=True):
     """Print one row per concurrency level, then time one request of every test image."""
     model = client.GrpcModel("127.0.0.1", grpc_port, "mnist", "predict", timeout=60)
     model.connect()
@@ -67,6 +79,10 @@ def measure(grpc_port, images, labels, levels, requests):
         r = client.load_test(model, images, labels, requests, concurrency)
         print(f"{concurrency:>9}  {r['throughput']:>13,.0f}  {r['p50_ms']:>7.1f}  {r['p99_ms']:>7.1f}  "
               f"{r['error_rate']:>6.1%}  {r['accuracy']:>8.2%}", flush=True)
+    if whole_set is False:
+        print(f"one request of {len(images):,} images: not sent (larger than max_batch_size: TensorFlow Serving "
+              "refuses it with batching on, and so does serve.py)")
+        return
     seconds = []
     for _ in range(3):
         began = time.perf_counter()
@@ -82,13 +98,20 @@ def main(argv=None):
     args = parse_args(argv)
     base_path = Path(args.model_base_path) if args.model_base_path else bench_model(args.runs_dir)
     images, labels = client.load_test_set()
-    print(f"serve.py {args.server_args or '(default flags)'} serving {base_path}; "
-          f"{args.requests} one-image gRPC requests per row", flush=True)
-    try:
-        with serve.running(base_path, "mnist", shlex.split(args.server_args)) as server:
-            measure(server.grpc_port, images, labels, args.levels, args.requests)
-    except RuntimeError as err:  # serve.running: the server exited or never answered
-        raise UserError(f"serve.py did not start: {' '.join(str(err).split())[:400]}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        parameters = Path(tmp) / "batching.config"
+        parameters.write_text(BATCHING_PARAMETERS)
+        runs = {"off": [], "on": ["--enable_batching", f"--batching_parameters_file={parameters}"]}
+        for name in ("off", "on") if args.batching == "both" else (args.batching,):
+            flags = [*runs[name], *shlex.split(args.server_args)]
+            what = "--enable_batching, " + " ".join(BATCHING_PARAMETERS.split()) if name == "on" else "no batching"
+            print(f"\nserve.py ({what}{', ' + args.server_args if args.server_args else ''}) serving {base_path}; "
+                  f"{args.requests} one-image gRPC requests per row", flush=True)
+            try:
+                with process.running(base_path, "mnist", flags) as server:
+                    measure(server.grpc_port, images, labels, args.levels, args.requests, whole_set=name == "off")
+            except RuntimeError as err:  # process.running: the server exited or never answered
+                raise UserError(f"serve.py did not start: {' '.join(str(err).split())[:400]}") from None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ or white on black): preprocess.py turns it into an MNIST digit first. The
 input and output names come from the model's metadata, not from this file.
 """
 import argparse
+import http.client
 import json
 import sys
 import threading
@@ -29,7 +30,7 @@ from google.protobuf import json_format
 from tfk8s import mnist
 from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
 from tfk8s.serving import preprocess
-from tfk8s.serving.tensors import DT, DTYPES, GRPC_OPTIONS, apis, dtype_name, to_ndarray, to_tensor_proto
+from tfk8s.serving.tensors import DT, DTYPES, GRPC_OPTIONS, NUMERIC, apis, dtype_name, to_ndarray, to_tensor_proto
 
 TEST_SET = mnist.DATASETS["mini"][2:]  # the official 10,000 test images and labels, shipped in data/
 
@@ -58,7 +59,7 @@ def read_signature(signature_defs, name, model):
     if len(definition.inputs) != 1:
         raise ServerError(f"signature {name!r} takes {len(definition.inputs)} inputs; this client sends one image")
     input_name, info = next(iter(definition.inputs.items()))
-    if info.dtype not in DTYPES:
+    if info.dtype not in NUMERIC:
         raise ServerError(f"signature {name!r} wants {dtype_name(info.dtype)} input; this client sends numbers")
     scores = [alias for alias, out in definition.outputs.items()
               if out.dtype in (DT.DT_FLOAT, DT.DT_DOUBLE, DT.DT_HALF) and len(out.tensor_shape.dim) == 2]
@@ -98,6 +99,9 @@ class GrpcModel:
     def _error(self, err):
         """A failed call (grpc.RpcError) as one line."""
         code = err.code()
+        if "http1.x" in (err.details() or ""):  # an HTTP/1 server answered gRPC's HTTP/2 preface
+            return ServerError(f"{self.address} speaks HTTP/1.x, not gRPC: it is a REST port (add --rest, or give the "
+                               "gRPC port, 8500 by default)")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return ServerError(f"cannot reach a model server at {self.address} within {self.timeout:g}s "
                                f"({code.name}: {err.details()}); is it running?")
@@ -180,6 +184,9 @@ class RestModel:
             except ValueError:
                 detail = err.reason
             raise ServerError(f"{self.address} refused the request: HTTP {err.code}: {detail}") from None
+        except http.client.HTTPException:  # BadStatusLine, RemoteDisconnected: not an HTTP/1 server
+            raise ServerError(f"{self.address} did not answer in HTTP/1.1: is it a gRPC port? (drop --rest, or give "
+                              "the REST port, 8501 by default)") from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise ServerError(f"cannot reach a model server at {self.address} within {self.timeout:g}s "

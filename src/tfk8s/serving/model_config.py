@@ -63,15 +63,19 @@ class ConfigError(UserError):
 
 # ---------------------------------------------------------------- the text protobuf
 
-def parse(text, source="the model config"):
+def parse_text(text, source="the model config"):
     """Text protobuf -> ModelServerConfig, exactly as TensorFlow Serving parses it (unknown fields are errors)."""
     config = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as err:
         raise ConfigError(f"{source} is not a valid model config: {err}") from None
-    check(config, source)
     return config
+
+
+def parse(text, source="the model config"):
+    """parse_text(), then check(): a config this tool can work on."""
+    return check(parse_text(text, source), source)
 
 
 def dumps(config):
@@ -101,23 +105,36 @@ def write(path, config):
         raise
 
 
-def check(config, source="the model config"):
-    """The rules TensorFlow Serving applies when it loads a config, as one-line errors."""
+def validate(config, source="the model config"):
+    """The rules TensorFlow Serving applies to a model_config_list (server_core.cc ValidateModelConfigList,
+    GetPlatform), with its messages: what a server refuses. Returns the list of ModelConfigs."""
     if config.WhichOneof("config") != "model_config_list":
-        raise ConfigError(f"{source} has no model_config_list")
-    names = [m.name for m in config.model_config_list.config]
-    if not names:
+        raise ConfigError(f"{source}: ServerModelConfig type not supported. Only ModelConfigList is currently "
+                          "supported")
+    seen = set()
+    for m in config.model_config_list.config:
+        if m.name in seen:
+            raise ConfigError(f"{source}: Illegal to list model {m.name} multiple times in config list")
+        seen.add(m.name)
+        if not m.base_path.startswith("/") and "://" not in m.base_path:
+            raise ConfigError(f"{source}: Expected model {m.name} to have an absolute path or URI; "
+                              f"got base_path()={m.base_path}")
+        if not m.model_platform:
+            raise ConfigError(f"{source}: Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                              f"ModelServerConfig::model_platform, model name is {m.name}")
+        if m.model_platform != "tensorflow":
+            raise ConfigError(f"{source}: Model {m.name} requests unsupported platform {m.model_platform}")
+    return list(config.model_config_list.config)
+
+
+def check(config, source="the model config"):
+    """validate(), and what this tool needs besides: a named model, labels on versions the policy serves."""
+    validate(config, source)
+    if not config.model_config_list.config:
         raise ConfigError(f"{source} lists no model")
     for m in config.model_config_list.config:
         if not m.name:
             raise ConfigError(f"{source}: a model has no name")
-        if names.count(m.name) > 1:
-            raise ConfigError(f"{source}: model {m.name!r} is listed {names.count(m.name)} times")
-        if not m.base_path.startswith("/") and "://" not in m.base_path:
-            raise ConfigError(f"{source}: model {m.name!r} needs an absolute base_path, not {m.base_path!r}")
-        if m.model_platform != "tensorflow":
-            raise ConfigError(f"{source}: model {m.name!r} has model_platform {m.model_platform!r}; "
-                              "give model_platform: \"tensorflow\"")
         policy = m.model_version_policy
         if policy.WhichOneof("policy_choice") == "specific":
             if not policy.specific.versions:

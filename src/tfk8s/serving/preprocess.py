@@ -11,6 +11,7 @@ the client and any batch tool send the model what it knows.
     pixels = to_mnist("data/4.png")      # float32 [28, 28, 1], 0..255, white on black
 """
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,15 @@ BOX = 20             # MNIST scaled each digit to fit a BOX x BOX square...
 CENTRE = 14.0        # ...and put its centre of mass here (row, column; the test set's mean is 14.0, 14.0)
 INK_FLOOR = 0.1      # after normalising to 0..1, lighter marks than this are paper texture, not ink
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The largest image decoded: 64 megapixels (a 200-megapixel phone's photos are binned to 50). Its header
+# says its size before any pixel is decoded, so Pillow refuses a larger one (or a "decompression bomb": a
+# 164 KB PNG of 13000x13000) in one line at no cost; its warning between 1x and 2x the limit is made an
+# error too. Decoding one at the limit takes at most 256 MB (RGBA).
+MAX_PIXELS = 64_000_000
+# Then it is shrunk to at most this many pixels a side before any arithmetic on it (which works in
+# float64): the digit ends up 20x20, so nothing is lost, and memory stays bounded.
+WORKING_SIDE = 2048
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own guard, set deliberately to the same limit
 
 
 class ImageError(UserError):
@@ -35,11 +45,20 @@ def open_image(path):
     if not path.is_file():
         raise ImageError(f"{path}: no such file" if not path.exists() else f"{path} is not a file")
     try:
-        with Image.open(path) as image:
-            if image.format not in ("PNG", "JPEG", "MPO"):
-                raise ImageError(f"{path} is a {image.format} image; give a PNG or JPEG")
-            image.load()
-            return ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format not in ("PNG", "JPEG", "MPO"):
+                    raise ImageError(f"{path} is a {image.format} image; give a PNG or JPEG")
+                if max(image.size) > WORKING_SIDE:
+                    image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))  # JPEG: decode at a smaller scale
+                image.load()
+                if max(image.size) > WORKING_SIDE:
+                    image.thumbnail((WORKING_SIDE, WORKING_SIDE))
+                return ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{path} refused: {err} (this client decodes at most {MAX_PIXELS // 1_000_000} megapixels: "
+                         "scale the image down first)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path} is not a PNG or JPEG image") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt files
