@@ -133,8 +133,8 @@ predict: check-cluster venv ## Step 8: classify data/*.png with the served model
 	$(PYTHON) src/client.py --host localhost --port 8500 --image data --model mnist --signature_name predict
 
 .PHONY: sweep
-sweep: check-cluster check-image venv ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once
-	templated/run.sh --namespace $(NAMESPACE) --image $(IMAGE):$(TAG) --parallel $(SWEEP_PARALLEL)
+sweep: check-cluster check-image venv ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once (a new run each time)
+	$(SWEEP_RUN) --namespace $(NAMESPACE) --image $(IMAGE):$(TAG) --parallel $(SWEEP_PARALLEL)
 
 .PHONY: clean
 clean: check-cluster venv ## Delete what the steps created; keeps the storage (NFS server, claim, runs, exports)

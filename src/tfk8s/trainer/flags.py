@@ -1,7 +1,8 @@
 """The trainer's command line: every flag, its default, and the values it refuses.
 
 Kept apart from main.py (and from TensorFlow) so that `--help`, the sweep's
-checks of its values file, and a bad flag answer at once.
+checks of its values file (through `parse`, which raises instead of exiting),
+and a bad flag answer at once.
 """
 import argparse
 import math
@@ -12,8 +13,20 @@ from tfk8s.mnist import DATA_DIR, DATASETS
 MAX_HIDDEN_LAYERS = 4  # each block halves 28x28; a fifth would leave less than one pixel
 
 
-def parse_args(argv=None):
-    p = ArgumentParser(
+class Refusing(ArgumentParser):
+    """The trainer's parser for a tool that checks trainer flags (the sweep): a bad flag raises, prints nothing."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parse(argv):
+    """The trainer's settings for `argv` (a list of strings), or UsageError saying what is wrong; never exits."""
+    return parse_args(argv, Refusing)
+
+
+def parse_args(argv=None, parser_class=ArgumentParser):
+    p = parser_class(
         description="Train, evaluate and export the MNIST CNN (locally, in a Job, or on every TFJob replica).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=int, default=2200, help="global training steps (one step = one batch)")
