@@ -140,6 +140,19 @@ sweep-local: venv ## Run every trial of the sweep here, one at a time, into runs
 sweep-results: venv ## Rank the sweep's trials by validation accuracy, name the export to serve, plot them (SWEEP_TENSORBOARD: a cluster sweep)
 	$(SWEEP_RUN) --results $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT)) $(if $(SWEEP_TENSORBOARD),--tensorboard $(SWEEP_TENSORBOARD))
 
+# The same sweep as Katib runs it (`make katib-sweep` on the cluster): one Experiment,
+# checked offline as Katib checks it; here, its grid's trials run one at a time into
+# runs/katib-local/<sweep> (KATIB_ROOT), ranked as Katib's collector and rule rank them.
+KATIB_ROOT ?=
+
+.PHONY: katib-preview
+katib-preview: venv ## Write the sweep's Katib Experiment to runs/katib-preview, checked as Katib checks it; apply nothing
+	$(SWEEP_RUN) --katib --dry_run --output_dir $(RUNS)/katib-preview --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+
+.PHONY: katib-sweep-local
+katib-sweep-local: venv ## Run the Katib Experiment's grid here (trials as Katib builds them) and rank them as Katib would
+	$(SWEEP_RUN) --katib --local $(if $(KATIB_ROOT),--root $(KATIB_ROOT)) -- $(SWEEP_LOCAL_FLAGS)
+
 # ---------------------------------------------------------------- local: beyond one model
 # batch-predict-local: the folder to score; if it holds no image, the 10,000 MNIST test digits are written there first.
 BATCH_INPUT  ?= $(RUNS)/batch/in

@@ -13,8 +13,14 @@ knows, as the API server and the controllers behind it would answer:
   independently of the code under test; a TFJob's pods exist while it runs;
 - a TFJob is Running for FAKE_POLLS polls of its status (default 0), then
   Succeeded (Failed if its name is in FAKE_FAIL), and its pods finish;
-- `delete KIND NAME | -l k=v [--wait=true]`;
-- an Experiment's trials: `seed_trials` (from a test) plays Katib's controller.
+- `delete KIND NAME | -l k=v [--wait=true]` (an Experiment takes its Trials with it);
+- an Experiment: Katib's controller, played plainly. At the first status poll
+  after FAKE_POLLS, its trials exist (the grid's combinations, up to
+  maxTrialCount, named <experiment>-<8 characters>), each Succeeded with the
+  observation FAKE_KATIB_METRICS gives its assignment ({"learning_rate=0.1,
+  hidden_layers=1": [validation, test]}; 0.5 and 0.5 otherwise), and the
+  Experiment Succeeded, its currentOptimalTrial the trial with the highest
+  validation value (the first of equals).
 
 Tests seed the state with `write_state`, read it with `read_state`.
 """
@@ -152,6 +158,55 @@ def jsonpath_conditions(obj):
     return " ".join(c["type"] for c in obj.get("status", {}).get("conditions", []) if c.get("status") == "True")
 
 
+def grid(parameters):
+    axes = []
+    for p in parameters:
+        space = p["feasibleSpace"]
+        if p["parameterType"] == "int":
+            axes.append([(p["name"], str(v)) for v in range(int(space["min"]), int(space["max"]) + 1,
+                                                             int(space.get("step", 1)))])
+        else:
+            axes.append([(p["name"], v) for v in space["list"]])
+    combinations = [[]]
+    for axis in axes:
+        combinations = [c + [pair] for c in combinations for pair in axis]
+    return combinations
+
+
+def run_experiment(state, experiment):
+    """What Katib's controller leaves behind once an Experiment is done: its Trials, its status."""
+    import hashlib
+    name, spec = experiment["metadata"]["name"], experiment["spec"]
+    outcomes = json.loads(os.environ.get("FAKE_KATIB_METRICS", "{}"))
+    trials, best = [], None
+    for combination in grid(spec["parameters"])[:spec["maxTrialCount"]]:
+        key = ",".join(f"{k}={v}" for k, v in combination)
+        suffix = "".join("bcdfghjklmnpqrstvwxz2456789"[b % 27] for b in hashlib.sha256(key.encode()).digest()[:8])
+        validation, test = outcomes.get(key, [0.5, 0.5])
+        metrics = [{"name": "eval/accuracy", "min": str(validation - 0.1), "max": str(validation),
+                    "latest": str(validation)},
+                   {"name": "test/accuracy", "min": str(test), "max": str(test), "latest": str(test)}]
+        trial = {"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial",
+                 "metadata": {"name": f"{name}-{suffix}", "labels": {"katib.kubeflow.org/experiment": name}},
+                 "spec": {"parameterAssignments": [{"name": k, "value": v} for k, v in combination],
+                          "objective": spec["objective"]},
+                 "status": {"conditions": [{"type": "Created", "status": "True"},
+                                           {"type": "Running", "status": "False"},
+                                           {"type": "Succeeded", "status": "True"}],
+                            "observation": {"metrics": metrics}}}
+        trials.append(trial)
+        if best is None or validation > best[0]:
+            best = (validation, trial)
+    state["objects"]["trials"] += trials
+    experiment["status"] = {
+        "conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "False"},
+                       {"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached"}],
+        "trials": len(trials), "trialsSucceeded": len(trials),
+        "currentOptimalTrial": {"bestTrialName": best[1]["metadata"]["name"],
+                                "parameterAssignments": best[1]["spec"]["parameterAssignments"],
+                                "observation": best[1]["status"]["observation"]}}
+
+
 def finish(state, job, outcome):
     state.setdefault("events", []).append(["finished", job["metadata"]["name"]])
     job["status"]["conditions"].append({"type": outcome, "status": "True"})
@@ -205,10 +260,11 @@ def answer(state, args):
                 return 1, out, (f'Error from server (AlreadyExists): error when creating "{args[-1]}": '
                                 f'{plural}.{GROUPS[plural]} "{name}" already exists\n')
             doc["status"] = {"conditions": [{"type": "Created", "status": "True"}]}
-            if plural == "tfjobs":
+            if plural in ("tfjobs", "experiments"):
                 doc["status"]["conditions"].append({"type": "Running", "status": "True"})
-                state["objects"]["pods"] += pods_of(doc)
                 doc["polls"] = 0
+            if plural == "tfjobs":
+                state["objects"]["pods"] += pods_of(doc)
             state["objects"][plural].append(doc)
             state.setdefault("events", []).append(["created", name])
             out += f"{doc['kind'].lower()}.{GROUPS[plural]}/{name} created\n"
@@ -220,6 +276,8 @@ def answer(state, args):
     found = [o for o in state["objects"][plural] if (name is None or o["metadata"]["name"] == name)
              and matches(o, selector)]
     if verb == "delete":
+        if name and not found and "--ignore-not-found" in args:
+            return 0, "", ""
         if name and not found:
             return 1, "", f'Error from server (NotFound): {plural}.{GROUPS[plural]} "{name}" not found\n'
         for obj in found:
@@ -227,6 +285,9 @@ def answer(state, args):
             if plural == "tfjobs":
                 state["objects"]["pods"] = [p for p in state["objects"]["pods"] if p["metadata"]["labels"].get(
                     "training.kubeflow.org/job-name") != obj["metadata"]["name"]]
+            if plural == "experiments":
+                state["objects"]["trials"] = [t for t in state["objects"]["trials"] if t["metadata"]["labels"].get(
+                    "katib.kubeflow.org/experiment") != obj["metadata"]["name"]]
         text = "".join(f"{plural[:-1]}.{GROUPS[plural]}/{o['metadata']['name']} deleted\n" for o in found)
         return 0, text or "No resources found\n", ""
     if verb != "get":
@@ -241,6 +302,12 @@ def answer(state, args):
             failing = os.environ.get("FAKE_FAIL", "").split(",")
             finish(state, job, "Failed" if job["metadata"]["name"] in failing else "Succeeded")
         return 0, jsonpath_conditions(job), ""
+    if plural == "experiments" and name:
+        experiment = found[0]
+        experiment["polls"] += 1
+        if experiment["polls"] > int(os.environ.get("FAKE_POLLS", "0")) and "Succeeded" not in jsonpath_conditions(
+                experiment):
+            run_experiment(state, experiment)
     shown = []
     for obj in found:
         obj = json.loads(json.dumps(obj))

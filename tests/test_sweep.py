@@ -285,34 +285,6 @@ def test_help_describes_every_flag_and_bad_flags_are_one_line():
 
 # ---------------------------------------------------------------- the cluster, through kubectl
 
-@pytest.fixture
-def api(tmp_path):
-    """A PATH whose kubectl is tests/fake_api.py over a namespace `alice` (real kubectl parses created files)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "kubectl").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).parent / "fake_api.py"}"'
-                                     ' "$@"\n')
-    (bin_dir / "kubectl").chmod(0o755)
-    state = tmp_path / "api.json"
-    fake_api.write_state(state, fake_api.empty_state("alice"))
-    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_API_STATE": str(state),
-           "REAL_KUBECTL": shutil.which("kubectl") or ""}
-
-    class Api:
-        def read(self):
-            return fake_api.read_state(state)
-
-        def write(self, data):
-            fake_api.write_state(state, data)
-
-        def calls(self, verb=None):
-            return [c for c in self.read()["calls"] if verb is None or c[0] == verb]
-
-    api = Api()
-    api.env, api.path = env, f"{bin_dir}:/usr/bin:/bin"
-    return api
-
-
 def workshop_namespace(api, *running):
     """Seed the namespace as an attendee's is after `make deploy`: its real quota, the pods of `running`."""
     state = api.read()

@@ -26,6 +26,8 @@ from tfk8s import versions
 from tfk8s.cli import UserError
 
 FINISHED, UNFINISHED, MISSING = "finished", "unfinished", "missing"
+EARLY_STOPPED, FAILED = "early-stopped", "failed"  # a Katib trial's ends beside finishing
+RANKED = (FINISHED, EARLY_STOPPED)  # the trials with a final validation accuracy
 TAG = "accuracy"
 
 
@@ -158,14 +160,16 @@ def collect(trials, source, runs_root, volume=None, nfs=None):
 
 
 def rank(results):
-    """Finished trials by validation accuracy (ties: in trial order), then unfinished ones, then missing ones.
-
-    The test accuracy plays no part: the choice is made on the validation set.
-    """
-    order = {FINISHED: 0, UNFINISHED: 1, MISSING: 2}
-    results = sorted(results, key=lambda r: (order[r.status], -(r.validation if r.validation is not None else -1)))
-    for number, result in enumerate(results, 1):
-        result.rank = number if result.status == FINISHED else None
+    """Finished (or early-stopped) trials by validation accuracy (ties: in trial order), then unfinished ones,
+    failed ones, missing ones. The test accuracy plays no part: the choice is made on the validation set."""
+    order = {FINISHED: 0, EARLY_STOPPED: 0, UNFINISHED: 1, FAILED: 2, MISSING: 3}
+    results = sorted(results, key=lambda r: (order[r.status] if r.validation is not None or r.status not in RANKED
+                                             else 1, -(r.validation if r.validation is not None else -1)))
+    number = 0
+    for result in results:
+        ranked = result.status in RANKED and result.validation is not None
+        number += ranked
+        result.rank = number if ranked else None
     return results
 
 
@@ -233,7 +237,7 @@ def plot(results, path, title):
                 label = ", ".join(f"{p}={v}" for p, v in zip(others, group)) or "all trials"
                 ax.plot(*zip(*points), marker="o", label=label)
         best = results[0]
-        if best.status == FINISHED and getattr(best, metric) is not None:
+        if best.rank == 1 and getattr(best, metric) is not None:
             x = number(best.params.get(x_name)) if numeric else text(best.params.get(x_name))
             ax.scatter([x], [getattr(best, metric)], s=220, marker="*", color="gold", edgecolors="black",
                        zorder=3, label=f"chosen: {best.id}")
@@ -266,7 +270,7 @@ def writable_dir(out):
 def report(results, name, heading, out, local=False):
     """Print the ranking and the export to serve; write <name>-results.csv and .png to `out`."""
     out = writable_dir(out)
-    finished = sum(r.status == FINISHED for r in results)
+    finished = sum(r.status in RANKED for r in results)
     print(f"{heading}: {finished} of {len(results)} trials finished")
     rows = table(results, local)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -279,14 +283,14 @@ def report(results, name, heading, out, local=False):
     except OSError as err:
         raise UserError(f"cannot write the results into {out}: {err.strerror}") from None
     best = results[0]
-    if best.status == FINISHED:
+    if best.rank == 1:
         print(f"best: {best.id} ({best.describe()}): validation accuracy {percent(best.validation)} "
               f"(what it was chosen on); test accuracy {percent(best.test)} (reported, not used to choose)")
         print(serve_line(best, local))
     else:
         print("best: none yet, no trial has finished")
     print(f"wrote {csv_path} and {png_path}")
-    return best if best.status == FINISHED else None
+    return best if best.rank == 1 else None
 
 
 def serve_line(best, local):

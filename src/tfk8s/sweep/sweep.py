@@ -9,15 +9,13 @@ The trials and their TFJobs: trials.py; the cluster (quota, earlier runs,
 N at a time): cluster.py; the ranking: results.py.
 """
 import argparse
-import contextlib
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from tfk8s.cli import ArgumentParser, UserError, entry_point
-from tfk8s.paths import REPO, RUNS, SRC, TEMPLATED
-from tfk8s.sweep import cluster
+from tfk8s.paths import REPO, RUNS, TEMPLATED
+from tfk8s.sweep import cluster, local
 from tfk8s.sweep import trials as planning
 from tfk8s.sweep import values as checks
 from tfk8s.sweep.trials import BASE, NFS
@@ -25,70 +23,6 @@ from tfk8s.sweep.trials import BASE, NFS
 VALUES = TEMPLATED / "values.yaml"
 LOCAL_ROOTS = RUNS / "tfjob-local"  # --local: <this>/<sweep> stands for the cluster, as for tfjob_local
 MAX_TRIALS = 30  # two at a time, four to five minutes each: an hour of a workshop's cluster
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """Keep TensorFlow's C++ runtime notices (no CUDA here, cuInit failed) off the terminal.
-
-    The runtime prints them straight to file descriptor 2, whatever
-    TF_CPP_MIN_LOG_LEVEL says; a sweep's preview has nothing to say about GPUs.
-    """
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def write_hparams_config(trials, logdir):
-    """The experiment for TensorBoard's HParams view: the grid's domains and the metrics to compare."""
-    with quiet_stderr():
-        import tensorflow as tf
-        from tensorboard.plugins.hparams import api as hp
-        hparams = [hp.HParam(flag, hp.Discrete(sorted({t.params[flag] for t in trials})))
-                   for flag in trials[0].params]
-        metrics = [hp.Metric("accuracy", group="eval", display_name="validation accuracy"),
-                   hp.Metric("accuracy", group="test", display_name="test accuracy"),
-                   hp.Metric("loss", group="eval", display_name="validation loss")]
-        with tf.summary.create_file_writer(str(logdir)).as_default():
-            hp.hparams_config(hparams=hparams, metrics=metrics)
-
-
-def run_local(trials, paths, root, logs, parallel, trainer_args):
-    """Run every trial with src/tfjob_local.py (one process per replica), `parallel` trials at a time.
-
-    All trials share `root`, so that its volume holds them side by side as the
-    NFS claim does on the cluster; each trial's output goes to <logs>/<job>.log.
-    """
-    processes = {}
-    logs.mkdir(parents=True, exist_ok=True)
-
-    def start(trial):
-        log = logs / f"{trial.job}.log"
-        command = [sys.executable, str(SRC / "tfjob_local.py"), str(Path(paths[trial.id]).resolve()),
-                   "--root", str(Path(root).resolve())]
-        if trainer_args:
-            command += ["--", *trainer_args]
-        with open(log, "w") as out:
-            processes[trial.id] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        print(f"{trial.job}: started ({trial.describe()}), log {log}", flush=True)
-
-    def outcome(trial):
-        code = processes[trial.id].poll()
-        return None if code is None else "Succeeded" if code == 0 else f"Failed (exit code {code})"
-
-    try:
-        outcomes = cluster.at_most(parallel, trials, start, outcome, interval=1.0)
-    finally:
-        for process in processes.values():  # interrupted: tfjob_local stops its replicas on SIGTERM
-            if process.poll() is None:
-                process.terminate()
-                process.wait()
-    cluster.report(outcomes, trials, f"their logs are {logs}/<job>.log")
 
 
 def newest_run(source, sweep, where):
@@ -136,6 +70,17 @@ files:
 results of a cluster sweep, with no access to the pods: TensorBoard over {NFS}/runs has them all.
   make tensorboard                                          (in another terminal: localhost:6006)
   templated/run.sh --results --tensorboard http://localhost:6006
+
+--katib: the same sweep as one Katib Experiment (Katib v0.19; the values file's katib: section picks the
+algorithm, early stopping and the trial budget); its trials are the same TFJobs, each training into
+{NFS}/runs/katib/<sweep>/<trial> and exporting to {NFS}/exports/katib/<sweep>/<trial>.
+  --katib --dry_run --output_dir DIR   write DIR/<sweep>-experiment.yaml, checked as Katib would check it
+  --katib                              create it (a finished one of the same name is deleted first), follow it
+                                       to its end and print the best trial
+  --katib --results                    rank its trials from the Trials' observed metrics (CSV and plot)
+  --katib --local                      run its grid here (root: runs/katib-local/<sweep>) and rank the trials
+                                       with Katib's metric collector and rule, as Katib would rank them
+  --katib --delete                     delete the Experiment (its trials and their TFJobs)
 """
 
 
@@ -167,6 +112,7 @@ def parse_args(argv):
                                                         "and PNG")
     p.add_argument("--tensorboard", metavar="URL", help="with --results: read the trials from this TensorBoard "
                                                          "(e.g. http://localhost:6006 of `make tensorboard`)")
+    p.add_argument("--katib", action="store_true", help="the same sweep as one Katib Experiment (see below)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry_run", action="store_true", help="write the trials' YAML to --output_dir, submit nothing")
     mode.add_argument("--local", action="store_true", help="run the trials on this machine")
@@ -190,6 +136,8 @@ def parse_args(argv):
         p.error(f"--tensorboard {args.tensorboard!r} must be a URL such as http://localhost:6006")
     if args.run_id is not None:
         planning.check_run_id(args.run_id)
+    if args.katib and (args.tensorboard or args.run_id):
+        p.error("--katib takes neither --tensorboard nor --run_id: Katib names its trials and keeps their metrics")
     return args
 
 
@@ -209,6 +157,8 @@ def main(argv=None):
         return
 
     container = planning.base_container(base)
+    if args.katib:
+        return katib_main(args, values, values_path, name, base, namespace, container)
     image = checks.check_image(args.image or container["image"])
     base_flags = planning.parse_flags(container.get("args", []))
     root = Path(args.root or os.path.relpath(LOCAL_ROOTS / (name if isinstance(name, str) else "sweep")))
@@ -236,8 +186,8 @@ def main(argv=None):
     elif args.local:
         paths = dict(zip((t.id for t in trials), planning.write_manifests(trials, docs, root / "manifests",
                                                                           "--root's manifests/")))
-        write_hparams_config(trials, planning.volume_dir(root, container) / "runs" / name / run_id)
-        run_local(trials, paths, root, root / "logs" / run_id, args.parallel or 1, args.trainer_args)
+        local.write_hparams_config(trials, planning.volume_dir(root, container) / "runs" / name / run_id)
+        local.run_local(trials, paths, root, root / "logs" / run_id, args.parallel or 1, args.trainer_args)
         print(f"all {len(trials)} trials of run {run_id} succeeded; rank them with: templated/run.sh --results"
               + (f" --values {args.values}" if args.values else "")
               + (f" --name {name}" if args.name else "") + (f" --root {args.root}" if args.root else ""))
@@ -246,3 +196,29 @@ def main(argv=None):
         with tempfile.TemporaryDirectory(prefix=f"{name}-") as out:
             paths = planning.write_manifests(trials, docs, out)
             cluster.submit(name, run_id, trials, docs, paths, namespace, args.parallel, args.poll)
+
+
+def katib_main(args, values, values_path, name, base, namespace, container):
+    """The --katib modes: the Experiment previewed, created and followed, ranked, run here, or deleted."""
+    from tfk8s.sweep import katib, katib_cluster
+    if args.delete:
+        katib_cluster.delete(checks.check_sweep_name(name), namespace)
+        return
+    image = checks.check_image(args.image or container["image"])
+    experiment = katib.render(values, name, namespace, image, base, values_path, args.max_trials)
+    if args.dry_run:
+        print(katib_cluster.write_experiment(experiment, args.output_dir))
+    elif args.local:
+        from tfk8s.sweep import katib_local
+        root = Path(args.root or os.path.relpath(RUNS / "katib-local" / name))
+        entries, failure = katib_local.run(experiment, namespace, root, args.parallel or 1, args.trainer_args)
+        katib_cluster.report(experiment.doc, entries, Path(args.output_dir or root),
+                             f"Katib Experiment {name}, run here", volume=planning.volume_dir(root, container))
+        if failure:
+            raise failure
+    elif args.results:
+        out = Path(args.output_dir or os.path.relpath(RUNS / "katib"))
+        katib_cluster.show_results(experiment, namespace, out)
+    else:
+        katib_cluster.print_best(katib_cluster.submit(experiment, namespace, args.poll))
+        print("the ranked table and plot: make katib-results (templated/run.sh --katib --results)")

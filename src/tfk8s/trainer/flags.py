@@ -49,6 +49,9 @@ def parse_args(argv=None, parser_class=ArgumentParser):
                    help="checkpoints and TensorBoard summaries, shared by every replica")
     p.add_argument("--export_dir", default="/tmp/mnist/export",
                    help="SavedModel versions for TensorFlow Serving (<export_dir>/<version>/)")
+    p.add_argument("--metrics_dir", default="",
+                   help="also write the validation and test summaries here, for a metrics collector such as "
+                        "Katib's: event files under eval/ and test/, and one JSON line each in metrics.json")
     p.add_argument("--eval_every", type=int, default=500, help="evaluate (and log a progress line) every N steps")
     p.add_argument("--checkpoint_every", type=int, default=500, help="write a checkpoint every N steps")
     p.add_argument("--keep_checkpoints", type=int, default=3, help="how many recent checkpoints to keep")
