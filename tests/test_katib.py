@@ -178,6 +178,15 @@ def test_a_mistake_in_the_katib_section_is_one_line_and_writes_nothing(tmp_path,
     assert result.returncode == 2 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("grid, counts", [("{learning_rate: [0.1]}", (1, 1, 1)),
+                                          ("{learning_rate: [0.1, 0.01]}", (2, 2, 2)),
+                                          ("{learning_rate: [0.1, 0.01], hidden_layers: [1, 2]}", (2, 4, 3))])
+def test_without_a_katib_section_the_counts_follow_the_grid(tmp_path, grid, counts):
+    """Default: every combination, at most two at once, three failures: never more than Katib accepts."""
+    spec = experiment(f"name: s\ngrid: {grid}\n", tmp_path).doc["spec"]
+    assert (spec["parallelTrialCount"], spec["maxTrialCount"], spec["maxFailedTrialCount"]) == counts
+
+
 def test_a_parameter_with_no_values_is_one_line(tmp_path):
     values = write_values(tmp_path, "name: s\ngrid: {learning_rate: [], hidden_layers: [1]}\n")
     result = run_sweep("--values", values, "--katib", "--dry_run", "--output_dir", tmp_path / "out")

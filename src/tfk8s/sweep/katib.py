@@ -179,13 +179,14 @@ def render(values, name, namespace, image, base, path, max_trials):
                         for p in parameters]
     trial_parameters.append({"name": TRIAL_NAME, "reference": "${trialSpec.Name}",
                              "description": "the trial's name: its model and export directories"})
+    most = katib.get("maxTrialCount", count)  # default: the grid's size (and at most 2 at once, 3 failures)
     stringify = lambda section: {str(k): planning.label_value(v) for k, v in (katib.get(section) or {}).items()}
     text = TEMPLATES.get_template(TEMPLATE).render(
         name=name, namespace=namespace, objective=OBJECTIVE, test_metric=TEST_METRIC, algorithm=algorithm,
         algorithm_settings=stringify("algorithmSettings"), early_stopping=early,
         early_stopping_settings=stringify("earlyStoppingSettings"),
-        parallel=katib.get("parallelTrialCount", 2), max_trials=katib.get("maxTrialCount", count),
-        max_failed=katib.get("maxFailedTrialCount", 3), collector=collector, parameters=parameters,
+        parallel=katib.get("parallelTrialCount", min(2, most)), max_trials=most,
+        max_failed=katib.get("maxFailedTrialCount", min(3, most)), collector=collector, parameters=parameters,
         trial_parameters=trial_parameters)
     doc = yaml.safe_load(text)
     labels = {**base["metadata"].get("labels", {}), EXPERIMENT_LABEL: name}

@@ -72,14 +72,16 @@ class EventFiles:
 
     def events(self, run, tag=TAG):
         """[(step, wall_time, value)] of `tag` in the event files of `run` (a directory under the logdir)."""
-        from tensorboard.backend.event_processing import event_accumulator
-        from tensorboard.util import tensor_util
         run_dir = self.logdir / run
         if not run_dir.is_dir():
             return []
-        reader = event_accumulator.EventAccumulator(
-            str(run_dir), size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0})
-        reader.Reload()
+        from tfk8s.sweep.local import quiet_stderr
+        with quiet_stderr():  # TensorBoard's reader loads TensorFlow, which talks about GPUs on fd 2
+            from tensorboard.backend.event_processing import event_accumulator
+            from tensorboard.util import tensor_util
+            reader = event_accumulator.EventAccumulator(
+                str(run_dir), size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0})
+            reader.Reload()
         tags = reader.Tags()
         if tag in tags[event_accumulator.TENSORS]:  # TF2's tf.summary.scalar writes tensors
             return [(e.step, e.wall_time, float(tensor_util.make_ndarray(e.tensor_proto).item()))
@@ -121,7 +123,8 @@ class TensorBoardAPI:
         return sorted(self._tags)
 
     def events(self, run, tag=TAG):
-        if tag not in (self._tags or {}).get(run, {tag: None}):
+        self.runs()  # which runs hold which tags: one request, then only the scalars that exist
+        if tag not in self._tags.get(run, {}):
             return []
         return [(int(step), float(wall_time), float(value)) for wall_time, step, value in
                 self.get("scalars", run=run, tag=tag)]

@@ -53,8 +53,9 @@ modes (the default submits the trials to the cluster):
   --results              rank the trials of the sweep's newest run (or --run_id) by validation accuracy
                          (the last evaluation: test accuracy is shown beside it, never used to choose),
                          and name the export to serve; write <sweep>-results.csv and a plot of accuracy by
-                         learning rate, <sweep>-results.png, to --output_dir (default: --root). Read from
-                         the event files under --root, or with --tensorboard URL from a running TensorBoard
+                         learning rate, <sweep>-results.png, to --output_dir (default: --root; with
+                         --tensorboard, runs/sweep/<sweep>). Read from the event files under --root, or with
+                         --tensorboard URL from a running TensorBoard
 
 every run of a sweep has an id (UTC start time, YYYYMMDD-HHMMSS): its trials train into
 {NFS}/runs/<sweep>/<run>/tNN and export to {NFS}/exports/<sweep>/<run>/tNN, so a second run starts afresh
@@ -173,8 +174,8 @@ def main(argv=None):
         run_id = args.run_id or newest_run(source, name, source)
         trials = planning.plan(values, name, base_flags, values_path, run_id, args.max_trials)
         found = results.collect(trials, source, f"{NFS}/runs", volume, NFS)
-        results.report(found, name, f"sweep {name}, run {run_id} ({source})", Path(args.output_dir or root),
-                       local=volume is not None)
+        out = args.output_dir or (root if volume is not None or args.root else os.path.relpath(RUNS / "sweep" / name))
+        results.report(found, name, f"sweep {name}, run {run_id} ({source})", Path(out), local=volume is not None)
         return
 
     run_id = args.run_id or planning.new_run_id()
