@@ -135,8 +135,23 @@ predict: check-cluster venv ## Step 8: classify data/*.png with the served model
 	$(PYTHON) src/client.py --host localhost --port 8500 --image data --model mnist --signature_name predict
 
 .PHONY: sweep
-sweep: check-cluster check-image venv ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once
-	templated/run.sh --namespace $(NAMESPACE) --image $(IMAGE):$(TAG) --parallel $(SWEEP_PARALLEL)
+sweep: check-cluster check-image venv ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once (a new run each time)
+	$(SWEEP_RUN) --namespace $(NAMESPACE) --image $(IMAGE):$(TAG) --parallel $(SWEEP_PARALLEL)
+
+# Step 9b: the same sweep on Katib (the instructor installed it: make instructor-katib).
+KATIB_RUN = $(SWEEP_RUN) --katib --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+
+.PHONY: katib-sweep
+katib-sweep: check-cluster check-image venv ## Step 9b: the same sweep as one Katib Experiment: checked, created, followed to its end; prints the best trial
+	$(KATIB_RUN)
+
+.PHONY: katib-results
+katib-results: check-cluster venv ## Step 9b: the Katib trials ranked by validation accuracy (CSV and plot in runs/katib), the export to serve
+	$(KATIB_RUN) --results --output_dir $(RUNS)/katib
+
+.PHONY: katib-clean
+katib-clean: check-cluster venv ## Delete the Katib Experiment with its trials and their TFJobs (their files stay on the volume)
+	$(KATIB_RUN) --delete
 
 .PHONY: clean
 clean: check-cluster venv ## Delete all your steps created (training, sweep, TensorBoard, serving, autoscaler, CronJob, batch Job); keeps the storage

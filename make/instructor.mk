@@ -18,6 +18,9 @@ INSTRUCTOR = $(PYTHON) src/instructor.py
 instructor-plan: venv ## Instructor, first: per-attendee quota, nodes and CPU quota for ATTENDEES=N on MACHINE_TYPE
 	$(INSTRUCTOR) plan --attendees "$(ATTENDEES)" --machine_type "$(MACHINE_TYPE)" --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS)
 
+# Katib v0.19.0, its standalone install (controller, DB, UI, webhooks in the namespace kubeflow).
+KATIB ?= github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=v0.19.0
+
 .PHONY: instructor-operator
 instructor-operator: check-cluster ## Instructor, once per cluster: install the Kubeflow training operator v1.9
 	kubectl apply --server-side -k "$(TRAINING_OPERATOR)"
@@ -43,3 +46,16 @@ instructor-status: venv ## Instructor: a row per attendee: storage, image, Job/T
 .PHONY: instructor-clean
 instructor-clean: venv ## Instructor: delete the attendees' namespaces, volumes and NFS servers, with all they hold (ATTENDEES=...)
 	$(INSTRUCTOR) delete $(ATTENDEES)
+
+.PHONY: instructor-katib
+instructor-katib: check-cluster venv ## Instructor, once per cluster, after instructor-operator: install Katib v0.19; with ATTENDEES, give them Katib
+	@kubectl get crd tfjobs.kubeflow.org >/dev/null 2>&1 || { echo "error: no TFJob CRD: install the training operator first (make instructor-operator); Katib watches TFJobs only if their CRD exists when it starts" >&2; exit 1; }
+	kubectl apply -k "$(KATIB)"
+	@for d in katib-mysql katib-db-manager katib-controller katib-ui; do \
+	  kubectl --namespace kubeflow rollout status deployment/$$d --timeout=10m || exit 1; done
+	kubectl get crd experiments.kubeflow.org trials.kubeflow.org suggestions.kubeflow.org
+	$(if $(ATTENDEES),$(PYTHON) src/katib_access.py --output_dir $(INSTRUCTOR_DIR) $(ATTENDEES))
+	@for a in $(ATTENDEES); do \
+	  kubectl get namespace $$a >/dev/null || { echo "error: no namespace $$a: make instructor-namespaces ATTENDEES=$$a first" >&2; exit 1; }; \
+	  kubectl apply --server-side --field-manager instructor-katib -f $(INSTRUCTOR_DIR)/$$a-katib.yaml || exit 1; \
+	done

@@ -119,24 +119,39 @@ tfjob-ps-local: venv ## Run kube/tfjob-ps.yaml here: chief, 2 workers, 1 paramet
 # previewed as YAML, or run on this machine (`make sweep` submits it to the cluster).
 # SWEEP_LOCAL_FLAGS are appended to every local trial's trainer flags: the shipped
 # mini data and 300 steps (2 cores: about 2.5 minutes per trial of 3 replicas).
-# SWEEP_ROOT: read the results from elsewhere, e.g. a cluster sweep's copy
-# (templated/run.sh --help says how to make it).
+# SWEEP_ROOT: the local stand-in for the cluster (default runs/tfjob-local/<sweep>).
+# SWEEP_TENSORBOARD: rank a cluster sweep instead, read from its TensorBoard
+# (http://localhost:6006 while `make tensorboard` runs).
 SWEEP_VALUES      ?= templated/values.yaml
 SWEEP_LOCAL_FLAGS ?= --dataset mini --steps 300 --eval_every 100 --checkpoint_every 100
 SWEEP_ROOT        ?=
+SWEEP_TENSORBOARD ?=
 SWEEP_RUN          = VENV=$(VENV) templated/run.sh --values $(SWEEP_VALUES)
 
 .PHONY: sweep-preview
 sweep-preview: venv ## Write the sweep's TFJobs (one per combination) to runs/sweep-preview; submit nothing
-	$(SWEEP_RUN) --dry-run --out $(RUNS)/sweep-preview --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+	$(SWEEP_RUN) --dry_run --output_dir $(RUNS)/sweep-preview --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
 
 .PHONY: sweep-local
 sweep-local: venv ## Run every trial of the sweep here, one at a time, into runs/tfjob-local/<sweep>
 	$(SWEEP_RUN) --local $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT)) -- $(SWEEP_LOCAL_FLAGS)
 
 .PHONY: sweep-results
-sweep-results: venv ## Rank the sweep's trials by test accuracy, name the export to serve, plot them
-	$(SWEEP_RUN) --results $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT))
+sweep-results: venv ## Rank the sweep's trials by validation accuracy, name the export to serve, plot them (SWEEP_TENSORBOARD: a cluster sweep)
+	$(SWEEP_RUN) --results $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT)) $(if $(SWEEP_TENSORBOARD),--tensorboard $(SWEEP_TENSORBOARD))
+
+# The same sweep as Katib runs it (`make katib-sweep` on the cluster): one Experiment,
+# checked offline as Katib checks it; here, its grid's trials run one at a time into
+# runs/katib-local/<sweep> (KATIB_ROOT), ranked as Katib's collector and rule rank them.
+KATIB_ROOT ?=
+
+.PHONY: katib-preview
+katib-preview: venv ## Write the sweep's Katib Experiment to runs/katib-preview, checked as Katib checks it; apply nothing
+	$(SWEEP_RUN) --katib --dry_run --output_dir $(RUNS)/katib-preview --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+
+.PHONY: katib-sweep-local
+katib-sweep-local: venv ## Run the Katib Experiment's grid here (trials as Katib builds them) and rank them as Katib would
+	$(SWEEP_RUN) --katib --local $(if $(KATIB_ROOT),--root $(KATIB_ROOT)) -- $(SWEEP_LOCAL_FLAGS)
 
 # ---------------------------------------------------------------- local: beyond one model
 # batch-predict-local: the folder to score; if it holds no image, the 10,000 MNIST test digits are written there first.

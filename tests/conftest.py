@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import fake_api
 from tfk8s import versions
 from tfk8s.cli import child_env
 from tfk8s.paths import REPO, SRC
@@ -165,3 +166,37 @@ def kubectl_objects(tmp_path, objects):
     path.write_text(json.dumps(objects))
     os.environ["FAKE_KUBECTL_OBJECTS"] = str(path)
     return path
+
+
+
+@pytest.fixture
+def api(tmp_path):
+    """A stand-in API server with state (tests/fake_api.py) behind kubectl, over a namespace `alice`.
+
+    Returns an object with env (PATH and the state file, for run_script or subprocess), path (a PATH for
+    make()), read()/write() of the state, and calls() (every kubectl call, in order). Files given to
+    `kubectl create -f` are read by the real kubectl's client-side parsing when it is installed.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).parent / "fake_api.py"}"'
+                                     ' "$@"\n')
+    (bin_dir / "kubectl").chmod(0o755)
+    state = tmp_path / "api.json"
+    fake_api.write_state(state, fake_api.empty_state("alice"))
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_API_STATE": str(state),
+           "REAL_KUBECTL": shutil.which("kubectl") or ""}
+
+    class Api:
+        def read(self):
+            return fake_api.read_state(state)
+
+        def write(self, data):
+            fake_api.write_state(state, data)
+
+        def calls(self, verb=None):
+            return [c for c in self.read()["calls"] if verb is None or c[0] == verb]
+
+    api = Api()
+    api.env, api.path = env, f"{bin_dir}:/usr/bin:/bin"
+    return api

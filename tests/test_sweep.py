@@ -1,4 +1,5 @@
-"""The sweep (templated/run.sh): one valid TFJob per combination, run locally for real, ranked from event files."""
+"""The sweep (templated/run.sh): checked inputs, one valid TFJob per combination, a cluster run that re-runs and
+respects the quota, a real local run, and results ranked on validation accuracy from event files or TensorBoard."""
 import csv
 import itertools
 import json
@@ -7,18 +8,25 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, assert_one_line_error
-from tfk8s.kube import tfjob_check
-from tfk8s.sweep import sweep
+import fake_api
+from conftest import REPO, assert_one_line_error, make
+from tfk8s.cli import UsageError
+from tfk8s.instructor import namespaces
+from tfk8s.kube import render, tfjob_check
+from tfk8s.sweep import cluster, trials
+from tfk8s.trainer import flags as trainer_flags
 
 RUN = REPO / "templated" / "run.sh"
 DEFAULT_VALUES = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())
+RUN_ID = "20250102-030405"
 TINY = """\
     name: tiny
     workers: 0
@@ -29,6 +37,7 @@ TINY = """\
       dataset: mini
     """
 SHORT_TRAINING = ["--", "--steps", 30, "--eval_every", 15, "--checkpoint_every", 15]
+IMAGE = "registry.example.com/alice/mnist:v7"
 
 
 def run_sweep(*args, env=None, timeout=600):
@@ -59,8 +68,8 @@ def flag(args, name):
 def dry_run(tmp_path_factory):
     """The default values file rendered for namespace alice and a registry of hers: (stdout, files)."""
     out = tmp_path_factory.mktemp("dry-run")
-    result = run_sweep("--dry-run", "--out", out, "--namespace", "alice",
-                       "--image", "registry.example.com/alice/mnist:v7")
+    result = run_sweep("--dry_run", "--output_dir", out, "--namespace", "alice", "--image", IMAGE,
+                       "--run_id", RUN_ID)
     assert result.returncode == 0, result.stderr
     return result.stdout, sorted(out.glob("*.yaml"))
 
@@ -87,15 +96,16 @@ def test_dry_run_writes_one_valid_tfjob_per_combination_with_unique_names_paths_
     for number, (doc, name, model_dir, export_dir) in enumerate(zip(docs, names, model_dirs, export_dirs), 1):
         labels = doc["metadata"]["labels"]
         trial = f"t{number:02d}"
-        assert name == f"mnist-sweep-{trial}" and sweep.DNS_1035.fullmatch(name)
+        assert name == f"mnist-sweep-{trial}" and tfjob_check.DNS_1035_LABEL.fullmatch(name)
         assert labels["trial"] == trial and labels["sweep"] == "mnist-sweep" and labels["app"] == "mnist-train"
-        assert model_dir == f"/mnt/nfs/runs/mnist-sweep/{trial}"
-        assert export_dir == f"/mnt/nfs/exports/mnist-sweep/{trial}"
+        assert labels["run"] == RUN_ID
+        assert model_dir == f"/mnt/nfs/runs/mnist-sweep/{RUN_ID}/{trial}"
+        assert export_dir == f"/mnt/nfs/exports/mnist-sweep/{RUN_ID}/{trial}"
         assert doc["metadata"]["namespace"] == "alice"
         assert (float(labels["learning_rate"]), int(labels["hidden_layers"])) == combinations[number - 1]
         for replica_type in ("Chief", "Worker"):
             c = container(doc, replica_type)
-            assert c["image"] == "registry.example.com/alice/mnist:v7"
+            assert c["image"] == IMAGE
             # The labels say what the trainer is told, in every replica.
             assert flag(c["args"], "learning_rate") == labels["learning_rate"]
             assert flag(c["args"], "hidden_layers") == labels["hidden_layers"]
@@ -108,7 +118,7 @@ def test_a_trial_is_kube_tfjob_yaml_but_for_its_name_labels_image_and_trainer_fl
     trial = yaml.safe_load(dry_run[1][4].read_text())
     base = json.loads(json.dumps(yaml.safe_load((REPO / "kube" / "tfjob.yaml").read_text())))
     for labels in (trial["metadata"]["labels"], base["metadata"]["labels"]):
-        for key in ("sweep", "trial", "learning_rate", "hidden_layers"):
+        for key in ("sweep", "run", "trial", "learning_rate", "hidden_layers"):
             labels.pop(key, None)
     for doc in (trial, base):
         doc["metadata"].pop("name")
@@ -127,108 +137,290 @@ def test_a_trial_is_kube_tfjob_yaml_but_for_its_name_labels_image_and_trainer_fl
     ("name: s\ngrid: {learning_rate: [], hidden_layers: [1]}\n", ["grid.learning_rate must be a non-empty list"]),
     ("name: s\ngrid: {learning_rate: [0.1, -0.01]}\n", ["grid.learning_rate", "must be a positive number", "-0.01"]),
     ("name: s\ngrid: {hidden_layers: [1, 7]}\n", ["grid.hidden_layers", "must be 1 to 4", "7"]),
+    ("name: s\ngrid: {hidden_layers: [1, two]}\n", ["grid.hidden_layers", "invalid int value: 'two'"]),
     ("name: s\ngrid: {learning_rate: [0.1]}\nflags: {model_dir: /tmp/x}\n", ["flags.model_dir", "the sweep sets it"]),
+    ("name: s\ngrid: {learning_rate: [0.1]}\nflags: {metrics_dir: /x}\n", ["flags.metrics_dir", "the sweep sets it"]),
     ("name: My_Sweep\ngrid: {learning_rate: [0.1]}\n", ["'My_Sweep'", "lower-case letters"]),
+    ("name: s\ngrid: {learning_rate: [0.1]}\nflags: {help: true}\n", ["flags.help is not a flag of the trainer"]),
+    ("- just\n- a list\n", ["expected a mapping"]),
+    ("name: s\ngrid: {learning_rate: [0.1]\n", ["is not valid YAML"]),
 ], ids=["unknown-key", "unknown-grid-flag", "unknown-fixed-flag", "empty-list", "negative-learning-rate",
-        "hidden-layers-7", "sweep-owned-flag", "illegal-name"])
+        "hidden-layers-7", "not-an-int", "sweep-owned-flag", "metrics-dir", "illegal-name", "help", "a-list",
+        "bad-yaml"])
 def test_a_mistake_in_the_values_file_is_one_line_and_renders_nothing(tmp_path, text, fragments):
     values = write_values(tmp_path, text)
-    result = run_sweep("--values", values, "--dry-run", "--out", tmp_path / "out")
+    result = run_sweep("--values", values, "--dry_run", "--output_dir", tmp_path / "out")
     assert_one_line_error(result, *fragments)
     assert result.returncode == 2 and not (tmp_path / "out").exists()
+
+
+def test_the_trainers_parser_answers_the_sweep_without_exiting_or_printing(capsys):
+    """flags.parse: the parsed settings, or a UsageError carrying argparse's or the checks' message."""
+    settings = trainer_flags.parse(["--learning_rate", "0.01", "--no-augment"])
+    assert settings.learning_rate == 0.01 and settings.augment is False and settings.steps == 2200
+    for argv, fragment in ([["--learning_rate", "x"], "invalid float value: 'x'"],
+                           [["--stepz", "3"], "unrecognized arguments: --stepz 3"],
+                           [["--hidden_layers", "9"], "--hidden_layers must be 1 to 4"]):
+        with pytest.raises(UsageError, match=fragment.replace("-", r"\-")):
+            trainer_flags.parse(argv)
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("namespace", ["Bad_NS", "alice\nannotations:", "x: y", "-alice", "a" * 64, ""],
+                         ids=["capitals", "newline", "colon", "dash", "too-long", "empty"])
+def test_a_namespace_that_is_not_a_dns_label_is_one_line_and_writes_nothing(tmp_path, namespace):
+    result = run_sweep("--dry_run", "--output_dir", tmp_path / "out", f"--namespace={namespace}")
+    assert_one_line_error(result, "is not a namespace name")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("image, fragment", [
+    ("registry.example.com/alice/mnist", "has no tag"),
+    ("registry.example.com/alice/mnist:latest", "'latest' is not a version"),
+    ("registry.example.com/Alice/mnist:v1", "is not an image reference"),
+    ("registry.example.com/alice/mnist:v1\nannotations: x", "is not an image reference"),
+    ("mnist: v1", "is not an image reference"),
+    ("registry.example.com/alice/mnist@sha256:abc", "is not an image reference"),
+])
+def test_an_image_that_is_not_a_pinned_reference_is_one_line(tmp_path, image, fragment):
+    result = run_sweep("--dry_run", "--output_dir", tmp_path / "out", "--image", image)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_pinned_by_digest_is_accepted(tmp_path):
+    image = "registry.example.com:5000/alice/mnist@sha256:" + "0a" * 32
+    result = run_sweep("--dry_run", "--output_dir", tmp_path, "--image", image, "--values",
+                       write_values(tmp_path.parent, TINY))
+    assert result.returncode == 0, result.stderr
+    assert container(yaml.safe_load((tmp_path / "tiny-t01.yaml").read_text()))["image"] == image
+
+
+def test_no_value_can_add_a_key_to_a_trial(tmp_path):
+    """A flag value the trainer accepts (any text, for --data_dir) stays one string, however YAML-like it is."""
+    sneaky = "/data\nmetadata:\n  annotations: {evil: 'yes'}\n# \"quoted\" : colon"
+    values = write_values(tmp_path, TINY.replace("dataset: mini", f"data_dir: {json.dumps(sneaky)}"))
+    out = tmp_path / "out"
+    result = run_sweep("--values", values, "--dry_run", "--output_dir", out)
+    assert result.returncode == 0, result.stderr
+    doc = yaml.safe_load((out / "tiny-t01.yaml").read_text())
+    assert set(doc["metadata"]) == {"name", "namespace", "labels"}
+    assert "annotations" not in json.dumps(doc["spec"]["tfReplicaSpecs"]["Chief"]["template"]["metadata"])
+    assert flag(container(doc)["args"], "data_dir") == sneaky
+    assert tfjob_check.problems(doc) == []
+
+
+def test_a_binary_values_file_is_one_line(tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
+    assert_one_line_error(run_sweep("--values", values, "--dry_run", "--output_dir", tmp_path / "o"),
+                          "is not a text file")
+    assert_one_line_error(run_sweep("--values", tmp_path, "--dry_run", "--output_dir", tmp_path / "o"),
+                          "cannot read the values file")
+
+
+def test_an_output_dir_that_is_a_file_or_cannot_be_written_is_one_line(tmp_path):
+    values = write_values(tmp_path, TINY)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    assert_one_line_error(run_sweep("--values", values, "--dry_run", "--output_dir", a_file),
+                          f"--output_dir {a_file} is a file")
+    assert a_file.read_text() == "mine"
+    # /sys refuses new directories to everyone, root included: a read-only place that needs no set-up.
+    assert_one_line_error(run_sweep("--values", values, "--dry_run", "--output_dir", "/sys/tfk8s-sweep"),
+                          "cannot create --output_dir /sys/tfk8s-sweep")
+    assert_one_line_error(run_sweep("--values", values, "--dry_run", "--output_dir", a_file / "sub"),
+                          "cannot create --output_dir", "Not a directory")
+
+
+def test_the_output_dir_is_written_afresh_and_files_it_did_not_write_make_it_refuse(tmp_path):
+    out = tmp_path / "out"
+    big = write_values(tmp_path, TINY.replace("hidden_layers: [1]", "hidden_layers: [1, 2, 3]"), "big.yaml")
+    assert run_sweep("--values", big, "--dry_run", "--output_dir", out).returncode == 0
+    assert len(list(out.iterdir())) == 6
+    small = write_values(tmp_path, TINY)
+    result = run_sweep("--values", small, "--dry_run", "--output_dir", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["tiny-t01.yaml", "tiny-t02.yaml"]  # no stale trial left
+
+    (out / "notes.txt").write_text("my notes")
+    result = run_sweep("--values", small, "--dry_run", "--output_dir", out)
+    assert_one_line_error(result, "holds files this sweep did not write (notes.txt)")
+    assert (out / "notes.txt").read_text() == "my notes" and len(list(out.iterdir())) == 3
+
+
+def test_a_grid_larger_than_max_trials_is_refused_at_once_naming_its_size(tmp_path):
+    grid = {f: list(range(1, 11)) for f in ("steps", "batch_size", "eval_every", "checkpoint_every",
+                                             "keep_checkpoints", "seed")}
+    values = tmp_path / "huge.yaml"
+    values.write_text(yaml.safe_dump({"name": "huge", "grid": grid}))
+    started = time.monotonic()
+    result = run_sweep("--values", values, "--dry_run", "--output_dir", tmp_path / "out")
+    print(f"refused a 10^6 grid in {time.monotonic() - started:.1f}s")  # reported, not asserted
+    assert_one_line_error(result, "the grid holds 1,000,000 trials", "more than --max_trials 30")
+    assert not (tmp_path / "out").exists()
+    small = write_values(tmp_path, TINY.replace("hidden_layers: [1]", "hidden_layers: [1, 2, 3]"))
+    assert_one_line_error(run_sweep("--values", small, "--max_trials", 5, "--dry_run", "--output_dir",
+                                    tmp_path / "out"), "holds 6 trials (2 learning_rate x 3 hidden_layers)")
+    assert run_sweep("--values", small, "--max_trials", 6, "--dry_run", "--output_dir", tmp_path / "out"
+                     ).returncode == 0
 
 
 def test_help_describes_every_flag_and_bad_flags_are_one_line():
     result = run_sweep("--help")
     assert result.returncode == 0
-    for option in ("--values", "--name", "--dry-run", "--out", "--namespace", "--image", "--parallel", "--local",
-                   "--delete", "--results", "--root", "--poll", "kubectl exec", "tar -C /mnt/nfs"):
+    for option in ("--values", "--name", "--dry_run", "--output_dir", "--namespace", "--image", "--parallel",
+                   "--local", "--delete", "--results", "--root", "--poll", "--max_trials", "--run_id",
+                   "--tensorboard", "make tensorboard", "validation accuracy"):
         assert option in result.stdout, option
-    assert_one_line_error(run_sweep("--dry-run"), "--dry-run needs --out DIR")
-    assert_one_line_error(run_sweep("--dry-run", "--out", "x", "--", "--steps", "5"), "--local only")
+    assert "exec" not in result.stdout and "--dry-run" not in result.stdout and "--out " not in result.stdout
+    assert_one_line_error(run_sweep("--dry_run"), "--dry_run needs --output_dir DIR")
+    assert_one_line_error(run_sweep("--dry_run", "--output_dir", "x", "--", "--steps", "5"), "--local only")
     assert_one_line_error(run_sweep("--parallel", "0"), "--parallel must be 1 or more")
+    assert_one_line_error(run_sweep("--results", "--run_id", "yesterday"), "is not a run's id")
+    assert_one_line_error(run_sweep("--tensorboard", "http://x"), "--tensorboard goes with --results")
+    assert_one_line_error(run_sweep("--dry-run"), "unrecognized arguments: --dry-run")
     assert_one_line_error(run_sweep("--help", env={"VENV": "/nonexistent"}), "no virtualenv at /nonexistent")
 
 
 # ---------------------------------------------------------------- the cluster, through kubectl
 
-FAKE_KUBECTL = '''\
-#!{python}
-"""A stand-in for kubectl and its cluster: records every call; a TFJob is done at its 2nd status poll."""
-import json, os, sys, yaml
-path = os.environ["FAKE_KUBE_STATE"]
-state = json.load(open(path)) if os.path.exists(path) else {{"calls": [], "jobs": {{}}, "events": []}}
-args = sys.argv[1:]
-state["calls"].append(args)
-if args[0] == "apply":
-    doc = yaml.safe_load(open(args[args.index("-f") + 1]))
-    name = doc["metadata"]["name"]
-    state["jobs"][name] = {{"namespace": doc["metadata"]["namespace"], "polls": 0}}
-    state["events"].append(["applied", name])
-    print(f"tfjob.kubeflow.org/{{name}} created")
-elif args[0] == "get":
-    name = args[2]
-    state["jobs"][name]["polls"] += 1
-    done = state["jobs"][name]["polls"] >= 2
-    if done and ["done", name] not in state["events"]:
-        state["events"].append(["done", name])
-    outcome = "Failed" if name == os.environ.get("FAKE_KUBE_FAIL") else "Succeeded"
-    print("Created " + (outcome if done else "Running"), end="")
-elif args[0] == "delete":
-    print("tfjob.kubeflow.org/lr-study-t01 deleted")
-json.dump(state, open(path, "w"))
-'''
+def workshop_namespace(api, *running):
+    """Seed the namespace as an attendee's is after `make deploy`: its real quota, the pods of `running`."""
+    state = api.read()
+    quota = next(d for d in yaml.safe_load_all(namespaces.render_namespace("alice")) if d["kind"] == "ResourceQuota")
+    state["objects"]["resourcequotas"] = [quota]
+    docs = render.render(render.load([REPO / "kube" / name for name in running]), "r.example.com/mnist", "v1",
+                         "alice", scope="namespaced")
+    state["objects"]["pods"] = [p for doc in docs for p in fake_api.pods_of(doc)]
+    api.write(state)
+    return quota
 
 
-@pytest.fixture
-def fake_cluster(tmp_path):
-    """PATH with a kubectl that answers as a cluster would; returns (env, a function reading its record)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    kubectl = bin_dir / "kubectl"
-    kubectl.write_text(FAKE_KUBECTL.format(python=sys.executable))
-    kubectl.chmod(0o755)
-    state = tmp_path / "kube-state.json"
-    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_KUBE_STATE": str(state)}
-    return env, lambda: json.loads(state.read_text())
+def created(api):
+    return api.read()["objects"]["tfjobs"]
 
 
-def test_parallel_submission_keeps_at_most_n_trials_running_and_waits_for_all(fake_cluster):
-    env, record = fake_cluster
-    result = run_sweep("--parallel", 3, "--poll", 0.05, "--namespace", "alice", env=env)
+def test_parallel_submission_keeps_at_most_n_trials_running_and_waits_for_all(api):
+    """A namespace without a quota (a cluster of one's own): three trials at once."""
+    result = run_sweep("--parallel", 3, "--poll", 0.05, "--namespace", "alice", env={**api.env, "FAKE_POLLS": "2"})
     assert result.returncode == 0, result.stderr
-    state = record()
-    assert sorted(state["jobs"]) == [f"mnist-sweep-t{i:02d}" for i in range(1, 10)]
-    assert all(job["namespace"] == "alice" for job in state["jobs"].values())
+    assert sorted(j["metadata"]["name"] for j in created(api)) == [f"mnist-sweep-t{i:02d}" for i in range(1, 10)]
     running, most = 0, 0
-    for event, _ in state["events"]:
-        running += 1 if event == "applied" else -1
+    events = api.read()["events"]
+    for event, _ in events:
+        running += 1 if event == "created" else -1
         most = max(most, running)
     assert most == 3 and running == 0  # never more than --parallel, as many as allowed, and all finished
-    assert [e for e, _ in state["events"][:4]] == ["applied"] * 3 + ["done"]  # the 4th waits for a finish
-    assert all(call[:2] == ["get", "tfjob"] and call[3:] == ["-n", "alice", "-o", f"jsonpath={sweep.JSONPATH}"]
-               for call in state["calls"] if call[0] == "get")
+    assert [e for e, _ in events[:4]] == ["created"] * 3 + ["finished"]  # the 4th waits for a finish
+    polls = [c for c in api.calls("get") if c[1] == "tfjob"]
+    assert polls and all(c[3:] == ["-n", "alice", "-o", f"jsonpath={cluster.JSONPATH}"] for c in polls)
     assert "9 of 9 done" in result.stdout
 
 
-def test_a_failed_trial_fails_the_sweep_after_every_trial_ran(fake_cluster):
-    env, record = fake_cluster
-    result = run_sweep("--parallel", 2, "--poll", 0.05, env={**env, "FAKE_KUBE_FAIL": "mnist-sweep-t04"})
+def test_a_failed_trial_fails_the_sweep_after_every_trial_ran(api):
+    workshop_namespace(api)
+    result = run_sweep("--parallel", 2, "--poll", 0.05, "--namespace", "alice",
+                       env={**api.env, "FAKE_FAIL": "mnist-sweep-t04"})
     assert_one_line_error(result, "1 of 9 trials did not succeed: mnist-sweep-t04")
-    assert len(record()["jobs"]) == 9
+    assert len(created(api)) == 9
 
 
-def test_without_parallel_every_trial_is_submitted_at_once_and_delete_uses_the_sweep_label(fake_cluster):
-    env, record = fake_cluster
-    result = run_sweep("--name", "lr-study", env=env)
+def make_error(result, *fragments):
+    """make's own closing line ("make: *** ... Error 1") set aside: the tool's one-line error."""
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("make: ***")]
+    return assert_one_line_error(subprocess.CompletedProcess(result.args, result.returncode, result.stdout,
+                                                             "\n".join(lines)), *fragments)
+
+
+def make_sweep(api, *extra, env=None):
+    return make("sweep", "NAMESPACE=alice", f"IMAGE={IMAGE.split(':')[0]}", "TAG=v7", "SWEEP_PARALLEL=2", *extra,
+                env={**api.env, **(env or {})}, path=api.path)
+
+
+def test_a_second_make_sweep_deletes_the_finished_trials_and_trains_every_trial_again(api):
+    workshop_namespace(api, "nfs.yaml", "tensorboard.yaml", "serving.yaml")
+    first = make_sweep(api)
+    assert first.returncode == 0, first.stdout + first.stderr
+    first_jobs = {j["metadata"]["name"]: j for j in created(api)}
+    (first_run,) = {j["metadata"]["labels"]["run"] for j in first_jobs.values()}
+    marker = len(api.calls())
+    time.sleep(1.1)  # run ids have a resolution of one second
+
+    second = make_sweep(api)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "deleted the 9 finished trial(s)" in second.stdout and "9 of 9 done" in second.stdout
+    calls = api.calls()[marker:]
+    changes = [c for c in calls if c[0] in ("create", "delete", "apply", "patch")]
+    # Look first (the sweep's TFJobs, the quota), then delete the finished trials, then create each anew.
+    assert changes[0] == ["delete", "tfjobs", "-n", "alice", "-l", "sweep=mnist-sweep", "--wait=true"]
+    assert [c[0] for c in changes[1:]] == ["create"] * 9
+    looked = [c[:2] for c in calls[:calls.index(changes[0])]]
+    assert ["get", "tfjobs"] in looked and ["get", "resourcequotas"] in looked
+    second_jobs = {j["metadata"]["name"]: j for j in created(api)}
+    assert sorted(second_jobs) == sorted(first_jobs)
+    (second_run,) = {j["metadata"]["labels"]["run"] for j in second_jobs.values()}
+    assert second_run != first_run
+    for name, job in second_jobs.items():
+        labels, args = job["metadata"]["labels"], container(job)["args"]
+        # The labels describe what ran: the trainer's flags, and a model_dir of this run (nothing to resume).
+        assert flag(args, "learning_rate") == labels["learning_rate"]
+        assert flag(args, "hidden_layers") == labels["hidden_layers"]
+        assert flag(args, "model_dir") == f"/mnt/nfs/runs/mnist-sweep/{second_run}/{labels['trial']}"
+        assert flag(container(first_jobs[name])["args"], "model_dir").split("/")[5] == first_run
+
+
+def test_a_sweep_still_running_is_not_touched_and_the_refusal_names_its_trials(api):
+    workshop_namespace(api)
+    first = run_sweep("--namespace", "alice", "--values", write_values(Path(api.env["FAKE_API_STATE"]).parent, TINY),
+                      env=api.env)
+    assert first.returncode == 0, first.stderr  # all at once: submitted, nobody polls, they run on
+    before = len(api.calls())
+    result = make_sweep(api, "SWEEP_VALUES=" + str(Path(api.env["FAKE_API_STATE"]).parent / "values.yaml"))
+    assert result.returncode != 0
+    line = make_error(result, "sweep tiny still has trials running in namespace alice: tiny-t01, tiny-t02")
+    assert "templated/run.sh --delete" in line
+    assert not [c for c in api.calls()[before:] if c[0] in ("create", "delete", "apply")]
+
+
+def test_when_the_quota_cannot_hold_the_trials_the_refusal_names_what_to_stop_and_nothing_is_created(api):
+    workshop_namespace(api, "nfs.yaml", "tensorboard.yaml", "serving.yaml", "tfjob-ps.yaml")
+    result = make_sweep(api)
+    line = make_error(result, "the quota 'workshop' of namespace alice cannot hold 2 trials",
+                                 "requests.cpu 4.7 of 8 in use, 2 trials need 6 more",
+                                 "stop first: tfjob/mnist-tfjob-ps (4)",
+                                 "kubectl delete tfjob mnist-tfjob-ps -n alice", "--parallel 1")
+    assert "nfs-server" not in line  # the shared volume is never what to stop
+    assert not [c for c in api.calls() if c[0] in ("create", "delete", "apply", "patch")]
+    assert created(api) == []
+
+    one_at_a_time = make_sweep(api, "SWEEP_PARALLEL=1")  # 4.7 + 3 CPUs fit in 8
+    assert one_at_a_time.returncode == 0, one_at_a_time.stdout + one_at_a_time.stderr
+    assert len(created(api)) == 9
+
+
+def test_the_attendee_role_allows_every_request_the_sweep_makes(api):
+    workshop_namespace(api, "nfs.yaml", "tensorboard.yaml", "serving.yaml", "tfjob-ps.yaml")
+    assert make_sweep(api).returncode != 0            # a refusal: reads the quota and the pods
+    state = api.read()
+    state["objects"]["pods"] = []
+    api.write(state)
+    assert make_sweep(api).returncode == 0            # a run: creates and polls
+    assert make_sweep(api).returncode == 0            # a re-run: deletes the earlier run
+    assert run_sweep("--delete", "--namespace", "alice", env=api.env).returncode == 0
+    role = next(d for d in yaml.safe_load_all(namespaces.render_namespace("alice")) if d["kind"] == "Role")
+    requests = {tuple(r) for r in api.read()["requests"]}
+    assert {("create", "kubeflow.org", "tfjobs"), ("list", "", "pods"), ("get", "kubeflow.org", "tfjobs"),
+            ("list", "", "resourcequotas"), ("delete", "kubeflow.org", "tfjobs")} <= requests
+    for verb, group, resource in requests:
+        assert any(group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
+                   for rule in role["rules"]), f"the attendee Role does not allow {verb} {resource}"
+
+
+def test_delete_uses_the_sweep_label(api):
+    result = run_sweep("--delete", "--name", "lr-study", "--namespace", "alice", env=api.env)
     assert result.returncode == 0, result.stderr
-    assert sorted(record()["jobs"]) == [f"lr-study-t{i:02d}" for i in range(1, 10)]
-    assert not [call for call in record()["calls"] if call[0] == "get"]
-    assert "kubectl get tfjobs -n default -l sweep=lr-study" in result.stdout
-
-    result = run_sweep("--delete", "--name", "lr-study", "--namespace", "alice", env=env)
-    assert result.returncode == 0, result.stderr
-    assert record()["calls"][-1] == ["delete", "tfjobs", "-n", "alice", "-l", "sweep=lr-study"]
+    assert api.calls()[-1] == ["delete", "tfjobs", "-n", "alice", "-l", "sweep=lr-study"]
 
 
 def test_no_kubectl_is_one_line_pointing_to_dry_run_and_local(tmp_path):
@@ -237,7 +429,7 @@ def test_no_kubectl_is_one_line_pointing_to_dry_run_and_local(tmp_path):
     for tool in ("bash", "dirname"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
     result = run_sweep(env={"PATH": str(bin_dir)})
-    assert_one_line_error(result, "kubectl is not on PATH", "--dry-run", "--local")
+    assert_one_line_error(result, "kubectl is not on PATH", "--dry_run", "--local")
 
 
 @pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
@@ -248,13 +440,61 @@ def test_status_jsonpath_yields_the_true_conditions_with_real_kubectl(tmp_path):
                                      {"type": "Succeeded", "status": "True"}]}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
-    result = subprocess.run(["kubectl", "label", "--local", "-f", path, "probe=1", "-o", f"jsonpath={sweep.JSONPATH}"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["kubectl", "label", "--local", "-f", path, "probe=1", "-o",
+                             f"jsonpath={cluster.JSONPATH}"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["Created", "Succeeded"]
 
 
-# ---------------------------------------------------------------- a real local sweep and its results
+def test_quantities_are_read_as_the_api_server_reads_them():
+    assert [cluster.quantity(q) for q in ("500m", "2", "4Gi", "1.5", "1e3", "128Mi", "100M", 20)] == \
+        [0.5, 2, 4 * 2**30, 1.5, 1000, 128 * 2**20, 10**8, 20]
+    with pytest.raises(Exception, match="is not a Kubernetes quantity"):
+        cluster.quantity("4 GB")
+
+
+# ---------------------------------------------------------------- results: chosen on validation accuracy
+
+def write_events(run_dir, points, tag="accuracy"):
+    """Event files as the trainer's tf.summary.scalar writes them (tensor summaries), without TensorFlow."""
+    from tensorboard.summary import DirectoryOutput, Writer
+    writer = Writer(DirectoryOutput(str(run_dir)))
+    for step, value in points:
+        writer.add_scalar(tag, value, step=step)
+    writer.close()
+
+
+def test_results_choose_on_validation_accuracy_and_only_report_the_test_accuracy(tmp_path):
+    """t02 has the best test accuracy, t01 the best validation accuracy: t01 is chosen, t02's test is not a vote."""
+    values = write_values(tmp_path, TINY.replace("[0.05, 0.0001]", "[0.05, 0.0001, 0.001]"))
+    runs = tmp_path / "root" / "nfs" / "runs" / "tiny" / RUN_ID
+    figures = {"t01": (0.95, 0.90), "t02": (0.93, 0.99), "t03": (0.91, 0.92)}  # (validation, test)
+    for trial, (validation, test) in figures.items():
+        write_events(runs / trial / "eval", [(15, validation - 0.2), (30, validation)])
+        write_events(runs / trial / "test", [(30, test)])
+        (tmp_path / "root" / "nfs" / "exports" / "tiny" / RUN_ID / trial / "1").mkdir(parents=True)
+    result = run_sweep("--values", values, "--results", "--root", tmp_path / "root", "--output_dir", tmp_path / "o")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(tmp_path / "o" / "tiny-results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["trial"] for r in rows] == ["t01", "t02", "t03"]  # by validation accuracy, not by test accuracy
+    assert "best: t01 (learning_rate=0.05 hidden_layers=1): validation accuracy 95.00%" in result.stdout
+    assert "test accuracy 90.00% (reported, not used to choose)" in result.stdout
+    assert f"sweep tiny, run {RUN_ID}" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """A 2x1 sweep trained for real, both trials at once, with the Chief alone (workers: 0)."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    values = write_values(tmp_path, TINY)
+    root = tmp_path / "root"
+    result = run_sweep("--values", values, "--local", "--parallel", 2, "--root", root, *SHORT_TRAINING)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = (root / "nfs" / "runs" / "tiny").iterdir()
+    return {"tmp": tmp_path, "root": root, "volume": root / "nfs", "stdout": result.stdout, "run": run_dir.name,
+            "values": values}
+
 
 def events(run_dir, tag="accuracy"):
     """{step: value} of `tag` in a run directory, read with TensorFlow's own record reader (not TensorBoard's)."""
@@ -268,53 +508,45 @@ def events(run_dir, tag="accuracy"):
     return values
 
 
-@pytest.fixture(scope="module")
-def local_sweep(tmp_path_factory):
-    """A 2x1 sweep trained for real, both trials at once, with the Chief alone (workers: 0)."""
-    tmp_path = tmp_path_factory.mktemp("sweep")
-    values = write_values(tmp_path, TINY)
-    root = tmp_path / "root"
-    result = run_sweep("--values", values, "--local", "--parallel", 2, "--root", root, *SHORT_TRAINING)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return {"tmp": tmp_path, "root": root, "volume": root / "nfs", "stdout": result.stdout}
-
-
 @pytest.mark.slow
 def test_local_sweep_trains_every_trial_into_its_own_directories(local_sweep):
-    volume = local_sweep["volume"]
-    assert "all 2 trials succeeded" in local_sweep["stdout"]
+    volume, run = local_sweep["volume"], local_sweep["run"]
+    assert trials.RUN_ID.fullmatch(run)
+    assert f"all 2 trials of run {run} succeeded" in local_sweep["stdout"]
     for trial, learning_rate in (("t01", 0.05), ("t02", 0.0001)):
-        model_dir = volume / "runs" / "tiny" / trial
+        model_dir = volume / "runs" / "tiny" / run / trial
         assert sorted(events(model_dir / "eval")) == [15, 30]  # the steps after -- reached the trainer
         assert list(events(model_dir / "test")) == [30]
-        versions = [p for p in (volume / "exports" / "tiny" / trial).iterdir() if p.name.isdigit()]
+        versions = [p for p in (volume / "exports" / "tiny" / run / trial).iterdir() if p.name.isdigit()]
         assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
-        log = (local_sweep["root"] / "logs" / f"tiny-{trial}.log").read_text()
+        log = (local_sweep["root"] / "logs" / run / f"tiny-{trial}.log").read_text()
         assert f"--learning_rate {learning_rate}" in log and "num_replicas_in_sync=1" in log
-    # The sweep's experiment for TensorBoard's HParams view sits at the sweep's root, beside the trials.
-    (config,) = (volume / "runs" / "tiny").glob("events.out.tfevents.*")
+    # The sweep's experiment for TensorBoard's HParams view sits at the run's root, beside the trials.
+    (config,) = (volume / "runs" / "tiny" / run).glob("events.out.tfevents.*")
     assert b"_hparams_/experiment" in config.read_bytes()
 
 
 @pytest.mark.slow
 def test_results_rank_trials_by_their_event_files_and_show_unfinished_and_missing_ones(local_sweep):
-    tmp_path, volume = local_sweep["tmp"], local_sweep["volume"]
-    runs = volume / "runs" / "tiny"
+    tmp_path, volume, run = local_sweep["tmp"], local_sweep["volume"], local_sweep["run"]
+    runs = volume / "runs" / "tiny" / run
     finished = {trial: (events(runs / trial / "eval")[30], events(runs / trial / "test")[30])
                 for trial in ("t01", "t02")}
     # The sweep grows by two learning rates: t03 has started (its evaluations only), t04 has not.
-    (runs / "t03").mkdir()
     shutil.copytree(runs / "t01" / "eval", runs / "t03" / "eval")
     grown = write_values(tmp_path, TINY.replace("[0.05, 0.0001]", "[0.05, 0.0001, 0.001, 0.2]"), "grown.yaml")
-
-    result = run_sweep("--values", grown, "--results", "--root", local_sweep["root"], "--out", tmp_path / "out")
+    try:
+        result = run_sweep("--values", grown, "--results", "--root", local_sweep["root"], "--output_dir",
+                           tmp_path / "out")
+    finally:
+        shutil.rmtree(runs / "t03")
     assert result.returncode == 0, result.stdout + result.stderr
     with open(tmp_path / "out" / "tiny-results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [row["status"] for row in rows] == ["finished", "finished", "unfinished", "missing"]
     assert [row["trial"] for row in rows[2:]] == ["t03", "t04"]
 
-    ranked = sorted(finished, key=lambda trial: -finished[trial][1])  # by the test accuracy the events hold
+    ranked = sorted(finished, key=lambda trial: -finished[trial][0])  # by the validation accuracy the events hold
     assert [row["trial"] for row in rows[:2]] == ranked and [row["rank"] for row in rows] == ["1", "2", "", ""]
     for row in rows[:2]:
         validation, test = finished[row["trial"]]
@@ -325,7 +557,7 @@ def test_results_rank_trials_by_their_event_files_and_show_unfinished_and_missin
     assert rows[2]["test_accuracy"] == rows[3]["validation_accuracy"] == ""
 
     best = rows[0]
-    newest = max((volume / "exports" / "tiny" / best["trial"]).iterdir(), key=lambda p: int(p.name))
+    newest = max((volume / "exports" / "tiny" / run / best["trial"]).iterdir(), key=lambda p: int(p.name))
     assert best["export"] == str(newest)
     assert f"best: {best['trial']} (learning_rate={best['learning_rate']} hidden_layers=1)" in result.stdout
     assert f"serve: {newest}" in result.stdout
@@ -336,3 +568,57 @@ def test_results_rank_trials_by_their_event_files_and_show_unfinished_and_missin
     with Image.open(tmp_path / "out" / "tiny-results.png") as png:
         assert png.format == "PNG" and png.width > 400 and png.height > 200
         assert len(png.convert("L").getcolors(maxcolors=1 << 16) or range(2)) > 2  # a plot, not a blank page
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_make_sweep_results_reads_a_cluster_sweep_from_tensorboard_as_the_event_files_say(local_sweep, tmp_path):
+    """TensorBoard over the volume's runs (as kube/tensorboard.yaml runs it) answers the same ranking: no exec."""
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir",
+                               str(local_sweep["volume"] / "runs"), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wanted = {f"tiny/{local_sweep['run']}/{t}/{r}" for t in ("t01", "t02") for r in ("eval", "test")}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert server.poll() is None
+            try:
+                with urllib.request.urlopen(f"{url}/data/plugin/scalars/tags", timeout=5) as response:
+                    if wanted <= set(json.load(response)):
+                        break
+            except OSError:
+                pass
+            time.sleep(1)
+        result = make("sweep-results", f"SWEEP_VALUES={local_sweep['values']}", f"SWEEP_TENSORBOARD={url}",
+                      f"SWEEP_ROOT={tmp_path}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(tmp_path / "tiny-results.csv") as f:
+        rows = list(csv.DictReader(f))
+    local = run_sweep("--values", local_sweep["values"], "--results", "--root", local_sweep["root"],
+                      "--output_dir", tmp_path / "local")
+    with open(tmp_path / "local" / "tiny-results.csv") as f:
+        local_rows = list(csv.DictReader(f))
+    same = ("rank", "trial", "learning_rate", "status", "step", "validation_accuracy", "test_accuracy")
+    assert [[r[k] for k in same] for r in rows] == [[r[k] for k in same] for r in local_rows]
+    assert [r["status"] for r in rows] == ["finished", "finished"]
+    best = rows[0]["trial"]
+    assert rows[0]["export"] == f"/mnt/nfs/exports/tiny/{local_sweep['run']}/{best}"
+    assert f"TensorFlow Serving --model_base_path=/mnt/nfs/exports/tiny/{local_sweep['run']}/{best}" in result.stdout
+    assert local.returncode == 0
+
+
+def test_results_from_a_tensorboard_that_is_not_there_are_one_line(tmp_path):
+    port = free_port()
+    result = run_sweep("--results", "--tensorboard", f"http://127.0.0.1:{port}", "--output_dir", tmp_path)
+    assert_one_line_error(result, f"cannot reach TensorBoard at http://127.0.0.1:{port}", "make tensorboard")

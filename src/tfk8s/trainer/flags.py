@@ -1,7 +1,8 @@
 """The trainer's command line: every flag, its default, and the values it refuses.
 
 Kept apart from main.py (and from TensorFlow) so that `--help`, the sweep's
-checks of its values file, and a bad flag answer at once.
+checks of its values file (through `parse`, which raises instead of exiting),
+and a bad flag answer at once.
 """
 import argparse
 import math
@@ -12,8 +13,20 @@ from tfk8s.mnist import DATA_DIR, DATASETS
 MAX_HIDDEN_LAYERS = 4  # each block halves 28x28; a fifth would leave less than one pixel
 
 
-def parse_args(argv=None):
-    p = ArgumentParser(
+class Refusing(ArgumentParser):
+    """The trainer's parser for a tool that checks trainer flags (the sweep): a bad flag raises, prints nothing."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parse(argv):
+    """The trainer's settings for `argv` (a list of strings), or UsageError saying what is wrong; never exits."""
+    return parse_args(argv, Refusing)
+
+
+def parse_args(argv=None, parser_class=ArgumentParser):
+    p = parser_class(
         description="Train, evaluate and export the MNIST CNN (locally, in a Job, or on every TFJob replica).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=int, default=2200, help="global training steps (one step = one batch)")
@@ -36,6 +49,9 @@ def parse_args(argv=None):
                    help="checkpoints and TensorBoard summaries, shared by every replica")
     p.add_argument("--export_dir", default="/tmp/mnist/export",
                    help="SavedModel versions for TensorFlow Serving (<export_dir>/<version>/)")
+    p.add_argument("--metrics_dir", default="",
+                   help="also write the validation and test summaries here, for a metrics collector such as "
+                        "Katib's: event files under eval/ and test/, and one JSON line each in metrics.json")
     p.add_argument("--eval_every", type=int, default=500, help="evaluate (and log a progress line) every N steps")
     p.add_argument("--checkpoint_every", type=int, default=500, help="write a checkpoint every N steps")
     p.add_argument("--keep_checkpoints", type=int, default=3, help="how many recent checkpoints to keep")

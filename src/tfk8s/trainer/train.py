@@ -16,10 +16,12 @@ by every replica; a restarted process resumes from the last one (global step
 and optimizer state); evaluation every --eval_every steps with TensorBoard
 summaries under --model_dir; one export per run under --export_dir.
 """
+import json
 import os
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 import tensorflow as tf
@@ -188,22 +190,36 @@ def step_runner(strategy, role, learner, make_dataset, batch_size):
 # ---------------------------------------------------------------- 5. the loop
 
 class Summaries:
-    """TensorBoard event files under model_dir/{train,eval,test}; the chief writes, others write nothing."""
+    """TensorBoard event files under model_dir/{train,eval,test}; the chief writes, others write nothing.
 
-    def __init__(self, model_dir, enabled, hparams):
-        self.writers = {}
+    With metrics_dir, the eval and test summaries go there too, for a metrics collector that reads a
+    directory of its own (Katib's): event files under metrics_dir/{eval,test}, and one JSON line per
+    write in metrics_dir/metrics.json ({"timestamp": ..., "eval/accuracy": "0.97", ...}).
+    """
+
+    def __init__(self, model_dir, enabled, hparams, metrics_dir=""):
+        self.writers, self.copies, self.metrics_file = {}, {}, None
         if enabled:
             self.writers = {run: tf.summary.create_file_writer(os.path.join(model_dir, run))
                             for run in ("train", "eval", "test")}
             with tf.summary.create_file_writer(model_dir).as_default():
                 hp.hparams(hparams, trial_id=os.path.basename(os.path.normpath(model_dir)))
+            if metrics_dir:
+                self.copies = {run: tf.summary.create_file_writer(os.path.join(metrics_dir, run))
+                               for run in ("eval", "test")}
+                self.metrics_file = os.path.join(metrics_dir, "metrics.json")
 
     def write(self, run, step, **scalars):
-        if run in self.writers:
-            with self.writers[run].as_default(step=step):
-                for name, value in scalars.items():
-                    tf.summary.scalar(name, value)
-            self.writers[run].flush()  # TensorBoard on a shared volume sees it now, not at exit
+        for writer in (self.writers.get(run), self.copies.get(run)):
+            if writer is not None:
+                with writer.as_default(step=step):
+                    for name, value in scalars.items():
+                        tf.summary.scalar(name, value)
+                writer.flush()  # TensorBoard on a shared volume sees it now, not at exit
+        if run in self.copies:
+            line = {f"{run}/{name}": repr(float(value)) for name, value in scalars.items()}
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps({"timestamp": datetime.now(UTC).isoformat(), **line}) + "\n")
 
 
 def next_boundary(step, steps, eval_every, checkpoint_every):
@@ -269,7 +285,7 @@ def train(args, role, strategy):
         return training_dataset(train_x, train_y, args.batch_size, args.augment, args.seed + seed_offset)
 
     run_steps, worker_shares = step_runner(strategy, role, learner, make_dataset, args.batch_size)
-    summaries = Summaries(args.model_dir, chief, hparams(args))
+    summaries = Summaries(args.model_dir, chief, hparams(args), args.metrics_dir)
     eval_model = build_model(args.hidden_layers)  # a plain copy outside the strategy: evaluation and export
 
     def snapshot():

@@ -1,0 +1,73 @@
+"""Trials on this machine: each TFJob run by src/tfjob_local.py (one process per replica), N at a time."""
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tfk8s.paths import SRC
+from tfk8s.sweep import cluster
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Keep TensorFlow's C++ runtime notices (no CUDA here, cuInit failed) off the terminal.
+
+    The runtime prints them straight to file descriptor 2, whatever
+    TF_CPP_MIN_LOG_LEVEL says; a sweep's preview has nothing to say about GPUs.
+    """
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def write_hparams_config(trials, logdir):
+    """The experiment for TensorBoard's HParams view: the grid's domains and the metrics to compare."""
+    with quiet_stderr():
+        import tensorflow as tf
+        from tensorboard.plugins.hparams import api as hp
+        hparams = [hp.HParam(flag, hp.Discrete(sorted({t.params[flag] for t in trials})))
+                   for flag in trials[0].params]
+        metrics = [hp.Metric("accuracy", group="eval", display_name="validation accuracy"),
+                   hp.Metric("accuracy", group="test", display_name="test accuracy"),
+                   hp.Metric("loss", group="eval", display_name="validation loss")]
+        with tf.summary.create_file_writer(str(logdir)).as_default():
+            hp.hparams_config(hparams=hparams, metrics=metrics)
+
+
+def run_local(trials, paths, root, logs, parallel, trainer_args):
+    """Run every trial with src/tfjob_local.py (one process per replica), `parallel` trials at a time.
+
+    All trials share `root`, so that its volume holds them side by side as the
+    NFS claim does on the cluster; each trial's output goes to <logs>/<job>.log.
+    """
+    processes = {}
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def start(trial):
+        log = logs / f"{trial.job}.log"
+        command = [sys.executable, str(SRC / "tfjob_local.py"), str(Path(paths[trial.id]).resolve()),
+                   "--root", str(Path(root).resolve())]
+        if trainer_args:
+            command += ["--", *trainer_args]
+        with open(log, "w") as out:
+            processes[trial.id] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        print(f"{trial.job}: started ({trial.describe()}), log {log}", flush=True)
+
+    def outcome(trial):
+        code = processes[trial.id].poll()
+        return None if code is None else "Succeeded" if code == 0 else f"Failed (exit code {code})"
+
+    try:
+        outcomes = cluster.at_most(parallel, trials, start, outcome, interval=1.0)
+    finally:
+        for process in processes.values():  # interrupted: tfjob_local stops its replicas on SIGTERM
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+    cluster.report(outcomes, trials, f"their logs are {logs}/<job>.log")
