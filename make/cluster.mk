@@ -162,7 +162,7 @@ clean: check-cluster venv ## Delete all your steps created (training, sweep, Ten
 .PHONY: render
 render: venv ## Write every object your steps apply, as applied (NAMESPACE, IMAGE, TAG), to OUT=DIR; the sweep's trials to OUT/sweep
 	$(RENDER) --output_dir "$(OUT)" $(ATTENDEE_MANIFESTS)
-	templated/run.sh --dry-run --out $(OUT)/sweep --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+	templated/run.sh --dry_run --output_dir $(OUT)/sweep --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
 
 # ---------------------------------------------------------------- beyond one model
 # Retrain on a schedule, score a folder without a server, serve more users as

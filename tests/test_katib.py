@@ -401,7 +401,7 @@ def test_katibs_rules_for_the_latest_value_and_the_best_trial():
 
 def katib_namespace(api):
     """An attendee's namespace after `make deploy`, with Katib's access given."""
-    workshop_namespace(api, "nfs.yaml", "tensorboard.yaml", "serving.yaml")
+    workshop_namespace(api, "tensorboard.yaml", "serving.yaml")
 
 
 def make_katib(api, target, *extra, env=None):
@@ -473,7 +473,7 @@ def test_the_quota_holds_katibs_trials_its_collectors_and_suggestion_beside_what
     assert make_katib(api, "katib-sweep").returncode == 0
     short = fake_api.empty_state("alice")
     api.write({**api.read(), "objects": short["objects"]})
-    workshop_namespace(api, "nfs.yaml", "tensorboard.yaml", "serving.yaml", "tfjob.yaml")
+    workshop_namespace(api, "tensorboard.yaml", "serving.yaml", "tfjob.yaml")
     refused = make_katib(api, "katib-sweep")
     make_error(refused, "cannot hold 2 trials", "stop first: tfjob/mnist-tfjob", "katib.parallelTrialCount")
 

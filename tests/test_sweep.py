@@ -291,7 +291,7 @@ def workshop_namespace(api, *running):
     quota = next(d for d in yaml.safe_load_all(namespaces.render_namespace("alice")) if d["kind"] == "ResourceQuota")
     state["objects"]["resourcequotas"] = [quota]
     docs = render.render(render.load([REPO / "kube" / name for name in running]), "r.example.com/mnist", "v1",
-                         "alice", scope="namespaced")
+                         "alice")
     state["objects"]["pods"] = [p for doc in docs for p in fake_api.pods_of(doc)]
     api.write(state)
     return quota
@@ -339,7 +339,7 @@ def make_sweep(api, *extra, env=None):
 
 
 def test_a_second_make_sweep_deletes_the_finished_trials_and_trains_every_trial_again(api):
-    workshop_namespace(api, "nfs.yaml", "tensorboard.yaml", "serving.yaml")
+    workshop_namespace(api, "tensorboard.yaml", "serving.yaml")
     first = make_sweep(api)
     assert first.returncode == 0, first.stdout + first.stderr
     first_jobs = {j["metadata"]["name"]: j for j in created(api)}
@@ -384,23 +384,23 @@ def test_a_sweep_still_running_is_not_touched_and_the_refusal_names_its_trials(a
 
 
 def test_when_the_quota_cannot_hold_the_trials_the_refusal_names_what_to_stop_and_nothing_is_created(api):
-    workshop_namespace(api, "nfs.yaml", "tensorboard.yaml", "serving.yaml", "tfjob-ps.yaml")
+    workshop_namespace(api, "tensorboard.yaml", "serving.yaml", "tfjob-ps.yaml")
     result = make_sweep(api)
     line = make_error(result, "the quota 'workshop' of namespace alice cannot hold 2 trials",
-                                 "requests.cpu 4.7 of 8 in use, 2 trials need 6 more",
+                                 "requests.cpu 4.6 of 8.1 in use, 2 trials need 6 more",
                                  "stop first: tfjob/mnist-tfjob-ps (4)",
                                  "kubectl delete tfjob mnist-tfjob-ps -n alice", "--parallel 1")
     assert "nfs-server" not in line  # the shared volume is never what to stop
     assert not [c for c in api.calls() if c[0] in ("create", "delete", "apply", "patch")]
     assert created(api) == []
 
-    one_at_a_time = make_sweep(api, "SWEEP_PARALLEL=1")  # 4.7 + 3 CPUs fit in 8
+    one_at_a_time = make_sweep(api, "SWEEP_PARALLEL=1")  # 4.6 + 3 CPUs fit in 8.1
     assert one_at_a_time.returncode == 0, one_at_a_time.stdout + one_at_a_time.stderr
     assert len(created(api)) == 9
 
 
 def test_the_attendee_role_allows_every_request_the_sweep_makes(api):
-    workshop_namespace(api, "nfs.yaml", "tensorboard.yaml", "serving.yaml", "tfjob-ps.yaml")
+    workshop_namespace(api, "tensorboard.yaml", "serving.yaml", "tfjob-ps.yaml")
     assert make_sweep(api).returncode != 0            # a refusal: reads the quota and the pods
     state = api.read()
     state["objects"]["pods"] = []
