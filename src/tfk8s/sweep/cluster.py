@@ -164,7 +164,8 @@ def check_quota(namespace, need, count, mine=(), hint=""):
     stop = what_to_stop(pods, key, used + need[key] - hard, set(mine))
     trials = "a trial" if count == 1 else f"{count} trials"
     message = (f"the quota {name!r} of namespace {namespace} cannot hold {trials} beside what runs now: "
-               f"{key} {shown(resource, used)} of {shown(resource, hard)} in use, {trials} need "
+               f"{key} {shown(resource, used)} of {shown(resource, hard)} in use, {trials} "
+               f"{'needs' if count == 1 else 'need'} "
                f"{shown(resource, need[key])} more")
     if stop is None:
         message += f"; the quota is too small for {trials} even with nothing else running"
