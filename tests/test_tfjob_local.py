@@ -435,6 +435,25 @@ def test_worker_killed_mid_training_is_restarted_and_the_job_resumes_from_the_ch
 
 
 @pytest.mark.slow
+def test_a_chief_killed_outright_is_restarted_and_takes_over_its_own_lock_at_once(tmp_path):
+    model_dir = tmp_path / "nfs" / "runs" / "tfjob"
+    runner = Runner(REPO / "kube" / "tfjob.yaml", tmp_path, "--dataset", "mini", "--steps", 60,
+                    "--eval_every", 20, "--checkpoint_every", 20)
+    try:
+        runner.wait_until(lambda: (model_dir / "checkpoint").exists(), timeout=300)
+        killed = runner.pids()["chief-0"]
+        os.kill(killed, signal.SIGKILL)  # its lock on model_dir stays behind
+    finally:
+        output = runner.finish(timeout=400)
+    assert runner.process.returncode == 0, output
+    assert "[tfjob] chief-0 exited with code 137; restartPolicy ExitCode: restart 1" in output
+    assert re.search(rf"\[chief-0\] taking over the lock \S+ of pid {killed} on host \S+ \(chief-0\): "
+                     rf"pid {killed} is no longer running", output), output
+    assert re.search(r"\[chief-0\] resuming from \S+ at step [1-9]", output)
+    assert len(exports(tmp_path)) == 1 and not (model_dir / "trainer.lock").exists()
+
+
+@pytest.mark.slow
 def test_the_distributed_benchmark_runs_one_process_and_a_two_replica_tfjob_on_the_same_steps_and_batch(tmp_path):
     result = run_script("bench.py", "distributed", "--steps", 30, "--batch_size", 40, "--root", tmp_path,
                         "--eval_every", 15, "--checkpoint_every", 15)

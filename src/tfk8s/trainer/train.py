@@ -11,6 +11,11 @@ bottom, in the order a run takes:
 5. the loop: steps, then a progress line, summaries and a checkpoint at each boundary;
 6. the final test and the export (export.py), by the chief alone.
 
+Before it, main.py has checked the directories the chief writes and taken
+its lock on --model_dir (storage.py, lock.py): one writer per model_dir. A
+write that fails later (a full disk) ends the run in one line, the
+checkpoints saved before it intact.
+
 What it keeps of the Estimator's contract: checkpoints in --model_dir, shared
 by every replica; a restarted process resumes from the last one (global step
 and optimizer state); evaluation every --eval_every steps with TensorBoard
@@ -20,6 +25,7 @@ import os
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -28,13 +34,15 @@ from tensorboard.plugins.hparams import api as hp
 
 from tfk8s import mnist
 from tfk8s.cli import RetryableError
-from tfk8s.trainer import cluster
+from tfk8s.trainer import cluster, storage
 from tfk8s.trainer.export import export_saved_model
 from tfk8s.trainer.model import augment, build_model, make_optimizer
 
 # Errors that mean "a peer replica went away": exit so that the operator restarts us.
 PEER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
              tf.errors.CancelledError, tf.errors.AbortedError)
+# Errors that a failed write raises (a full disk: OSError from Python, ResourceExhaustedError from TensorFlow).
+WRITE_FAILED = (OSError, tf.errors.OpError)
 EVAL_BATCH = 1000
 
 
@@ -106,11 +114,14 @@ class Checkpoints:
     """Checkpoints of the model and optimizer: the chief writes to model_dir, resumes from it.
 
     Under MultiWorkerMirroredStrategy every worker must take part in saving, so
-    the others write to a private scratch directory, deleted at the end.
+    the others write to a private scratch directory, deleted at the end. A
+    save that fails (a full disk) leaves the checkpoints before it as they
+    were, removes what it had begun, and ends the run in one line.
     """
 
-    def __init__(self, learner, model_dir, role, keep):
+    def __init__(self, learner, model_dir, role, keep, writer=None):
         self.model_dir = model_dir
+        self.writer = writer
         self.checkpoint = tf.train.Checkpoint(model=learner.model, optimizer=learner.optimizer)
         private = not role.is_chief and role.mode == "multi_worker"
         self.scratch = tempfile.mkdtemp(prefix=f"ckpt-{role.name}-") if private else None
@@ -124,7 +135,21 @@ class Checkpoints:
         return latest
 
     def save(self, step):
-        self.manager.save(checkpoint_number=step)
+        if self.writer:
+            self.writer.check()  # still the one writer of model_dir
+        last_good = self.manager.latest_checkpoint
+        try:
+            self.manager.save(checkpoint_number=step)
+        except PEER_LOST:
+            raise
+        except WRITE_FAILED as err:
+            directory = Path(self.manager.directory)
+            for partial in directory.glob(f"ckpt-{step}[._]*"):  # ckpt-N_temp/, a half-merged ckpt-N.index
+                shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
+            kept = (f"the last good checkpoint {os.path.basename(last_good)} is intact: run the same command "
+                    "again to resume from it" if last_good else "no checkpoint was saved before")
+            where = ("--model_dir", self.model_dir) if not self.scratch else ("the scratch directory", directory)
+            raise storage.failure(f"save the checkpoint of step {step}", *where, err, kept) from None
 
     def close(self):
         if self.scratch:
@@ -191,6 +216,7 @@ class Summaries:
     """TensorBoard event files under model_dir/{train,eval,test}; the chief writes, others write nothing."""
 
     def __init__(self, model_dir, enabled, hparams):
+        self.model_dir = model_dir
         self.writers = {}
         if enabled:
             self.writers = {run: tf.summary.create_file_writer(os.path.join(model_dir, run))
@@ -199,11 +225,17 @@ class Summaries:
                 hp.hparams(hparams, trial_id=os.path.basename(os.path.normpath(model_dir)))
 
     def write(self, run, step, **scalars):
-        if run in self.writers:
+        if run not in self.writers:
+            return
+        try:
             with self.writers[run].as_default(step=step):
                 for name, value in scalars.items():
                     tf.summary.scalar(name, value)
             self.writers[run].flush()  # TensorBoard on a shared volume sees it now, not at exit
+        except WRITE_FAILED as err:
+            raise storage.failure("write TensorBoard summaries", "--model_dir", self.model_dir, err,
+                                  "the checkpoints saved so far are intact: run the same command again "
+                                  "to resume from the last one") from None
 
 
 def next_boundary(step, steps, eval_every, checkpoint_every):
@@ -240,11 +272,18 @@ def loop(args, learner, run_steps, checkpoints, summaries, snapshot, validate, s
 
 # ---------------------------------------------------------------- putting it together
 
-def train(args, role, strategy):
+def variable_bytes(variables):
+    """What the values of `variables` take on disk, about: one checkpoint holds the model's weights and a momentum
+    for each trainable one; an export, the weights."""
+    return sum(v.shape.num_elements() * v.dtype.size for v in variables)
+
+
+def train(args, role, strategy, writer=None):
     """Train to args.steps (resuming from --model_dir), then (the chief) test and export.
 
-    Returns the chief's figures (test accuracy, steady images/s, training time,
-    export path); None on the other replicas.
+    `writer` is the chief's lock on model_dir (storage.prepare), checked before
+    each write. Returns the chief's figures (test accuracy, steady images/s,
+    training time, export path); None on the other replicas.
     """
     chief = role.is_chief
 
@@ -260,7 +299,11 @@ def train(args, role, strategy):
         f"num_replicas_in_sync={strategy.num_replicas_in_sync}")
 
     learner = Learner(strategy, args.hidden_layers, args.learning_rate, args.steps)
-    checkpoints = Checkpoints(learner, args.model_dir, role, args.keep_checkpoints)
+    if chief:
+        weights = variable_bytes(learner.model.variables)
+        storage.check_space(args.model_dir, weights + variable_bytes(learner.model.trainable_variables),
+                            args.export_dir, weights)
+    checkpoints = Checkpoints(learner, args.model_dir, role, args.keep_checkpoints, writer)
     latest = checkpoints.restore()
     if latest:
         say(f"resuming from {latest} at step {learner.step}")
@@ -294,7 +337,14 @@ def train(args, role, strategy):
 
     test_loss, test_accuracy = evaluate(eval_model, *data["test"])
     summaries.write("test", learner.step, loss=test_loss, accuracy=test_accuracy)
-    path = export_saved_model(eval_model, args.export_dir)
+    if writer:
+        writer.check()
+    try:
+        path = export_saved_model(eval_model, args.export_dir, say)
+    except WRITE_FAILED as err:
+        raise storage.failure("export the model", "--export_dir", args.export_dir, err,
+                              f"nothing half-written is left, and the checkpoint of step {learner.step} is intact: "
+                              "run the same command again to export it without training") from None
     print(f"test accuracy {test_accuracy:.2%} (loss {test_loss:.4f}) on {len(data['test'][1])} images", flush=True)
     print(f"exported {path}", flush=True)
     # The first window includes tracing the step function: the steady speed is the median of the rest.
@@ -310,12 +360,11 @@ def hparams(args):
             "augment": args.augment}
 
 
-def run(args):
-    """Find this process's place in the cluster, train, and wait for the other replicas."""
-    role = cluster.read_role()
+def run(args, role, writer=None):
+    """Train in this process's place in the cluster (`role`, from TF_CONFIG), and wait for the other replicas."""
     strategy = cluster.make_strategy(role)  # parameter servers and their workers never return from here
     try:
-        result = train(args, role, strategy)
+        result = train(args, role, strategy, writer)
         cluster.wait_for_every_replica(strategy, role)
     except PEER_LOST as err:
         raise RetryableError(f"{role.name} lost a peer replica ({type(err).__name__}); "
