@@ -37,6 +37,7 @@ from tfk8s.cli import RetryableError
 from tfk8s.trainer import cluster, storage
 from tfk8s.trainer.export import export_saved_model
 from tfk8s.trainer.model import augment, build_model, make_optimizer
+from tfk8s.trainer.trace import Trace
 
 # Errors that mean "a peer replica went away": exit so that the operator restarts us.
 PEER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
@@ -48,13 +49,15 @@ EVAL_BATCH = 1000
 
 # ---------------------------------------------------------------- 1. data
 
-def training_dataset(images, labels, batch_size, augmented, seed):
-    """An endless, shuffled, batched (and optionally augmented) stream of raw-pixel images."""
-    ds = tf.data.Dataset.from_tensor_slices((images[..., None].astype(np.float32), labels))
+def training_dataset(images, labels, batch_size, augmented, seed, with_index=False):
+    """An endless, shuffled, batched (and optionally augmented) stream of raw-pixel images and their labels
+    (and, with_index, each image's index in `images`, for trace.py)."""
+    columns = (images[..., None].astype(np.float32), labels) + ((np.arange(len(labels)),) if with_index else ())
+    ds = tf.data.Dataset.from_tensor_slices(columns)
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.batch(batch_size, drop_remainder=True)
     if augmented:
-        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, *rest: (augment(x), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Every worker shuffles with the same seed and keeps every N-th batch: no two see the same images.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -77,7 +80,8 @@ def evaluate(model, images, labels, batch_size=EVAL_BATCH):
 class Learner:
     """The model, its optimizer and the running training metrics, created under `strategy`'s scope."""
 
-    def __init__(self, strategy, hidden_layers, learning_rate, steps):
+    def __init__(self, strategy, hidden_layers, learning_rate, steps, trace=None):
+        self.trace = trace
         with strategy.scope():
             self.model = build_model(hidden_layers)
             self.optimizer, self.schedule = make_optimizer(learning_rate, steps)
@@ -89,8 +93,10 @@ class Learner:
         """The global step: saved with the optimizer, shared by every replica."""
         return int(self.optimizer.iterations.numpy())
 
-    def replica_step(self, images, labels, global_batch_size):
+    def replica_step(self, global_batch_size, images, labels, index=None):
         """One step on one replica's share of the global batch; apply_gradients all-reduces across replicas."""
+        if index is not None:
+            self.trace.record_examples(self.optimizer.iterations, index)
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
@@ -175,8 +181,7 @@ def step_runner(strategy, role, learner, make_dataset, batch_size):
         @tf.function
         def n_steps(it, n):
             for _ in tf.range(n):
-                images, labels = next(it)
-                strategy.run(learner.replica_step, args=(images, labels, batch_size))
+                strategy.run(learner.replica_step, args=(batch_size, *next(it)))
 
         return (lambda n: n_steps(iterator, tf.constant(n, tf.int64))), (lambda: None)
 
@@ -193,8 +198,7 @@ def step_runner(strategy, role, learner, make_dataset, batch_size):
 
     @tf.function
     def one_step(it):
-        images, labels = next(it)
-        strategy.run(learner.replica_step, args=(images, labels, batch_size))
+        strategy.run(learner.replica_step, args=(batch_size, *next(it)))
         worker = tf.distribute.coordinator.experimental_get_current_worker_index()
         steps_by_worker.assign_add(tf.one_hot(worker, num_workers, dtype=tf.int64))
 
@@ -298,7 +302,8 @@ def train(args, role, strategy, writer=None):
         f"{len(data['validation'][1])} for validation, {len(data['test'][1])} for the final test; "
         f"num_replicas_in_sync={strategy.num_replicas_in_sync}")
 
-    learner = Learner(strategy, args.hidden_layers, args.learning_rate, args.steps)
+    trace = Trace(role.name)  # off unless TFK8S_TRACE_DIR is set
+    learner = Learner(strategy, args.hidden_layers, args.learning_rate, args.steps, trace)
     if chief:
         weights = variable_bytes(learner.model.variables)
         storage.check_space(args.model_dir, weights + variable_bytes(learner.model.trainable_variables),
@@ -309,7 +314,8 @@ def train(args, role, strategy, writer=None):
         say(f"resuming from {latest} at step {learner.step}")
 
     def make_dataset(seed_offset):
-        return training_dataset(train_x, train_y, args.batch_size, args.augment, args.seed + seed_offset)
+        return training_dataset(train_x, train_y, args.batch_size, args.augment, args.seed + seed_offset,
+                                with_index=trace.enabled)
 
     run_steps, worker_shares = step_runner(strategy, role, learner, make_dataset, args.batch_size)
     summaries = Summaries(args.model_dir, chief, hparams(args))
@@ -318,6 +324,8 @@ def train(args, role, strategy, writer=None):
     def snapshot():
         # Under MultiWorkerMirroredStrategy reading batch-norm statistics is a collective: every replica calls this.
         eval_model.set_weights(learner.model.get_weights())
+        if trace.enabled:
+            trace.record_weights(learner.step, eval_model.get_weights())
 
     start_step = learner.step
     if start_step >= args.steps:
