@@ -309,7 +309,7 @@ def child_pids(lines):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_sigterm_stops_every_replica_and_what_it_started(tmp_path, signum):
     mark = f"stop-{signum}-{os.getpid()}"
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")}, grace=1)
@@ -450,7 +450,7 @@ def test_the_distributed_benchmark_runs_one_process_and_a_two_replica_tfjob_on_t
     assert set(rows) == {"one process (main.py)", "TFJob: Chief + 1 Worker"}, result.stdout
     for name, (processes, in_sync, batch, steps, accuracy, wall, _speed) in rows.items():
         assert processes == in_sync and (batch, steps) == ("40", "30"), (name, rows[name])
-        # 30 steps say nothing about learning (the trainer's own tests do): only that each run was scored.
+        # 30 steps say nothing about learning (tests/test_distributed.py shows it): only that each run was scored.
         assert 0 < float(accuracy.rstrip("%")) <= 100 and float(wall.rstrip("s")) > 0
     assert rows["TFJob: Chief + 1 Worker"][1] == "2"  # both replicas trained together
     exports = list((tmp_path / "tfjob-2").rglob("saved_model.pb"))
