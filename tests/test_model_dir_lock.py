@@ -182,11 +182,18 @@ def test_the_holder_renews_its_lease_and_stops_writing_once_another_took_the_loc
     held.check()
     path.write_text(json.dumps({**held.me, "token": "theirs", "pid": 999999, "host": "node-b"}))
     lost = (r"lost the lock on --model_dir .* \(taken over by pid 999999 on host node-b \(chief-0\)\), "
-            "probably while this process was paused past its 30s lease: stopped without writing")
+            "probably while this process was paused past its 30s lease: stopped without writing; "
+            r"run one trainer per --model_dir")
     with pytest.raises(UserError, match=lost):
         held.check()
     held.release()
     assert json.loads(path.read_text())["token"] == "theirs"  # the new holder's lock stays
+    path.unlink()
+    gone, _ = taken(tmp_path)
+    path.unlink()
+    with pytest.raises(UserError, match=r"\(its lock file was removed\): stopped without writing"):
+        gone.check()
+    gone.release()
 
 
 def test_of_trainers_racing_for_a_stale_lock_exactly_one_wins(tmp_path):

@@ -228,9 +228,10 @@ class WriterLock:
         if token not in (self.me["token"], ""):
             self.lost = f"taken over by {describe(self.inspect()[0])}" if token else "its lock file was removed"
         if self.lost:
-            raise UserError(f"lost the lock on --model_dir {self.path.parent} ({self.lost}), probably while this "
-                            f"process was paused past its {LEASE:.0f}s lease: stopped without writing; "
-                            "the other trainer writes there now")
+            paused = (f", probably while this process was paused past its {LEASE:.0f}s lease"
+                      if self.lost.startswith("taken over") else "")
+            raise UserError(f"lost the lock on --model_dir {self.path.parent} ({self.lost}){paused}: stopped "
+                            "without writing; run one trainer per --model_dir")
 
     def release(self):
         self.stopped.set()
