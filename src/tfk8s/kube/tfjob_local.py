@@ -28,9 +28,7 @@ image's WORKDIR) is this repository, and every volume is a directory under
 printed with its name (`[worker-1] ...`) and kept in <root>/logs/<pod>.log,
 where a pod is named as on the cluster: <job>-<type>-<index>.
 """
-import ctypes
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -57,7 +55,6 @@ RESTART_DELAY = 1.0   # seconds before a failed replica is started again (a new 
 # Seconds between SIGTERM and SIGKILL when a replica is stopped: the pod template's
 # terminationGracePeriodSeconds, or this (shorter than Kubernetes' 30: the trainer needs no more).
 GRACE_PERIOD = 10.0
-REAPER = Path(__file__).with_name("reaper.py")
 TAIL_LINES = 12       # lines of a failed replica's output shown in the failure report
 
 
@@ -211,58 +208,6 @@ def say(message, replica="tfjob"):
 
 # ---------------------------------------------------------------- replicas as process groups
 
-PR_SET_PDEATHSIG = 1
-LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def die_with_runner():
-    """A preexec_fn that has the kernel SIGKILL the child when this runner dies (Linux; None elsewhere).
-
-    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends: replicas
-    are started from the main thread only (supervise), which lives as long as the runner.
-    """
-    if LIBC is None:
-        return None
-    runner = os.getpid()
-
-    def preexec():
-        LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != runner:  # the runner died before the request took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
-
-
-class Watchdog:
-    """reaper.py in a session of its own: it kills the replicas' groups if this runner dies without stopping them."""
-
-    def __init__(self, grace):
-        self.process = subprocess.Popen([sys.executable, str(REAPER), str(grace)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.DEVNULL, text=True, start_new_session=True)
-
-    def tell(self, line):
-        try:
-            self.process.stdin.write(line + "\n")
-            self.process.stdin.flush()
-        except OSError:
-            pass  # the watchdog was killed: PR_SET_PDEATHSIG still covers every replica's main process
-
-    def watch(self, pgid):
-        self.tell(f"+{pgid}")
-
-    def forget(self, pgid):
-        self.tell(f"-{pgid}")
-
-    def close(self):
-        """The runner is ending normally, every replica stopped: the watchdog has nothing to do."""
-        self.tell("done")
-        try:
-            self.process.stdin.close()
-        except OSError:
-            pass
-        self.process.wait(timeout=30)
-
-
 def start(replica, watchdog):
     """Start (or restart) the replica's process as the leader of a new process group (a new session).
 
@@ -276,7 +221,7 @@ def start(replica, watchdog):
             replica.argv, env=replica.env, cwd=replica.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, bufsize=1, errors="replace",
             start_new_session=True,  # its own group: Ctrl-C reaches this runner only, which stops groups in order
-            preexec_fn=die_with_runner())
+            preexec_fn=reaper.die_with_runner())
     except OSError as err:  # no such file, not executable, no such working directory
         replica.process, replica.reader = None, None
         replica.start_error = f"{err.strerror}: {err.filename or replica.argv[0]}"
@@ -429,7 +374,7 @@ def main(argv=None):
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # `kill` or a closed terminal: as Ctrl-C
         signal.signal(signum, interrupt)
     started = time.monotonic()
-    watchdog = Watchdog(max(r.grace for r in replicas))
+    watchdog = reaper.Watchdog(max(r.grace for r in replicas))
     try:
         try:
             succeeded, reason, culprit = supervise(doc, replicas, watchdog)
