@@ -10,14 +10,23 @@ a TFJob (the cluster comes from TF_CONFIG):
 The training itself reads top to bottom in src/tfk8s/trainer/train.py.
 """
 from tfk8s.cli import entry_point
+from tfk8s.trainer import cluster, storage
 from tfk8s.trainer.flags import parse_args
 
 
 @entry_point
 def main(argv=None):
-    args = parse_args(argv)  # before TensorFlow loads: a bad flag answers at once
-    from tfk8s.trainer import train
-    train.run(args)
+    # Before TensorFlow loads, so that each answers at once: the flags, TF_CONFIG, the directories the
+    # chief writes (and its lock on --model_dir, so that no second trainer writes there).
+    args = parse_args(argv)
+    role = cluster.read_role()
+    writer = storage.prepare(args, role)
+    try:
+        from tfk8s.trainer import train
+        train.run(args, role, writer)
+    finally:
+        if writer:
+            writer.release()
 
 
 if __name__ == "__main__":

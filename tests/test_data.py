@@ -1,15 +1,19 @@
 """MNIST files: real bytes, real checksums, and the real download code against a local HTTP server."""
 import hashlib
 import http.server
+import resource
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_one_line_error, run_script
-from tfk8s import mnist
+from conftest import REPO, SRC, assert_one_line_error, run_script
+from tfk8s import mnist, versions
+from tfk8s.cli import child_env
 
 NAME = "t10k-labels-idx1-ubyte.gz"  # a canonical file we ship, so the server can serve its real bytes
 GOOD = (REPO / "data" / NAME).read_bytes()
@@ -96,6 +100,27 @@ def test_offline_download_is_one_line_naming_every_url(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_a_data_dir_that_cannot_be_created_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a directory\n")
+    result = run_script("mnist_data.py", "--download", "full", "--data_dir", tmp_path / "file" / "mnist",
+                        "--mirror", closed_port_url())
+    assert_one_line_error(result, f"cannot create the data directory {tmp_path / 'file' / 'mnist'}: "
+                                  "Not a directory; choose another --data_dir")
+
+
+def test_a_disk_that_cannot_take_the_download_is_one_line_and_no_mirror_is_tried_again(tmp_path, mirror):
+    # A real failed write: the child may not write files past 1000 bytes (RLIMIT_FSIZE), so a write fails
+    # with EFBIG as one fails with ENOSPC on a full disk; Python ignores SIGXFSZ, so the error reaches the code.
+    result = subprocess.run(
+        [sys.executable, str(SRC / "mnist_data.py"), "--download", "full", "--data_dir", tmp_path,
+         "--mirror", f"{mirror}/good/", "--mirror", f"{mirror}/good/"], capture_output=True, text=True,
+        env=child_env(), timeout=60, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)))
+    assert_one_line_error(result, f"cannot write train-images-idx3-ubyte.gz into {tmp_path}: File too large; "
+                                  "free space there or choose another --data_dir")
+    assert MirrorHandler.hits == {"good": 1}
+    assert leftovers(tmp_path) == []
+
+
 def test_a_cached_corrupt_download_is_fetched_again(tmp_path, mirror):
     (tmp_path / NAME).write_bytes(b"not the file")
     path = mnist.ensure_file(NAME, tmp_path, mirrors=[f"{mirror}/good/"])
@@ -133,7 +158,8 @@ def test_corrupt_shipped_file_fails_in_one_line_and_keeps_existing_checkpoints(t
                         "--export_dir", tmp_path / "export", "--steps", 10)
     assert_one_line_error(result, "train-5k-images-idx3-ubyte.gz is corrupt")
     assert (model_dir / "checkpoint").read_text() == "kept"
-    assert not (tmp_path / "export").exists()
+    assert [p.name for p in model_dir.iterdir()] == ["checkpoint"]  # the trainer's lock released
+    assert versions.versions(tmp_path / "export") == []
 
 
 def test_truncated_idx_file_is_reported_not_crashed_on(tmp_path):

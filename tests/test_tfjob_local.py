@@ -19,17 +19,20 @@ import pytest
 import yaml
 
 from conftest import REPO, SRC, assert_one_line_error, run_script
+from tfk8s import versions
+from tfk8s.cli import child_env
 from tfk8s.kube import tfjob_check, tfjob_local
 
 IMAGE = "ghcr.io/example/mnist-trainer:0.1.0"
 SHORT_TRAINING = ("--dataset", "mini", "--steps", 40, "--eval_every", 20, "--checkpoint_every", 20)
 
 # A stand-in for the trainer: prints its TF_CONFIG, then exits with the code given for this replica and
-# this run (`worker-1=138,0`: 138 the first time, 0 after), blocks like a parameter server (`block`), or
+# this run (`worker-1=138,0`: 138 the first time, 0 after), blocks like a parameter server (`block`),
+# blocks after starting a child process that ignores SIGTERM and prints `child PID` (`family`), or
 # succeeds once every replica of its cluster has printed (`last`). It counts its runs in the shared
 # volume, which the runner maps to a local directory.
 FAKE_REPLICA = """
-import json, os, sys, time
+import json, os, subprocess, sys, time
 config = os.environ.get("TF_CONFIG")
 task = json.loads(config)["task"] if config else {"type": "chief", "index": 0}
 name = f"{task['type']}-{task['index']}"
@@ -40,6 +43,12 @@ print(f"TF_CONFIG {config}", flush=True)
 open(runs, "a").write("x")
 codes = dict(arg.split("=") for arg in sys.argv[2:]).get(name, "0").split(",")
 code = codes[min(run, len(codes) - 1)]
+if code == "family":
+    stubborn = "import signal, time; signal.signal(15, signal.SIG_IGN); print(1, flush=True); time.sleep(600)"
+    child = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, text=True)
+    child.stdout.readline()  # it ignores SIGTERM from now on
+    print(f"child {child.pid}", flush=True)
+    code = "block"
 if code == "block":
     time.sleep(600)
 if code == "last":
@@ -51,12 +60,17 @@ sys.exit(int(code))
 """
 
 
-def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake"):
-    """Write a valid TFJob whose replicas run FAKE_REPLICA; replicas: {type: (count, restartPolicy)}."""
+def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake", commands=None, grace=None):
+    """Write a valid TFJob whose replicas run FAKE_REPLICA; replicas: {type: (count, restartPolicy)}.
+
+    commands: {type: command} replaces a replica type's command; grace: its pods' terminationGracePeriodSeconds.
+    """
     specs = {rtype: {"replicas": count, "restartPolicy": policy, "template": {"spec": {
-        "containers": [{"name": "tensorflow", "image": IMAGE, "command": ["python", "-c", FAKE_REPLICA],
+        "containers": [{"name": "tensorflow", "image": IMAGE,
+                        "command": (commands or {}).get(rtype, ["python", "-c", FAKE_REPLICA]),
                         "args": ["/mnt/nfs"], "volumeMounts": [{"name": "nfs", "mountPath": "/mnt/nfs"}]}],
-        "volumes": [{"name": "nfs", "persistentVolumeClaim": {"claimName": "mnist-nfs"}}]}}}
+        "volumes": [{"name": "nfs", "persistentVolumeClaim": {"claimName": "mnist-nfs"}}],
+        **({"terminationGracePeriodSeconds": grace} if grace is not None else {})}}}
         for rtype, (count, policy) in replicas.items()}
     doc = {"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "metadata": {"name": name},
            "spec": {"runPolicy": {"cleanPodPolicy": "Running", **(run_policy or {})}, "tfReplicaSpecs": specs}}
@@ -66,8 +80,41 @@ def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake"):
     return path
 
 
-def run_local(manifest, root, *trainer_args, timeout=120):
-    return run_script("tfjob_local.py", manifest, "--root", root, "--", *trainer_args, timeout=timeout)
+def run_local(manifest, root, *trainer_args, timeout=120, env=None):
+    return run_script("tfjob_local.py", manifest, "--root", root, "--", *trainer_args, timeout=timeout, env=env)
+
+
+MARK = "TFJOB_LOCAL_TEST"  # set in a runner's environment: every process it starts inherits it
+
+
+def marked_processes(mark):
+    """Live processes (zombies count as ended) whose environment holds MARK=mark: what a runner started.
+
+    Read from /proc: the replicas, the children they started, the runner's watchdog.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # ended while we looked
+        if f"{MARK}={mark}".encode() in environ and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def assert_nothing_left(mark, timeout=20):
+    """Every process of the run ends within `timeout` seconds (the watchdog may still be at work)."""
+    deadline = time.monotonic() + timeout
+    while marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = marked_processes(mark)
+    assert not left, [open(f"/proc/{pid}/cmdline").read().replace("\0", " ") for pid in left]
 
 
 def replica_lines(stdout, replica):
@@ -79,12 +126,12 @@ def replica_lines(stdout, replica):
 class Runner:
     """tfjob_local.py in the background, its output collected line by line (for tests that act mid-run)."""
 
-    def __init__(self, manifest, root, *trainer_args):
+    def __init__(self, manifest, root, *trainer_args, mark=""):
         self.lines = []
         self.process = subprocess.Popen(
             [sys.executable, str(SRC / "tfjob_local.py"), str(manifest), "--root", str(root), "--",
              *map(str, trainer_args)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"})
+            env={**child_env(), MARK: mark})
         self.reader = threading.Thread(target=self.collect, daemon=True)
         self.reader.start()
 
@@ -201,7 +248,8 @@ def test_without_a_chief_worker_0_decides_and_a_retryable_exit_is_retried(tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("policy, codes, restarted", [
     ("ExitCode", "137,0", True), ("ExitCode", "143,0", True), ("ExitCode", "130,0", True),
-    ("ExitCode", "1", False), ("ExitCode", "2", False), ("ExitCode", "139", False), ("ExitCode", "3", False),
+    ("ExitCode", "139,0", True), ("ExitCode", "128,0", True),  # v1.9: every code from 128 up is retryable
+    ("ExitCode", "1", False), ("ExitCode", "2", False), ("ExitCode", "127", False), ("ExitCode", "3", False),
     ("OnFailure", "1,0", True), ("Never", "138", False),
 ])
 def test_restart_policy_decides_which_exit_codes_are_retried(tmp_path, policy, codes, restarted):
@@ -255,24 +303,87 @@ def test_an_invalid_manifest_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def child_pids(lines):
+    """The children that `family` replicas started."""
+    return [int(m[1]) for m in (re.search(r"\] child (\d+)$", line.rstrip()) for line in lines) if m]
+
+
 @pytest.mark.slow
-def test_ctrl_c_stops_every_replica(tmp_path):
-    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")})
-    runner = Runner(manifest, tmp_path / "run", "chief-0=block", "worker-0=block", "worker-1=block")
-    runner.wait_until(lambda: sum(" run 0" in line for line in runner.lines) == 3, timeout=60)
-    pids = runner.pids()
-    runner.process.send_signal(signal.SIGINT)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_every_replica_and_what_it_started(tmp_path, signum):
+    mark = f"stop-{signum}-{os.getpid()}"
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")}, grace=1)
+    runner = Runner(manifest, tmp_path / "run", "chief-0=family", "worker-0=family", "worker-1=block", mark=mark)
+    runner.wait_until(lambda: len(child_pids(runner.lines)) == 2
+                      and any(line.startswith("[worker-1] TF_CONFIG") for line in runner.lines), timeout=60)
+    # the runner, its watchdog, three replicas and two children that ignore SIGTERM
+    assert len(marked_processes(mark)) == 7, runner.lines
+    runner.process.send_signal(signum)
     output = runner.finish(timeout=60)
-    assert runner.process.returncode == 130, output
+    assert runner.process.returncode == 128 + signum, output
     assert "[tfjob] interrupted: stopping chief-0, worker-0, worker-1" in output
-    for pid in pids.values():
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    assert "Traceback" not in output
+    assert f"error: job fake interrupted ({signal.Signals(signum).name}) after" in output.splitlines()[-1]
+    assert_nothing_left(mark, timeout=2)  # gone when the runner returns (the children by SIGKILL after 1 s)
+
+
+@pytest.mark.slow
+def test_a_runner_killed_outright_leaves_no_replica_behind(tmp_path):
+    mark = f"sigkill-{os.getpid()}"
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")}, grace=1)
+    runner = Runner(manifest, tmp_path / "run", "chief-0=family", "worker-0=family", "worker-1=family", mark=mark)
+    runner.wait_until(lambda: len(child_pids(runner.lines)) == 3, timeout=60)
+    assert len(marked_processes(mark)) == 8, runner.lines  # runner, watchdog, three replicas, three children
+    runner.process.kill()
+    runner.finish(timeout=30)
+    # The replicas die with the runner (PR_SET_PDEATHSIG); the watchdog then SIGTERMs their groups and,
+    # a grace period of 1 s later, SIGKILLs the children that ignore SIGTERM, and exits.
+    assert_nothing_left(mark, timeout=15)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, reason", [
+    (["no-such-trainer"], "No such file or directory: no-such-trainer"),
+    (["{tmp}/not-executable.py"], "Permission denied: {tmp}/not-executable.py"),
+])
+def test_a_replica_that_cannot_start_fails_the_job_and_the_others_are_stopped(tmp_path, command, reason):
+    (tmp_path / "not-executable.py").write_text("print('never runs')\n")
+    command = [c.format(tmp=tmp_path) for c in command]
+    mark = f"start-{os.getpid()}"
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")}, commands={"Chief": command},
+                          grace=1)
+    result = run_local(manifest, tmp_path / "run", "worker-0=family", "worker-1=block", env={MARK: mark})
+    assert_one_line_error(result, "job fake failed after", f"chief-0 could not start ({reason.format(tmp=tmp_path)}: "
+                          "exit code 128, the kubelet's StartError; check the tensorflow container's command) "
+                          "(restartPolicy Never)")
+    assert result.returncode == 1
+    assert "[tfjob] job failed; cleanPodPolicy Running: stopping worker-0, worker-1" in result.stdout
+    assert_nothing_left(mark, timeout=2)
+
+
+@pytest.mark.slow
+def test_a_command_that_cannot_start_is_retried_under_exit_code_as_every_code_from_128(tmp_path):
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")}, run_policy={"backoffLimit": 1},
+                          commands={"Chief": ["no-such-trainer"]})
+    result = run_local(manifest, tmp_path / "run")
+    assert_one_line_error(result, "chief-0 could not start (No such file or directory: no-such-trainer",
+                          "and runPolicy.backoffLimit 1 is spent")
+    assert result.stdout.count("[tfjob] chief-0 could not start: No such file or directory") == 2
+
+
+@pytest.mark.parametrize("count", [-1, 0])
+def test_a_replica_count_below_one_is_refused_before_anything_runs(tmp_path, count):
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (1, "Never")})
+    doc = yaml.safe_load(manifest.read_text())
+    doc["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] = count
+    manifest.write_text(yaml.safe_dump(doc))
+    result = run_local(manifest, tmp_path / "run")
+    assert_one_line_error(result, f"spec.tfReplicaSpecs.Worker.replicas: must be at least 1, not {count}")
+    assert not (tmp_path / "run").exists()
 
 
 def exports(root):
-    export_dir = root / "nfs" / "exports" / "mnist"
-    return sorted(p.name for p in export_dir.iterdir() if p.name.isdigit()) if export_dir.is_dir() else []
+    return versions.versions(root / "nfs" / "exports" / "mnist")
 
 
 @pytest.mark.slow
@@ -306,21 +417,26 @@ def test_tfjob_ps_yaml_trains_with_a_parameter_server_and_both_workers(tmp_path)
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_training_is_restarted_and_the_job_resumes_from_the_checkpoint(tmp_path):
+@pytest.mark.parametrize("victim", ["worker-1", "chief-0"])
+def test_a_replica_killed_mid_training_is_restarted_and_the_job_resumes_from_the_checkpoint(tmp_path, victim):
     model_dir = tmp_path / "nfs" / "runs" / "tfjob"
     runner = Runner(REPO / "kube" / "tfjob.yaml", tmp_path, "--dataset", "mini", "--steps", 60,
                     "--eval_every", 20, "--checkpoint_every", 20)
     try:
         runner.wait_until(lambda: (model_dir / "checkpoint").exists(), timeout=300)
-        os.kill(runner.pids()["worker-1"], signal.SIGKILL)
+        killed = runner.pids()[victim]
+        os.kill(killed, signal.SIGKILL)  # a killed chief leaves its lock on model_dir behind
     finally:
         output = runner.finish(timeout=400)
     assert runner.process.returncode == 0, output
-    assert "[tfjob] worker-1 exited with code 137; restartPolicy ExitCode: restart 1" in output
+    assert f"[tfjob] {victim} exited with code 137; restartPolicy ExitCode: restart 1" in output
+    if victim == "chief-0":  # restarted, it takes its own lock over at once
+        assert re.search(rf"\[chief-0\] taking over the lock \S+ of pid {killed} on host \S+ \(chief-0\): "
+                         rf"pid {killed} is no longer running", output), output
     resumed = re.findall(r"\[chief-0\] resuming from \S+ at step (\d+)", output)
     assert resumed and int(resumed[-1]) > 0, output
     assert re.search(r"\[chief-0\] step +60/60", output)
-    assert len(exports(tmp_path)) == 1
+    assert len(exports(tmp_path)) == 1 and not (model_dir / "trainer.lock").exists()
 
 
 @pytest.mark.slow
@@ -334,7 +450,7 @@ def test_the_distributed_benchmark_runs_one_process_and_a_two_replica_tfjob_on_t
     assert set(rows) == {"one process (main.py)", "TFJob: Chief + 1 Worker"}, result.stdout
     for name, (processes, in_sync, batch, steps, accuracy, wall, _speed) in rows.items():
         assert processes == in_sync and (batch, steps) == ("40", "30"), (name, rows[name])
-        # 30 steps say nothing about learning (the trainer's own tests do): only that each run was scored.
+        # 30 steps say nothing about learning (tests/test_distributed.py shows it): only that each run was scored.
         assert 0 < float(accuracy.rstrip("%")) <= 100 and float(wall.rstrip("s")) > 0
     assert rows["TFJob: Chief + 1 Worker"][1] == "2"  # both replicas trained together
     exports = list((tmp_path / "tfjob-2").rglob("saved_model.pb"))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import SRC, assert_one_line_error, run_script
-from tfk8s import mnist
+from tfk8s import mnist, versions
+from tfk8s.trainer.lock import LOCK_NAME
 
 
 def test_short_run_learns_far_above_chance(trained_model):
@@ -62,8 +63,8 @@ def test_rerun_exports_a_new_version_and_keeps_the_first(trained_model):
                         "--export_dir", trained_model["export_dir"])
     assert result.returncode == 0, result.stderr
     assert "already trained to step 300 of 300" in result.stdout
-    versions = sorted(int(p.name) for p in trained_model["export_dir"].iterdir() if p.name.isdigit())
-    assert len(versions) == 2 and versions[0] == int(first.name) and versions[1] > versions[0]
+    found = versions.versions(trained_model["export_dir"])
+    assert len(found) == 2 and found[0] == int(first.name) and found[1] > found[0]
     assert {p.name: p.stat().st_mtime_ns for p in first.rglob("*")} == before
     assert not [p for p in trained_model["export_dir"].iterdir() if p.name.startswith(".")]
 
@@ -81,15 +82,18 @@ def test_killed_process_resumes_from_its_last_checkpoint(tmp_path):
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    assert not export_dir.exists()
+    assert versions.versions(export_dir) == []  # created empty at the start (checked writable), no export yet
 
+    assert (model_dir / LOCK_NAME).exists()  # the killed trainer's lock is left behind...
     second = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
+    # ...and taken over at once: its pid is gone
+    assert f"of pid {first.pid} on host" in second.stdout and f"pid {first.pid} is no longer running" in second.stdout
     resumed = int(re.search(r"resuming from .*ckpt-(\d+) at step (\d+)", second.stdout).group(2))
     assert resumed >= 40
     steps = [int(s) for s in re.findall(r"^step +(\d+)/160", second.stdout, re.M)]
     assert steps and steps[0] > resumed and steps[-1] == 160
-    assert len([p for p in export_dir.iterdir() if p.name.isdigit()]) == 1
+    assert len(versions.versions(export_dir)) == 1
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -5,6 +5,7 @@ test images) so that everything works offline. `full` is the canonical
 60,000/10,000 set, downloaded once into the data directory from the first
 mirror that answers, and verified before it is used.
 """
+import errno
 import gzip
 import hashlib
 import http.client
@@ -46,6 +47,8 @@ DATASETS = {
     "full": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+# Errors of the local disk while a file is downloaded into it (read-only, no permission, full).
+LOCAL_WRITE_ERRORS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 DOWNLOADABLE = set(DATASETS["full"])  # served by the mirrors; the 5k subset ships only in data/
 
 
@@ -117,7 +120,11 @@ def _fetch(url, target, expected_sha256, timeout):
 def download(name, data_dir, mirrors=MIRRORS, retries=2, timeout=30, backoff=1.0):
     """Download `name` into `data_dir` from the first mirror that serves the right bytes."""
     target = Path(data_dir) / name
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create the data directory {target.parent}: {err.strerror}; "
+                        "choose another --data_dir") from None
     tried = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + name
@@ -131,6 +138,9 @@ def download(name, data_dir, mirrors=MIRRORS, retries=2, timeout=30, backoff=1.0
                 if 400 <= err.code < 500:
                     break  # this mirror does not have it: no point retrying
             except (OSError, ValueError, http.client.HTTPException) as err:
+                if getattr(err, "errno", None) in LOCAL_WRITE_ERRORS:  # this disk, not the mirror: no retry helps
+                    raise DataError(f"cannot write {name} into {target.parent}: {err.strerror}; "
+                                    "free space there or choose another --data_dir") from None
                 reason = str(getattr(err, "reason", err)) or type(err).__name__
             if attempt < retries:
                 time.sleep(backoff * attempt)

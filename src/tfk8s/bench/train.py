@@ -11,40 +11,38 @@ official 10k test set.
 import tempfile
 import time
 
-import tensorflow as tf
-import tf_keras as keras
-
-from tfk8s import mnist
 from tfk8s.cli import ArgumentParser, entry_point
-from tfk8s.trainer import cluster
-from tfk8s.trainer import train as trainer
-from tfk8s.trainer.model import build_model, make_optimizer
-
-
-class Throughput(keras.callbacks.Callback):
-    """Images/s of each epoch but the first (which includes tracing)."""
-
-    def __init__(self, batch_size, steps_per_epoch):
-        super().__init__()
-        self.images = batch_size * steps_per_epoch
-        self.speeds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch > 0:
-            self.speeds.append(self.images / (time.time() - self.start))
+from tfk8s.trainer.flags import parse_args as trainer_flags
 
 
 def keras_fit(args, data):
-    """The same model, optimizer and input pipeline, trained by `model.fit`."""
+    """The same model, optimizer and input pipeline, trained by `model.fit`: (median images/s, test accuracy)."""
+    import tf_keras as keras
+
+    from tfk8s.trainer import train as trainer
+    from tfk8s.trainer.model import build_model, make_optimizer
+
+    class Throughput(keras.callbacks.Callback):
+        """Images/s of each epoch but the first (which includes tracing)."""
+
+        def __init__(self, images_per_epoch):
+            super().__init__()
+            self.images = images_per_epoch
+            self.speeds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch > 0:
+                self.speeds.append(self.images / (time.time() - self.start))
+
     train_x, train_y = data["train"]
     model = build_model(args.hidden_layers)
     model.compile(optimizer=make_optimizer(args.learning_rate, args.fit_steps)[0],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     epochs = 5
-    meter = Throughput(args.batch_size, args.fit_steps // epochs)
+    meter = Throughput(args.batch_size * (args.fit_steps // epochs))
     dataset = trainer.training_dataset(train_x, train_y, args.batch_size, args.augment, args.seed)
     model.fit(dataset, steps_per_epoch=args.fit_steps // epochs, epochs=epochs, callbacks=[meter], verbose=0)
     _, accuracy = trainer.evaluate(model, *data["test"])
@@ -61,8 +59,13 @@ def main(argv=None):
         flags = ["--model_dir", f"{tmp}/model", "--export_dir", f"{tmp}/export", *rest]
         if bench_args.steps:
             flags += ["--steps", str(bench_args.steps)]
-        args = trainer.parse_args(flags)
+        args = trainer_flags(flags)  # every flag checked before TensorFlow loads
         args.fit_steps = bench_args.fit_steps
+        import tensorflow as tf
+
+        from tfk8s import mnist
+        from tfk8s.trainer import cluster
+        from tfk8s.trainer import train as trainer
         data = mnist.load(args.dataset, args.data_dir, args.validation_fraction, seed=args.seed)
         ours = trainer.train(args, cluster.read_role(), tf.distribute.get_strategy())
         fit_speed, fit_accuracy = keras_fit(args, data)

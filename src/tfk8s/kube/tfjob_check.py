@@ -179,6 +179,10 @@ def operator_problems(doc):
         if canonical in ("Chief", "Master") and replica.get("replicas", 1) != 1:
             found.append(f"{path}.replicas: must be 1 (a TensorFlow cluster has one chief), "
                          f"not {replica.get('replicas')}")
+        elif isinstance(replica.get("replicas"), int) and replica["replicas"] < 1:
+            # v1.9.4's TFJob webhook and CRD let it through (the controller then creates and deletes pod 0
+            # over and over); the same operator's PyTorchJob webhook refuses it: that is the rule kept here.
+            found.append(f"{path}.replicas: must be at least 1, not {replica['replicas']}")
         policy = replica.get("restartPolicy", "Never")
         if policy not in RESTART_POLICIES:
             found.append(f"{path}.restartPolicy: {policy!r} is not one of {', '.join(RESTART_POLICIES)}")

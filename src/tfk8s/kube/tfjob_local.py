@@ -10,7 +10,17 @@ replica the TF_CONFIG the operator would give it (with each replica's
 restarts a replica that fails according to its restartPolicy within
 runPolicy.backoffLimit, and ends when the Chief (or, without one, worker 0)
 succeeds or a replica fails for good, then stops the replicas still running
-(as cleanPodPolicy Running does; Ctrl-C stops them all too).
+(as cleanPodPolicy Running does; Ctrl-C or SIGTERM stops them all too).
+
+A replica is a pod here: its process leads a process group of its own, and
+whatever it starts belongs to that group. Stopping a replica signals its
+whole group (SIGTERM, then SIGKILL after a grace period), and when a
+replica's main process exits the rest of its group is killed, as a
+container's processes end with it. A command that cannot be started is a
+failed replica with exit code 128, as the kubelet reports a container's
+StartError. If this runner is killed outright (SIGKILL), the kernel kills
+every replica's main process (PR_SET_PDEATHSIG, on Linux) and a watchdog
+process (reaper.py) kills what is left of their groups: nothing is left behind.
 
 What stands in for the cluster: `python` is this interpreter, /app/ (the
 image's WORKDIR) is this repository, and every volume is a directory under
@@ -30,18 +40,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfk8s.cli import ArgumentParser, UserError, child_env, entry_point, fail
-from tfk8s.kube import tfjob_check
+from tfk8s.kube import reaper, tfjob_check
 from tfk8s.paths import REPO, RUNS
 
 IMAGE_WORKDIR = "/app"  # where the image keeps this repository
 PYTHONS = ("python", "python3")
 DEFAULT_PORT, PORT_NAME = 2222, "tfjob-port"
-# The operator's IsRetryableExitCode: 130 (SIGINT), 137 (SIGKILL), 143 (SIGTERM) and 138, the code a
-# program uses to ask for a retry. Every other non-zero code is permanent.
-RETRYABLE_EXIT_CODES = (130, 137, 138, 143)
+# The operator's IsRetryableExitCode (v1.9, pkg/util/train): 128 and above (killed by a signal, 138 the code
+# a program uses to ask for a retry, 128 a container that could not start) is retryable; 1 to 127 is permanent.
+FIRST_RETRYABLE_EXIT_CODE = 128
+START_ERROR_EXIT_CODE = 128  # what the kubelet reports for a container whose command cannot be run (StartError)
 START_ORDER = ("Chief", "Master", "Evaluator", "PS", "Worker")  # the operator's order of replica types
 RESTART_DELAY = 1.0   # seconds before a failed replica is started again (a new pod takes a few on a cluster)
-GRACE_PERIOD = 10.0   # seconds between SIGTERM and SIGKILL when a replica is stopped (Kubernetes: 30)
+# Seconds between SIGTERM and SIGKILL when a replica is stopped: the pod template's
+# terminationGracePeriodSeconds, or this (shorter than Kubernetes' 30: the trainer needs no more).
+GRACE_PERIOD = 10.0
 TAIL_LINES = 12       # lines of a failed replica's output shown in the failure report
 
 
@@ -105,8 +118,10 @@ class Replica:
     env: dict
     cwd: str
     log_path: Path
+    grace: float = GRACE_PERIOD
     process: subprocess.Popen = None
     reader: threading.Thread = None
+    start_error: str = None  # why the last start failed (its command could not be run)
     state: str = "pending"  # pending, running, succeeded, failed
     restart_at: float = None
     tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
@@ -114,6 +129,25 @@ class Replica:
     @property
     def name(self):
         return f"{self.type.lower()}-{self.index}"
+
+    def exit_code(self):
+        """The code Kubernetes would report once the replica has ended (None while it runs).
+
+        128 + N for a process killed by signal N; 128 for a command that could not start.
+        """
+        if self.start_error:
+            return START_ERROR_EXIT_CODE
+        code = self.process.poll()
+        if code is None:
+            return None
+        return 128 - code if code < 0 else code
+
+    def ended(self, code):
+        """How it ended, for the job's report."""
+        if self.start_error:
+            return (f"could not start ({self.start_error}: exit code {code}, the kubelet's StartError; "
+                    "check the tensorflow container's command)")
+        return f"exited with code {code}"
 
 
 def plan_replicas(doc, root, trainer_args):
@@ -158,8 +192,9 @@ def plan_replicas(doc, root, trainer_args):
                 config = config.replace(f'"{host}"', f'"{local}"')
             env["TF_CONFIG"] = config
         cwd = localize(container.get("workingDir", IMAGE_WORKDIR), mounts)
+        grace = spec["template"]["spec"].get("terminationGracePeriodSeconds", GRACE_PERIOD)
         replicas.append(Replica(rtype, index, spec.get("restartPolicy", "Never"), argv, env, cwd,
-                                root / "logs" / f"{pod}.log"))
+                                root / "logs" / f"{pod}.log", grace))
     return replicas
 
 
@@ -171,14 +206,28 @@ def say(message, replica="tfjob"):
         print(f"[{replica}] {message}", flush=True)
 
 
-def start(replica):
-    """Start (or restart) the replica's process; a thread copies its output, prefixed, to ours and its log."""
+# ---------------------------------------------------------------- replicas as process groups
+
+def start(replica, watchdog):
+    """Start (or restart) the replica's process as the leader of a new process group (a new session).
+
+    A thread copies its output, prefixed, to ours and to its log. A command
+    that cannot be run makes a replica that ended at once (exit code 128).
+    """
     replica.log_path.parent.mkdir(parents=True, exist_ok=True)
-    replica.process = subprocess.Popen(
-        replica.argv, env=replica.env, cwd=replica.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, text=True, bufsize=1, errors="replace",
-        start_new_session=True)  # Ctrl-C reaches this runner only: it stops the replicas in order
-    replica.state, replica.restart_at = "running", None
+    replica.state, replica.restart_at, replica.start_error = "running", None, None
+    try:
+        replica.process = subprocess.Popen(
+            replica.argv, env=replica.env, cwd=replica.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, bufsize=1, errors="replace",
+            start_new_session=True,  # its own group: Ctrl-C reaches this runner only, which stops groups in order
+            preexec_fn=reaper.die_with_runner())
+    except OSError as err:  # no such file, not executable, no such working directory
+        replica.process, replica.reader = None, None
+        replica.start_error = f"{err.strerror}: {err.filename or replica.argv[0]}"
+        say(f"{replica.name} could not start: {replica.start_error}")
+        return
+    watchdog.watch(replica.process.pid)
     say(f"started {replica.name} (pid {replica.process.pid}): {' '.join(replica.argv[1:])}")
 
     def copy_output(process=replica.process):
@@ -194,32 +243,57 @@ def start(replica):
     replica.reader.start()
 
 
-def exit_code_of(process):
-    """The code Kubernetes reports: 128 + N for a process killed by signal N."""
-    code = process.poll()
-    return 128 - code if code < 0 else code
-
-
-def stop(replicas, why):
-    """Stop running replicas as Kubernetes deletes pods: SIGTERM, then SIGKILL after the grace period."""
-    running = [r for r in replicas if r.process and r.process.poll() is None]
-    if not running:
+def finish(replica, watchdog):
+    """After the replica's main process ended: kill the rest of its group (as a container's processes end
+    with its main process), then read its last lines."""
+    if replica.process is None:
         return
-    say(f"{why}: stopping {', '.join(r.name for r in running)}")
-    for r in running:
-        r.process.terminate()
-    deadline = time.monotonic() + GRACE_PERIOD
-    for r in running:
+    reaper.signal_groups([replica.process.pid], signal.SIGKILL)
+    watchdog.forget(replica.process.pid)
+    replica.reader.join(timeout=2)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP reached the runner."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def interrupt(signum, frame):
+    raise Interrupted(signum)
+
+
+def stop(replicas, why, watchdog):
+    """Stop the running replicas as Kubernetes deletes pods: SIGTERM to each group, then SIGKILL to a group
+    left after its grace period (terminationGracePeriodSeconds). A second signal meanwhile kills them at once."""
+    running = [r for r in replicas if r.state == "running" and r.process is not None]
+    if any(reaper.group_members(r.process.pid) for r in running):
+        say(f"{why}: stopping {', '.join(r.name for r in running)}")
+        began, left = time.monotonic(), list(running)
         try:
-            r.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            r.process.kill()
-            r.process.wait()
+            reaper.signal_groups([r.process.pid for r in running], signal.SIGTERM)
+            while left:
+                time.sleep(0.1)
+                left = [r for r in left if reaper.group_members(r.process.pid)]
+                late = [r for r in left if time.monotonic() - began >= r.grace]
+                reaper.signal_groups([r.process.pid for r in late], signal.SIGKILL)
+        except Interrupted as again:
+            say(f"{again} again: killing {', '.join(r.name for r in left)} now")
+            reaper.signal_groups([r.process.pid for r in left], signal.SIGKILL)
     for r in running:
-        r.reader.join(timeout=2)
+        r.process.wait()
+        finish(r, watchdog)
 
 
-def supervise(doc, replicas):
+def retried(policy, code):
+    """Whether the operator recreates a replica that ended with `code` under restartPolicy `policy`."""
+    return (policy == "Always" or (code != 0 and policy == "OnFailure")
+            or (code >= FIRST_RETRYABLE_EXIT_CODE and policy == "ExitCode"))
+
+
+def supervise(doc, replicas, watchdog):
     """Run the job to its end by the operator's rules; return (succeeded, reason, failed replica or None)."""
     run_policy = doc["spec"].get("runPolicy", {})
     backoff_limit = run_policy.get("backoffLimit")
@@ -230,34 +304,31 @@ def supervise(doc, replicas):
     started, restarts = time.monotonic(), 0
 
     for replica in replicas:
-        start(replica)
+        start(replica, watchdog)
     while True:
         time.sleep(0.2)
         now = time.monotonic()
         for r in replicas:
             if r.state == "pending" and r.restart_at is not None and now >= r.restart_at:
-                start(r)
-            if r.state != "running" or r.process.poll() is None:
+                start(r, watchdog)
+            code = r.exit_code() if r.state == "running" else None
+            if code is None:
                 continue
-            r.reader.join(timeout=2)  # its last lines first
-            code = exit_code_of(r.process)
-            retry = (r.restart_policy == "Always"
-                     or (code != 0 and r.restart_policy == "OnFailure")
-                     or (code in RETRYABLE_EXIT_CODES and r.restart_policy == "ExitCode"))
-            if not retry:
+            finish(r, watchdog)
+            if not retried(r.restart_policy, code):
                 r.state = "succeeded" if code == 0 else "failed"
                 say(f"{r.name} {r.state} (exit code {code})")
                 if r.state == "failed":
                     why = ("restartPolicy Never" if r.restart_policy == "Never"
                            else f"restartPolicy {r.restart_policy} does not retry exit code {code}")
-                    return False, f"{r.name} exited with code {code} ({why})", r
+                    return False, f"{r.name} {r.ended(code)} ({why})", r
                 continue
             if backoff_limit is not None and restarts >= backoff_limit:
-                return False, f"{r.name} exited with code {code} and runPolicy.backoffLimit {backoff_limit} is spent", r
+                return False, f"{r.name} {r.ended(code)} and runPolicy.backoffLimit {backoff_limit} is spent", r
             restarts += 1
             r.state, r.restart_at = "pending", now + RESTART_DELAY
             budget = f" of {backoff_limit}" if backoff_limit is not None else ""
-            say(f"{r.name} exited with code {code}; restartPolicy {r.restart_policy}: restart {restarts}{budget}")
+            say(f"{r.name} {r.ended(code)}; restartPolicy {r.restart_policy}: restart {restarts}{budget}")
 
         if chief:
             done = chief.state == "succeeded"
@@ -300,19 +371,25 @@ def main(argv=None):
     cleanup = (f"cleanPodPolicy {clean_pod_policy}" if clean_pod_policy != "None" else
                "cleanPodPolicy None (on a cluster these pods would keep running)")
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the replicas too, like Ctrl-C
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # `kill` or a closed terminal: as Ctrl-C
+        signal.signal(signum, interrupt)
     started = time.monotonic()
+    watchdog = reaper.Watchdog(max(r.grace for r in replicas))
     try:
-        succeeded, reason, culprit = supervise(doc, replicas)
-    except KeyboardInterrupt:
-        stop(replicas, "interrupted")
-        fail(f"job {name} interrupted after {time.monotonic() - started:.0f}s: stopped every replica", 130)
-    stop(replicas, cleanup if succeeded else f"job failed; {cleanup}")
+        try:
+            succeeded, reason, culprit = supervise(doc, replicas, watchdog)
+        except Interrupted as stopped:
+            stop(replicas, "interrupted", watchdog)
+            fail(f"job {name} interrupted ({stopped}) after {time.monotonic() - started:.0f}s: stopped every "
+                 "replica; run it again to resume from the last checkpoint", 128 + stopped.signum)
+        stop(replicas, cleanup if succeeded else f"job failed; {cleanup}", watchdog)
+    finally:
+        watchdog.close()
     elapsed = time.monotonic() - started
     if succeeded:
         say(f"job {name} succeeded in {elapsed:.0f}s: {reason}")
         return
-    if culprit is not None:
+    if culprit is not None and culprit.tail:
         say(f"last lines of {culprit.name} (all in {culprit.log_path}):")
         for line in culprit.tail:
             say(f"| {line}")

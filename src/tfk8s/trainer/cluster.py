@@ -11,8 +11,6 @@ import os
 import sys
 from dataclasses import dataclass
 
-import tensorflow as tf
-
 from tfk8s.cli import UsageError
 
 KNOWN_TYPES = ("chief", "master", "worker", "ps", "evaluator")
@@ -72,6 +70,7 @@ def make_strategy(role):
     On parameter servers and on the workers of a parameter-server job this
     starts a TensorFlow server and never returns: the chief drives them.
     """
+    import tensorflow as tf  # here: reading the role (main.py does it first) answers before TensorFlow loads
     if role.mode == "single":
         return tf.distribute.get_strategy()
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -100,6 +99,7 @@ def wait_for_every_replica(strategy, role):
     """
     if role.mode != "multi_worker":
         return
+    import tensorflow as tf
 
     def one():
         return tf.constant(1)

@@ -1,9 +1,12 @@
 """Export a trained model as a SavedModel that TensorFlow Serving loads.
 
-TensorFlow Serving watches `export_dir` and serves the highest integer
-sub-directory. A version is written to a hidden temporary directory and
-renamed into place, so a server polling the directory never sees half a
-model, and no earlier version is ever overwritten.
+TensorFlow Serving watches `export_dir` and serves the highest version
+sub-directory (tfk8s/versions.py: an int64 name). A version is written to a
+hidden temporary directory (.tmp-export-*) and renamed into place, so a
+server polling the directory never sees half a model, and no earlier
+version is ever overwritten. A temporary directory that a killed exporter
+left behind, untouched since before this process started, is removed at the
+next export.
 """
 import os
 import shutil
@@ -13,7 +16,11 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfk8s.versions import versions
+from tfk8s.cli import UserError
+from tfk8s.trainer.storage import STARTED
+from tfk8s.versions import INT64_MAX, versions
+
+STAGING_PREFIX = ".tmp-export-"
 
 SIGNATURES = ("predict", "serving_default")
 INPUT_SPEC = tf.TensorSpec([None, 28, 28, 1], tf.float32, name="image")
@@ -32,7 +39,31 @@ class ServingModule(tf.Module):
                 "probabilities": probabilities}
 
 
-def export_saved_model(model, export_dir):
+def newest_change(path):
+    """The latest modification time of `path` or anything under it."""
+    times = [path.lstat().st_mtime]
+    for root, dirs, files in os.walk(path):
+        times += [os.lstat(os.path.join(root, name)).st_mtime for name in dirs + files]
+    return max(times)
+
+
+def remove_abandoned(export_dir, say=print, started=STARTED):
+    """Remove the temporary export directories that no exporter has touched since before `started`.
+
+    An exporter that was killed leaves its .tmp-export-* behind; one still at
+    work (another trainer exporting to the same directory) keeps changing its
+    files, so it is left alone.
+    """
+    for staging in Path(export_dir).glob(STAGING_PREFIX + "*"):
+        try:
+            if staging.is_dir() and newest_change(staging) < started:
+                shutil.rmtree(staging)
+                say(f"removed {staging}, an export left unfinished by a process that ended")
+        except FileNotFoundError:
+            pass  # its exporter finished (or removed it) meanwhile
+
+
+def export_saved_model(model, export_dir, say=print):
     """Write `model` to export_dir/<version>/ and return that path.
 
     The version is the Unix time, or one more than the newest existing
@@ -40,13 +71,18 @@ def export_saved_model(model, export_dir):
     """
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(export_dir, say)
     module = ServingModule(model)
     function = module.predict.get_concrete_function()
-    staging = tempfile.mkdtemp(dir=export_dir, prefix=".tmp-export-")
+    staging = tempfile.mkdtemp(dir=export_dir, prefix=STAGING_PREFIX)
     try:
+        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the version from a server running as another user
         tf.saved_model.save(module, staging, signatures=dict.fromkeys(SIGNATURES, function))
         version = max([int(time.time())] + [v + 1 for v in versions(export_dir)])
         while True:
+            if version > INT64_MAX:
+                raise UserError(f"--export_dir {export_dir} holds version {INT64_MAX}, the highest that TensorFlow "
+                                "Serving reads: no newer version can be exported there; move it away")
             target = export_dir / str(version)
             try:
                 os.rename(staging, target)  # atomic; fails if another exporter took this version

@@ -11,6 +11,11 @@ bottom, in the order a run takes:
 5. the loop: steps, then a progress line, summaries and a checkpoint at each boundary;
 6. the final test and the export (export.py), by the chief alone.
 
+Before it, main.py has checked the directories the chief writes and taken
+its lock on --model_dir (storage.py, lock.py): one writer per model_dir. A
+write that fails later (a full disk) ends the run in one line, the
+checkpoints saved before it intact.
+
 What it keeps of the Estimator's contract: checkpoints in --model_dir, shared
 by every replica; a restarted process resumes from the last one (global step
 and optimizer state); evaluation every --eval_every steps with TensorBoard
@@ -22,6 +27,7 @@ import shutil
 import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -30,25 +36,30 @@ from tensorboard.plugins.hparams import api as hp
 
 from tfk8s import mnist
 from tfk8s.cli import RetryableError
-from tfk8s.trainer import cluster
+from tfk8s.trainer import cluster, storage
 from tfk8s.trainer.export import export_saved_model
 from tfk8s.trainer.model import augment, build_model, make_optimizer
+from tfk8s.trainer.trace import Trace
 
 # Errors that mean "a peer replica went away": exit so that the operator restarts us.
 PEER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
              tf.errors.CancelledError, tf.errors.AbortedError)
+# Errors that a failed write raises (a full disk: OSError from Python, ResourceExhaustedError from TensorFlow).
+WRITE_FAILED = (OSError, tf.errors.OpError)
 EVAL_BATCH = 1000
 
 
 # ---------------------------------------------------------------- 1. data
 
-def training_dataset(images, labels, batch_size, augmented, seed):
-    """An endless, shuffled, batched (and optionally augmented) stream of raw-pixel images."""
-    ds = tf.data.Dataset.from_tensor_slices((images[..., None].astype(np.float32), labels))
+def training_dataset(images, labels, batch_size, augmented, seed, with_index=False):
+    """An endless, shuffled, batched (and optionally augmented) stream of raw-pixel images and their labels
+    (and, with_index, each image's index in `images`, for trace.py)."""
+    columns = (images[..., None].astype(np.float32), labels) + ((np.arange(len(labels)),) if with_index else ())
+    ds = tf.data.Dataset.from_tensor_slices(columns)
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.batch(batch_size, drop_remainder=True)
     if augmented:
-        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, *rest: (augment(x), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Every worker shuffles with the same seed and keeps every N-th batch: no two see the same images.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -71,7 +82,8 @@ def evaluate(model, images, labels, batch_size=EVAL_BATCH):
 class Learner:
     """The model, its optimizer and the running training metrics, created under `strategy`'s scope."""
 
-    def __init__(self, strategy, hidden_layers, learning_rate, steps):
+    def __init__(self, strategy, hidden_layers, learning_rate, steps, trace=None):
+        self.trace = trace
         with strategy.scope():
             self.model = build_model(hidden_layers)
             self.optimizer, self.schedule = make_optimizer(learning_rate, steps)
@@ -83,8 +95,10 @@ class Learner:
         """The global step: saved with the optimizer, shared by every replica."""
         return int(self.optimizer.iterations.numpy())
 
-    def replica_step(self, images, labels, global_batch_size):
+    def replica_step(self, global_batch_size, images, labels, index=None):
         """One step on one replica's share of the global batch; apply_gradients all-reduces across replicas."""
+        if index is not None:
+            self.trace.record_examples(self.optimizer.iterations, index)
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
@@ -108,11 +122,14 @@ class Checkpoints:
     """Checkpoints of the model and optimizer: the chief writes to model_dir, resumes from it.
 
     Under MultiWorkerMirroredStrategy every worker must take part in saving, so
-    the others write to a private scratch directory, deleted at the end.
+    the others write to a private scratch directory, deleted at the end. A
+    save that fails (a full disk) leaves the checkpoints before it as they
+    were, removes what it had begun, and ends the run in one line.
     """
 
-    def __init__(self, learner, model_dir, role, keep):
+    def __init__(self, learner, model_dir, role, keep, writer=None):
         self.model_dir = model_dir
+        self.writer = writer
         self.checkpoint = tf.train.Checkpoint(model=learner.model, optimizer=learner.optimizer)
         private = not role.is_chief and role.mode == "multi_worker"
         self.scratch = tempfile.mkdtemp(prefix=f"ckpt-{role.name}-") if private else None
@@ -126,7 +143,21 @@ class Checkpoints:
         return latest
 
     def save(self, step):
-        self.manager.save(checkpoint_number=step)
+        if self.writer:
+            self.writer.check()  # still the one writer of model_dir
+        last_good = self.manager.latest_checkpoint
+        try:
+            self.manager.save(checkpoint_number=step)
+        except PEER_LOST:
+            raise
+        except WRITE_FAILED as err:
+            directory = Path(self.manager.directory)
+            for partial in directory.glob(f"ckpt-{step}[._]*"):  # ckpt-N_temp/, a half-merged ckpt-N.index
+                shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
+            kept = (f"the last good checkpoint {os.path.basename(last_good)} is intact: run the same command "
+                    "again to resume from it" if last_good else "no checkpoint was saved before")
+            where = ("--model_dir", self.model_dir) if not self.scratch else ("the scratch directory", directory)
+            raise storage.failure(f"save the checkpoint of step {step}", *where, err, kept) from None
 
     def close(self):
         if self.scratch:
@@ -152,8 +183,7 @@ def step_runner(strategy, role, learner, make_dataset, batch_size):
         @tf.function
         def n_steps(it, n):
             for _ in tf.range(n):
-                images, labels = next(it)
-                strategy.run(learner.replica_step, args=(images, labels, batch_size))
+                strategy.run(learner.replica_step, args=(batch_size, *next(it)))
 
         return (lambda n: n_steps(iterator, tf.constant(n, tf.int64))), (lambda: None)
 
@@ -170,8 +200,7 @@ def step_runner(strategy, role, learner, make_dataset, batch_size):
 
     @tf.function
     def one_step(it):
-        images, labels = next(it)
-        strategy.run(learner.replica_step, args=(images, labels, batch_size))
+        strategy.run(learner.replica_step, args=(batch_size, *next(it)))
         worker = tf.distribute.coordinator.experimental_get_current_worker_index()
         steps_by_worker.assign_add(tf.one_hot(worker, num_workers, dtype=tf.int64))
 
@@ -198,6 +227,7 @@ class Summaries:
     """
 
     def __init__(self, model_dir, enabled, hparams, metrics_dir=""):
+        self.model_dir, self.metrics_dir = model_dir, metrics_dir
         self.writers, self.copies, self.metrics_file = {}, {}, None
         if enabled:
             self.writers = {run: tf.summary.create_file_writer(os.path.join(model_dir, run))
@@ -210,16 +240,31 @@ class Summaries:
                 self.metrics_file = os.path.join(metrics_dir, "metrics.json")
 
     def write(self, run, step, **scalars):
-        for writer in (self.writers.get(run), self.copies.get(run)):
-            if writer is not None:
-                with writer.as_default(step=step):
-                    for name, value in scalars.items():
-                        tf.summary.scalar(name, value)
-                writer.flush()  # TensorBoard on a shared volume sees it now, not at exit
+        if run not in self.writers:
+            return
+        try:
+            self._write(self.writers[run], step, scalars)
+        except WRITE_FAILED as err:
+            raise storage.failure("write TensorBoard summaries", "--model_dir", self.model_dir, err,
+                                  "the checkpoints saved so far are intact: run the same command again "
+                                  "to resume from the last one") from None
         if run in self.copies:
-            line = {f"{run}/{name}": repr(float(value)) for name, value in scalars.items()}
-            with open(self.metrics_file, "a") as f:
-                f.write(json.dumps({"timestamp": datetime.now(UTC).isoformat(), **line}) + "\n")
+            try:
+                self._write(self.copies[run], step, scalars)
+                line = {f"{run}/{name}": repr(float(value)) for name, value in scalars.items()}
+                with open(self.metrics_file, "a") as f:
+                    f.write(json.dumps({"timestamp": datetime.now(UTC).isoformat(), **line}) + "\n")
+            except WRITE_FAILED as err:
+                raise storage.failure("write the metrics for the collector", "--metrics_dir", self.metrics_dir,
+                                      err, "the checkpoints saved so far are intact: run the same command again "
+                                      "to resume from the last one") from None
+
+    @staticmethod
+    def _write(writer, step, scalars):
+        with writer.as_default(step=step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value)
+        writer.flush()  # TensorBoard on a shared volume sees it now, not at exit
 
 
 def next_boundary(step, steps, eval_every, checkpoint_every):
@@ -256,11 +301,18 @@ def loop(args, learner, run_steps, checkpoints, summaries, snapshot, validate, s
 
 # ---------------------------------------------------------------- putting it together
 
-def train(args, role, strategy):
+def variable_bytes(variables):
+    """What the values of `variables` take on disk, about: one checkpoint holds the model's weights and a momentum
+    for each trainable one; an export, the weights."""
+    return sum(v.shape.num_elements() * v.dtype.size for v in variables)
+
+
+def train(args, role, strategy, writer=None):
     """Train to args.steps (resuming from --model_dir), then (the chief) test and export.
 
-    Returns the chief's figures (test accuracy, steady images/s, training time,
-    export path); None on the other replicas.
+    `writer` is the chief's lock on model_dir (storage.prepare), checked before
+    each write. Returns the chief's figures (test accuracy, steady images/s,
+    training time, export path); None on the other replicas.
     """
     chief = role.is_chief
 
@@ -275,14 +327,20 @@ def train(args, role, strategy):
         f"{len(data['validation'][1])} for validation, {len(data['test'][1])} for the final test; "
         f"num_replicas_in_sync={strategy.num_replicas_in_sync}")
 
-    learner = Learner(strategy, args.hidden_layers, args.learning_rate, args.steps)
-    checkpoints = Checkpoints(learner, args.model_dir, role, args.keep_checkpoints)
+    trace = Trace(role.name)  # off unless TFK8S_TRACE_DIR is set
+    learner = Learner(strategy, args.hidden_layers, args.learning_rate, args.steps, trace)
+    if chief:
+        weights = variable_bytes(learner.model.variables)
+        storage.check_space(args.model_dir, weights + variable_bytes(learner.model.trainable_variables),
+                            args.export_dir, weights)
+    checkpoints = Checkpoints(learner, args.model_dir, role, args.keep_checkpoints, writer)
     latest = checkpoints.restore()
     if latest:
         say(f"resuming from {latest} at step {learner.step}")
 
     def make_dataset(seed_offset):
-        return training_dataset(train_x, train_y, args.batch_size, args.augment, args.seed + seed_offset)
+        return training_dataset(train_x, train_y, args.batch_size, args.augment, args.seed + seed_offset,
+                                with_index=trace.enabled)
 
     run_steps, worker_shares = step_runner(strategy, role, learner, make_dataset, args.batch_size)
     summaries = Summaries(args.model_dir, chief, hparams(args), args.metrics_dir)
@@ -291,6 +349,8 @@ def train(args, role, strategy):
     def snapshot():
         # Under MultiWorkerMirroredStrategy reading batch-norm statistics is a collective: every replica calls this.
         eval_model.set_weights(learner.model.get_weights())
+        if trace.enabled:
+            trace.record_weights(learner.step, eval_model.get_weights())
 
     start_step = learner.step
     if start_step >= args.steps:
@@ -310,7 +370,14 @@ def train(args, role, strategy):
 
     test_loss, test_accuracy = evaluate(eval_model, *data["test"])
     summaries.write("test", learner.step, loss=test_loss, accuracy=test_accuracy)
-    path = export_saved_model(eval_model, args.export_dir)
+    if writer:
+        writer.check()
+    try:
+        path = export_saved_model(eval_model, args.export_dir, say)
+    except WRITE_FAILED as err:
+        raise storage.failure("export the model", "--export_dir", args.export_dir, err,
+                              f"nothing half-written is left, and the checkpoint of step {learner.step} is intact: "
+                              "run the same command again to export it without training") from None
     print(f"test accuracy {test_accuracy:.2%} (loss {test_loss:.4f}) on {len(data['test'][1])} images", flush=True)
     print(f"exported {path}", flush=True)
     # The first window includes tracing the step function: the steady speed is the median of the rest.
@@ -326,12 +393,11 @@ def hparams(args):
             "augment": args.augment}
 
 
-def run(args):
-    """Find this process's place in the cluster, train, and wait for the other replicas."""
-    role = cluster.read_role()
+def run(args, role, writer=None):
+    """Train in this process's place in the cluster (`role`, from TF_CONFIG), and wait for the other replicas."""
     strategy = cluster.make_strategy(role)  # parameter servers and their workers never return from here
     try:
-        result = train(args, role, strategy)
+        result = train(args, role, strategy, writer)
         cluster.wait_for_every_replica(strategy, role)
     except PEER_LOST as err:
         raise RetryableError(f"{role.name} lost a peer replica ({type(err).__name__}); "
