@@ -1,5 +1,6 @@
 """The trainer: it learns, resumes after a kill, exports what TensorFlow Serving loads, and refuses bad flags."""
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,17 +57,20 @@ def test_summaries_are_readable_by_tensorboard(trained_model):
 
 
 @pytest.mark.slow
-def test_rerun_exports_a_new_version_and_keeps_the_first(trained_model):
-    first = trained_model["version"]
+def test_rerun_exports_a_new_version_and_keeps_the_first(trained_model, tmp_path):
+    # A copy of the shared model (the fixture is read-only): a finished run, started again.
+    model_dir, export_dir = tmp_path / "model", tmp_path / "export"
+    shutil.copytree(trained_model["model_dir"], model_dir)
+    shutil.copytree(trained_model["export_dir"], export_dir)
+    first = export_dir / trained_model["version"].name
     before = {p.name: p.stat().st_mtime_ns for p in first.rglob("*")}
-    result = run_script("main.py", "--steps", 300, "--model_dir", trained_model["model_dir"],
-                        "--export_dir", trained_model["export_dir"])
+    result = run_script("main.py", "--steps", 300, "--model_dir", model_dir, "--export_dir", export_dir)
     assert result.returncode == 0, result.stderr
     assert "already trained to step 300 of 300" in result.stdout
-    found = versions.versions(trained_model["export_dir"])
+    found = versions.versions(export_dir)
     assert len(found) == 2 and found[0] == int(first.name) and found[1] > found[0]
     assert {p.name: p.stat().st_mtime_ns for p in first.rglob("*")} == before
-    assert not [p for p in trained_model["export_dir"].iterdir() if p.name.startswith(".")]
+    assert not [p for p in export_dir.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.slow

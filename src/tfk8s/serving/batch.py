@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 from tfk8s import mnist
@@ -85,6 +84,8 @@ def find_version(base_path, version=None):
 
 def load_signature(path):
     """The export's `predict` function and the name of its one input."""
+    import tensorflow as tf  # only now: the flags and the input folder are checked before TensorFlow loads (seconds)
+
     try:
         loaded = tf.saved_model.load(str(path))
     except (OSError, ValueError, tf.errors.OpError) as err:
