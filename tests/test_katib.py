@@ -466,16 +466,16 @@ def test_a_running_experiment_is_not_touched(api):
 
 def test_the_quota_holds_katibs_trials_its_collectors_and_suggestion_beside_what_always_runs(api, default):
     need, parallel = katib_cluster.usage(default)
-    trial = cluster.tfjob_usage(default["spec"]["trialTemplate"]["trialSpec"])
-    assert parallel == 2 and need["pods"] == 2 * trial["pods"] + 1  # the suggestion's pod; collectors are containers
-    assert float(need["limits.memory"] - 2 * trial["limits.memory"]) == 2 * 2**30 + 100 * 2**20
+    trial = cluster.trial_usage(default["spec"]["trialTemplate"]["trialSpec"])
+    assert parallel == 2 and need.pods == 2 * trial.pods + 1  # the suggestion's pod; collectors are containers
+    assert need.limits_memory - 2 * trial.limits_memory == 2 * 2**30 + 100 * 2**20
     katib_namespace(api)
     assert make_katib(api, "katib-sweep").returncode == 0
     short = fake_api.empty_state("alice")
     api.write({**api.read(), "objects": short["objects"]})
     workshop_namespace(api, "tensorboard.yaml", "serving.yaml", "tfjob.yaml")
     refused = make_katib(api, "katib-sweep")
-    make_error(refused, "cannot hold 2 trials", "stop first: tfjob/mnist-tfjob", "katib.parallelTrialCount")
+    make_error(refused, "2 trials need", "stop TFJob mnist-tfjob first", "katib.parallelTrialCount")
 
 
 def test_the_attendee_roles_allow_every_request_the_katib_targets_make(api):

@@ -20,7 +20,7 @@ import fake_api
 from conftest import REPO, assert_one_line_error, make
 from tfk8s.cli import UsageError
 from tfk8s.instructor import namespaces
-from tfk8s.kube import render, tfjob_check
+from tfk8s.kube import render, resources, tfjob_check
 from tfk8s.sweep import cluster, trials
 from tfk8s.trainer import flags as trainer_flags
 
@@ -386,10 +386,8 @@ def test_a_sweep_still_running_is_not_touched_and_the_refusal_names_its_trials(a
 def test_when_the_quota_cannot_hold_the_trials_the_refusal_names_what_to_stop_and_nothing_is_created(api):
     workshop_namespace(api, "tensorboard.yaml", "serving.yaml", "tfjob-ps.yaml")
     result = make_sweep(api)
-    line = make_error(result, "the quota 'workshop' of namespace alice cannot hold 2 trials",
-                                 "requests.cpu 4.6 of 8.1 in use, 2 trials need 6 more",
-                                 "stop first: tfjob/mnist-tfjob-ps (4)",
-                                 "kubectl delete tfjob mnist-tfjob-ps -n alice", "--parallel 1")
+    line = make_error(result, "2 trials need requests.cpu 6", "but the quota workshop has requests.cpu 3.5",
+                      "stop TFJob mnist-tfjob-ps first (kubectl delete tfjob mnist-tfjob-ps)", "--parallel 1")
     assert "nfs-server" not in line  # the shared volume is never what to stop
     assert not [c for c in api.calls() if c[0] in ("create", "delete", "apply", "patch")]
     assert created(api) == []
@@ -397,7 +395,7 @@ def test_when_the_quota_cannot_hold_the_trials_the_refusal_names_what_to_stop_an
     # The quota holds each step of the workshop, not two at once: with the PS TFJob running, not even one
     # trial fits (memory). Once it is stopped, as the line says, the sweep runs.
     one = make_sweep(api, "SWEEP_PARALLEL=1")
-    make_error(one, "cannot hold a trial beside what runs now", "a trial needs", "stop first: tfjob/mnist-tfjob-ps")
+    make_error(one, "a trial needs", "requests.memory", "stop TFJob mnist-tfjob-ps first")
     state = api.read()
     state["objects"]["pods"] = [p for p in state["objects"]["pods"]
                                 if p["metadata"]["labels"].get("training.kubeflow.org/job-name") != "mnist-tfjob-ps"]
@@ -455,10 +453,10 @@ def test_status_jsonpath_yields_the_true_conditions_with_real_kubectl(tmp_path):
 
 
 def test_quantities_are_read_as_the_api_server_reads_them():
-    assert [cluster.quantity(q) for q in ("500m", "2", "4Gi", "1.5", "1e3", "128Mi", "100M", 20)] == \
+    assert [resources.quantity(q) for q in ("500m", "2", "4Gi", "1.5", "1e3", "128Mi", "100M", 20)] == \
         [0.5, 2, 4 * 2**30, 1.5, 1000, 128 * 2**20, 10**8, 20]
-    with pytest.raises(Exception, match="is not a Kubernetes quantity"):
-        cluster.quantity("4 GB")
+    with pytest.raises(ValueError, match="is not a Kubernetes quantity"):
+        resources.quantity("4 GB")
 
 
 # ---------------------------------------------------------------- results: chosen on validation accuracy

@@ -84,6 +84,58 @@ def what_to_stop(pods, sweeps, short):
     return max(units, key=lambda u: (training(u), freed[u]["requests.cpu"], freed[u]["requests.memory"]))
 
 
+def sweeps_of(namespace):
+    """{TFJob name: its sweep} of the namespace's sweep trials (none if they cannot be read)."""
+    try:
+        return {t["metadata"]["name"]: t["metadata"]["labels"]["sweep"]
+                for t in kubectl.items("tfjobs", "--namespace", namespace)
+                if "sweep" in (t["metadata"].get("labels") or {})}
+    except UserError:
+        return {}
+
+
+def shortage(namespace, needed, freed_jobs=(), quotas=None):
+    """The first quota of `namespace` that cannot hold `needed` (a Usage) now, as (quota, short, free, pods);
+    None when every quota holds it. The pods of the TFJobs `freed_jobs` (about to be replaced) count as free.
+    `quotas`: the namespace's ResourceQuotas if already read."""
+    if quotas is None:
+        quotas = kubectl.items("resourcequotas", "--namespace", namespace)
+    if not quotas:
+        return None
+    pods = running(kubectl.items("pods", "--namespace", namespace))
+    replaced = [p for p in pods if (p["metadata"].get("labels") or {}).get(JOB_LABEL) in set(freed_jobs)]
+    freed = total(pod_usage(p.get("spec") or {}) for p in replaced).as_quota()
+    needs = needed.as_quota()
+    for quota in quotas:
+        status = quota.get("status") or {}
+        hard = quota_figures(status.get("hard") or (quota.get("spec") or {}).get("hard"))
+        used = quota_figures(status.get("used"))
+        free = {k: hard[k] - used.get(k, 0) + freed[k] for k in hard}
+        short = {k: needs[k] - free[k] for k in hard if needs[k] > free[k]}
+        if short:
+            return quota, short, free, [p for p in pods if p not in replaced]
+    return None
+
+
+def require(namespace, needed, asking, freed_jobs=(), hint="", quotas=None):
+    """Raise a one-line UserError naming what to stop first when the quota cannot hold `needed` now.
+
+    `asking` says who asks, with its verb ("TFJob mnist-tfjob needs", "2 trials need"); `hint` adds
+    another way out (", or run fewer at once ...").
+    """
+    found = shortage(namespace, needed, freed_jobs, quotas)
+    if found is None:
+        return
+    quota, short, free, others = found
+    needs = needed.as_quota()
+    stop = what_to_stop(others, sweeps_of(namespace), short)
+    advice = (f": stop {stop[0]} first ({stop[1]})" if stop else
+              ": nothing else runs; the quota itself is too small, ask the instructor")
+    raise UserError(f"{asking} {describe({k: needs[k] for k in short})} but the quota "
+                    f"{quota['metadata']['name']} has {describe({k: max(0, free[k]) for k in short})} free"
+                    f"{advice}{hint}")
+
+
 def check(docs, namespace):
     """A one-line verdict for the TFJobs in `docs`; UserError (naming what to stop) when the quota cannot hold them."""
     tfjobs = [d for d in docs if d.get("kind") == "TFJob"]
@@ -95,32 +147,8 @@ def check(docs, namespace):
     quotas = kubectl.items("resourcequotas", "--namespace", namespace)
     if not quotas:
         return f"{what}: no ResourceQuota in namespace {namespace}, nothing to check"
-    pods = running(kubectl.items("pods", "--namespace", namespace))
-    replaced = [p for p in pods if (p["metadata"].get("labels") or {}).get(JOB_LABEL) in names]
-    others = [p for p in pods if p not in replaced]
-    freed = total(pod_usage(p.get("spec") or {}) for p in replaced).as_quota()
-    needed = need.as_quota()
-    for quota in quotas:
-        status = quota.get("status") or {}
-        hard = quota_figures(status.get("hard") or (quota.get("spec") or {}).get("hard"))
-        used = quota_figures(status.get("used"))
-        free = {k: hard[k] - used.get(k, 0) + freed[k] for k in hard}
-        short = {k: needed[k] - free[k] for k in hard if needed[k] > free[k]}
-        if not short:
-            continue
-        try:
-            sweeps = {t["metadata"]["name"]: t["metadata"]["labels"]["sweep"]
-                      for t in kubectl.items("tfjobs", "--namespace", namespace)
-                      if "sweep" in (t["metadata"].get("labels") or {})}
-        except UserError:
-            sweeps = {}
-        stop = what_to_stop(others, sweeps, short)
-        advice = (f": stop {stop[0]} first ({stop[1]})" if stop else
-                  ": nothing else runs; the quota itself is too small, ask the instructor")
-        raise UserError(f"{what} needs {describe({k: needed[k] for k in short})} but the quota "
-                        f"{quota['metadata']['name']} has {describe({k: max(0, free[k]) for k in short})} free"
-                        f"{advice}")
-    return f"{what} fits the quota ({describe(needed)})"
+    require(namespace, need, f"{what} {'need' if len(names) > 1 else 'needs'}", freed_jobs=names, quotas=quotas)
+    return f"{what} fits the quota ({describe(need.as_quota())})"
 
 
 def parse_args(argv=None):

@@ -18,7 +18,8 @@ import yaml
 
 from tfk8s import versions
 from tfk8s.cli import UserError
-from tfk8s.kube import katib_check
+from tfk8s.kube import katib_check, kubectl
+from tfk8s.kube.resources import pod_usage, total
 from tfk8s.sweep import cluster, katib_metrics, results
 from tfk8s.sweep.katib import OBJECTIVE, TEST_METRIC
 from tfk8s.sweep.trials import NFS
@@ -42,30 +43,21 @@ def conditions(obj):
 
 
 def usage(doc):
-    """What the Experiment asks of the quota at its busiest: parallelTrialCount trials and the suggestion pod."""
+    """What the Experiment asks of the quota at its busiest (a Usage): parallelTrialCount trials, a metrics
+    collector container in each trial's chief (no pod of its own), and the suggestion pod."""
     spec = katib_check.defaults(doc)["spec"]
-    trial = cluster.tfjob_usage(spec["trialTemplate"]["trialSpec"])
+    trial = cluster.trial_usage(spec["trialTemplate"]["trialSpec"])
     kind = spec["metricsCollectorSpec"]["collector"]["kind"]
-    sidecar = cluster.pod_usage({"containers": [{"resources": COLLECTOR[kind]}]})
-    suggestion = cluster.pod_usage({"containers": [{"resources": DEFAULT_CONTAINER}] * (2 if spec.get("earlyStopping")
-                                                                                        else 1)})
+    collector = pod_usage({"containers": [{"resources": COLLECTOR[kind]}]})
+    collector.pods = 0
+    suggestion = pod_usage({"containers": [{"resources": DEFAULT_CONTAINER}] * (2 if spec.get("earlyStopping")
+                                                                                else 1)})
     parallel = spec["parallelTrialCount"]
-    need = {}
-    for part, times in ((trial, parallel), (sidecar, parallel), (suggestion, 1)):
-        for key, amount in part.items():
-            need[key] = need.get(key, 0) + amount * times
-    need["pods"] -= parallel  # a collector is a container in the chief's pod, not a pod of its own
-    need.pop("count/tfjobs.kubeflow.org", None)
-    return need, parallel
+    return total([trial, collector] * parallel + [suggestion]), parallel
 
 
 def get_experiment(name, namespace):
-    result = cluster.kubectl("get", "experiment", name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode:
-        if "NotFound" in result.stderr:
-            return None
-        raise UserError(f"kubectl get experiment failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
-    return yaml.safe_load(result.stdout)
+    return kubectl.get_optional("experiment", name, "-n", namespace)
 
 
 def submit(experiment, namespace, poll):
@@ -76,16 +68,16 @@ def submit(experiment, namespace, poll):
         raise UserError(f"Experiment {name} is still running in namespace {namespace}: follow it (kubectl get "
                         f"experiment,trials -n {namespace}) or stop it (make katib-clean)")
     need, parallel = usage(doc)
-    cluster.check_quota(namespace, need, parallel, hint="or lower katib.parallelTrialCount in the values file"
-                        if parallel > 1 else "")
+    cluster.require_quota(namespace, need, parallel, hint="or lower katib.parallelTrialCount in the values file"
+                          if parallel > 1 else "")
     if old is not None:
-        cluster.kubectl("delete", "experiment", name, "-n", namespace, "--wait=true")
+        kubectl.run("delete", "experiment", name, "-n", namespace, "--wait=true")
         print(f"deleted the finished Experiment {name} (its trials and their TFJobs); their files stay on the volume",
               flush=True)
     with tempfile.TemporaryDirectory(prefix=f"{name}-") as out:
         path = Path(out) / f"{name}-experiment.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
-        print(cluster.kubectl("create", "-f", path).stdout.strip(), flush=True)
+        print(kubectl.run("create", "-f", path).strip(), flush=True)
     print(f"follow it: kubectl get experiment,trials -n {namespace} -l {EXPERIMENT_LABEL}={name}   "
           f"(polling every {poll:g}s; Ctrl-C stops following, Katib goes on)", flush=True)
     return follow(name, namespace, poll)
@@ -182,14 +174,14 @@ def show_results(experiment, namespace, out):
     current = get_experiment(name, namespace)
     if current is None:
         raise UserError(f"no Experiment {name} in namespace {namespace}: run make katib-sweep first")
-    trials = cluster.kubectl_json("get", "trials", "-n", namespace, "-l", f"{EXPERIMENT_LABEL}={name}").get("items", [])
+    trials = kubectl.items("trials", "-n", namespace, "-l", f"{EXPERIMENT_LABEL}={name}")
     katib_says = ((current.get("status") or {}).get("currentOptimalTrial") or {}).get("bestTrialName")
     report(current, cluster_entries(trials), out, f"Katib Experiment {name} in namespace {namespace}",
            katib_says=katib_says)
 
 
 def delete(name, namespace):
-    text = cluster.kubectl("delete", "experiment", name, "-n", namespace, "--ignore-not-found").stdout.strip()
+    text = kubectl.run("delete", "experiment", name, "-n", namespace, "--ignore-not-found").strip()
     print(text or f"no Experiment {name} in namespace {namespace}")
 
 

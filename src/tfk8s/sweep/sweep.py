@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from tfk8s.cli import ArgumentParser, UserError, entry_point
+from tfk8s.kube import kubectl
 from tfk8s.paths import REPO, RUNS, TEMPLATED
 from tfk8s.sweep import cluster, local
 from tfk8s.sweep import trials as planning
@@ -153,7 +154,8 @@ def main(argv=None):
                                        else base["metadata"].get("namespace", "default"))
     if args.delete:
         checks.check_sweep_name(name)
-        deleted = cluster.kubectl("delete", "tfjobs", "-n", namespace, "-l", f"sweep={name}").stdout.strip()
+        cluster.require_kubectl()
+        deleted = kubectl.run("delete", "tfjobs", "-n", namespace, "-l", f"sweep={name}").strip()
         print(deleted or f"no TFJobs labelled sweep={name} in namespace {namespace}")
         return
 
@@ -194,6 +196,7 @@ def main(argv=None):
               + (f" --name {name}" if args.name else "") + (f" --root {args.root}" if args.root else ""))
     else:
         import tempfile
+        cluster.require_kubectl()
         with tempfile.TemporaryDirectory(prefix=f"{name}-") as out:
             paths = planning.write_manifests(trials, docs, out)
             cluster.submit(name, run_id, trials, docs, paths, namespace, args.parallel, args.poll)
@@ -203,6 +206,7 @@ def katib_main(args, values, values_path, name, base, namespace, container):
     """The --katib modes: the Experiment previewed, created and followed, ranked, run here, or deleted."""
     from tfk8s.sweep import katib, katib_cluster
     if args.delete:
+        cluster.require_kubectl()
         katib_cluster.delete(checks.check_sweep_name(name), namespace)
         return
     image = checks.check_image(args.image or container["image"])
@@ -218,8 +222,10 @@ def katib_main(args, values, values_path, name, base, namespace, container):
         if failure:
             raise failure
     elif args.results:
+        cluster.require_kubectl()
         out = Path(args.output_dir or os.path.relpath(RUNS / "katib"))
         katib_cluster.show_results(experiment, namespace, out)
     else:
+        cluster.require_kubectl()
         katib_cluster.print_best(katib_cluster.submit(experiment, namespace, args.poll))
         print("the ranked table and plot: make katib-results (templated/run.sh --katib --results)")
