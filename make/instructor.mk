@@ -48,14 +48,5 @@ instructor-clean: venv ## Instructor: delete the attendees' namespaces, volumes 
 	$(INSTRUCTOR) delete $(ATTENDEES)
 
 .PHONY: instructor-katib
-instructor-katib: check-cluster venv ## Instructor, once per cluster, after instructor-operator: install Katib v0.19; with ATTENDEES, give them Katib
-	@kubectl get crd tfjobs.kubeflow.org >/dev/null 2>&1 || { echo "error: no TFJob CRD: install the training operator first (make instructor-operator); Katib watches TFJobs only if their CRD exists when it starts" >&2; exit 1; }
-	kubectl apply -k "$(KATIB)"
-	@for d in katib-mysql katib-db-manager katib-controller katib-ui; do \
-	  kubectl --namespace kubeflow rollout status deployment/$$d --timeout=10m || exit 1; done
-	kubectl get crd experiments.kubeflow.org trials.kubeflow.org suggestions.kubeflow.org
-	$(if $(ATTENDEES),$(PYTHON) src/katib_access.py --output_dir $(INSTRUCTOR_DIR) $(ATTENDEES))
-	@for a in $(ATTENDEES); do \
-	  kubectl get namespace $$a >/dev/null || { echo "error: no namespace $$a: make instructor-namespaces ATTENDEES=$$a first" >&2; exit 1; }; \
-	  kubectl apply --server-side --field-manager instructor-katib -f $(INSTRUCTOR_DIR)/$$a-katib.yaml || exit 1; \
-	done
+instructor-katib: venv ## Instructor, once per cluster, after instructor-operator: install Katib v0.19; with ATTENDEES, give them Katib
+	$(INSTRUCTOR) katib --manifests "$(KATIB)" --output_dir $(INSTRUCTOR_DIR) $(ATTENDEES)

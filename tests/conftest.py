@@ -114,6 +114,10 @@ elif words[0] == "get" and objects is not None and len(words) > 2 and not words[
     if not [o for o in objects.get(words[1], []) if o["metadata"]["name"] == words[2]]:
         sys.exit(f'Error from server (NotFound): {{words[1]}} "{{words[2]}}" not found')
     print(words[1] + "/" + words[2])
+elif words[0] == "get" and len(words) > 2 and "json" in args:  # one object: there, unless told otherwise
+    if os.environ.get("FAKE_NO_TFJOB_CRD") and words[2] == "tfjobs.kubeflow.org":
+        sys.exit(f'Error from server (NotFound): {{words[1]}} "{{words[2]}}" not found')
+    print(json.dumps({{"kind": words[1], "metadata": {{"name": words[2]}}}}))
 elif words[0] == "wait":
     sys.exit(int(os.environ.get("FAKE_WAIT_EXIT", "0")))
 elif words[0] in ("apply", "delete") and "-f" in words:

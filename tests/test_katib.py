@@ -3,6 +3,7 @@ the metric it names is the validation accuracy as Katib's collector reads it, an
 import copy
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,10 +15,11 @@ import pytest
 import yaml
 
 import fake_api
-from conftest import REPO, assert_one_line_error, make
+from conftest import REPO, assert_one_line_error, make, run_script
 from test_manifests import VERSIONS, validate
 from test_sweep import IMAGE, container, flag, make_error, run_sweep, workshop_namespace, write_values
-from tfk8s.instructor import katib_access, namespaces
+from tfk8s.instructor import katib as katib_access
+from tfk8s.instructor import namespaces
 from tfk8s.kube import katib_check, tfjob_check
 from tfk8s.sweep import cluster, katib, katib_cluster, katib_metrics
 from tfk8s.sweep import trials as planning
@@ -513,22 +515,34 @@ def test_the_instructors_katib_access_passes_strict_validation(version):
     assert set(docs[0]["metadata"]) == {"name", "labels"}  # the label only: applied server-side, it takes nothing
 
 
-def test_make_instructor_katib_installs_the_pinned_katib_after_the_operator_then_each_attendees_access(tmp_path):
-    result = make("-n", "instructor-katib", "ATTENDEES=alice bob", f"INSTRUCTOR_DIR={tmp_path}")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    index = lambda fragment: next(i for i, line in enumerate(lines) if fragment in line)
-    assert index("get crd tfjobs.kubeflow.org") < index(
-        'kubectl apply -k "github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=v0.19.0"') \
-        < index("rollout status") < index("src/katib_access.py") < index("--field-manager instructor-katib")
-    render_line = lines[index("src/katib_access.py")]
-    assert render_line.endswith(f"--output_dir {tmp_path} alice bob")
-    written = subprocess.run(render_line, shell=True, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert written.returncode == 0, written.stderr
+def test_make_instructor_katib_installs_the_pinned_katib_after_the_operator_then_each_attendees_access(
+        tmp_path, fake_kubectl):
+    path, calls = fake_kubectl
+    result = make("instructor-katib", "ATTENDEES=alice bob", f"INSTRUCTOR_DIR={tmp_path}", path=path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    made = [c["args"] for c in calls()]
+    index = lambda *words: next(i for i, args in enumerate(made) if args[:len(words)] == list(words))
+    pinned = "github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=v0.19.0"
+    assert index("get", "crd", "tfjobs.kubeflow.org") < index("apply", "-k", pinned) \
+        < index("--namespace", "kubeflow", "rollout", "status", "deployment/katib-controller") \
+        < index("apply", "--server-side", "--field-manager", "instructor-katib", "-f",
+                str(tmp_path / "alice-katib.yaml"))
     assert (tmp_path / "alice-katib.yaml").read_text() == katib_access.render("alice")
-    refused = subprocess.run([sys.executable, str(REPO / "src" / "katib_access.py"), "Alice"], capture_output=True,
-                             text=True, timeout=60)
+    assert (tmp_path / "bob-katib.yaml").read_text() == katib_access.render("bob")
+    refused = run_script("instructor.py", "katib", "Alice")
     assert_one_line_error(refused, "cannot be an attendee's namespace")
+
+
+def test_make_instructor_katib_refuses_before_the_training_operator_in_one_line(tmp_path, fake_kubectl):
+    path, calls = fake_kubectl
+    os.environ["FAKE_NO_TFJOB_CRD"] = "1"
+    try:
+        result = make("instructor-katib", "ATTENDEES=alice", f"INSTRUCTOR_DIR={tmp_path}", path=path)
+    finally:
+        os.environ.pop("FAKE_NO_TFJOB_CRD")
+    assert result.returncode != 0
+    assert "no TFJob CRD: install the training operator first" in result.stderr and "Traceback" not in result.stderr
+    assert not [c for c in calls() if c["args"][:1] == ["apply"]]
 
 
 # ---------------------------------------------------------------- on this machine, as Katib would

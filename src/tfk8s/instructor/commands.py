@@ -6,11 +6,12 @@
     python src/instructor.py kubeconfigs --output_dir runs/instructor alice bob
     python src/instructor.py status --watch
     python src/instructor.py delete alice bob
+    python src/instructor.py katib --output_dir runs/instructor alice bob
 """
 from pathlib import Path
 
 from tfk8s.cli import ArgumentParser, UsageError, entry_point
-from tfk8s.instructor import namespaces, plan, status
+from tfk8s.instructor import katib, namespaces, plan, status
 from tfk8s.kube import render
 
 
@@ -69,6 +70,12 @@ def parse_args(argv=None):
     d = sub.add_parser("delete", help="delete the attendees' namespaces, volumes and NFS servers")
     d.add_argument("attendees", nargs="+", metavar="NAME")
 
+    k = sub.add_parser("katib", help="install Katib v0.19 (after the training operator) and give the attendees "
+                                     "access to it (the namespace label its webhooks need, the Role attendee-katib)")
+    k.add_argument("attendees", nargs="*", metavar="NAME", help="attendees to give Katib (none: install only)")
+    k.add_argument("--output_dir", type=render.directory, default=Path("runs/instructor"), help="where the files go")
+    k.add_argument("--manifests", default=katib.STANDALONE, help="Katib's kustomization to apply")
+
     args = p.parse_args(argv)
     if getattr(args, "attendees", None) and isinstance(args.attendees, list):
         namespaces.check_names(args.attendees)
@@ -100,3 +107,5 @@ def main(argv=None):
         status.show(watch=args.watch, interval=args.interval)
     elif args.command == "delete":
         namespaces.delete(args.attendees)
+    elif args.command == "katib":
+        katib.install(args.attendees, args.output_dir, args.manifests)

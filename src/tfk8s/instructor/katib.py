@@ -1,0 +1,49 @@
+"""Katib for the workshop (`make instructor-katib`): install it once per cluster, then give attendees access.
+
+    python src/instructor.py katib --output_dir runs/instructor alice bob
+
+Katib's controller watches TFJobs only if their CRD exists when it starts, so
+the training operator must be there first (one line otherwise). Then Katib's
+standalone manifests, pinned; its four Deployments rolled out; and per
+attendee templated/instructor/katib.yaml.j2, rendered to
+<output_dir>/<name>-katib.yaml and applied server-side with a field manager of
+its own: the namespace label Katib's webhooks need (the namespace's other
+labels stay as they are) and the Role attendee-katib. Without a cluster in
+kubectl's context it only renders the files.
+"""
+from tfk8s.cli import UserError
+from tfk8s.instructor import namespaces
+from tfk8s.kube import kubectl
+
+# Katib v0.19.0, its standalone install (controller, DB, UI, webhooks in the namespace kubeflow).
+STANDALONE = "github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=v0.19.0"
+DEPLOYMENTS = ("katib-mysql", "katib-db-manager", "katib-controller", "katib-ui")
+CRDS = ("experiments.kubeflow.org", "trials.kubeflow.org", "suggestions.kubeflow.org")
+FIELD_MANAGER = "instructor-katib"
+
+
+def render(namespace):
+    """The YAML that lets the attendee of `namespace` run Katib Experiments there."""
+    return namespaces.ENVIRONMENT.get_template("katib.yaml.j2").render(namespace=namespace)
+
+
+def install(names, out, manifests=STANDALONE):
+    """Install Katib (after the training operator), then each attendee's access; only render without a cluster."""
+    files = {f"{name}-katib.yaml": render(name) for name in names}
+    namespaces.write_files(files, out)
+    if not kubectl.has_context():
+        print(f"no cluster in kubectl's context: rendered only. Apply: kubectl apply --server-side "
+              f"--field-manager {FIELD_MANAGER} -f {out}/<name>-katib.yaml")
+        return
+    if kubectl.get_optional("crd", "tfjobs.kubeflow.org") is None:
+        raise UserError("no TFJob CRD: install the training operator first (make instructor-operator); Katib "
+                        "watches TFJobs only if their CRD exists when it starts")
+    print(kubectl.run("apply", "-k", manifests, timeout=600).strip())
+    for deployment in DEPLOYMENTS:
+        print(kubectl.run("--namespace", "kubeflow", "rollout", "status", f"deployment/{deployment}",
+                          "--timeout=10m", timeout=630).strip())
+    print(kubectl.run("get", "crd", *CRDS).strip())
+    for name, file in zip(names, files, strict=True):
+        if kubectl.get_optional("namespace", name) is None:
+            raise UserError(f"no namespace {name}: make instructor-namespaces ATTENDEES={name} first")
+        print(kubectl.run("apply", "--server-side", "--field-manager", FIELD_MANAGER, "-f", out / file).strip())
