@@ -26,9 +26,8 @@ RENDER  = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --name
 # Everything an attendee's steps apply (kube/*.yaml); all of it but the storage is what `make clean` deletes.
 ATTENDEE_MANIFESTS = $(sort $(wildcard kube/*.yaml))
 STEP_MANIFESTS     = $(filter-out kube/storage.yaml,$(ATTENDEE_MANIFESTS))
-# Wait (30 s at most) until something listens on localhost:$(1): a port-forward started in the background.
-wait_port = i=0; until $(PYTHON) -c 'import socket; socket.create_connection(("127.0.0.1", $(1)), 1)' 2>/dev/null; do \
-	i=$$((i + 1)); [ $$i -lt 30 ] || { echo "error: kubectl port-forward to localhost:$(1) did not come up" >&2; exit 1; }; sleep 1; done
+# The steps that are more than one command (loops, a port-forward held while another command runs).
+STEPS = make/cluster.sh
 
 # Step 3 (deploy), first: the claim mnist-nfs (kube/storage.yaml), created if it
 # is missing (the instructor creates it with your namespace), then Bound to the
@@ -69,11 +68,7 @@ endef
 
 .PHONY: check-cluster
 check-cluster: ## Step 1: check that kubectl is installed and its context is your namespace
-	@command -v kubectl >/dev/null 2>&1 || { echo "error: kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/" >&2; exit 1; }
-	@context=$$(kubectl config current-context 2>/dev/null) || { echo "error: kubectl has no current context: export KUBECONFIG=<the kubeconfig file you were given>" >&2; exit 1; }; \
-	ns=$$(kubectl config view --minify --output 'jsonpath={..namespace}' 2>/dev/null); \
-	if [ -n "$$ns" ] && [ "$$ns" != "$(NAMESPACE)" ]; then echo "error: kubectl context $$context works in namespace $$ns but NAMESPACE is $(NAMESPACE): export NAMESPACE=$$ns" >&2; exit 1; fi; \
-	echo "cluster: context $$context, namespace $(NAMESPACE)"
+	@$(STEPS) check-cluster $(NAMESPACE)
 
 .PHONY: check-image
 check-image:
@@ -119,9 +114,7 @@ tfjob-ps: check-cluster check-image venv ## Step 6: train with a parameter serve
 
 .PHONY: logs
 logs: check-cluster ## Follow the chief of TFJOB (default mnist-tfjob; TFJOB=mnist-tfjob-ps for step 6)
-	@i=0; until $(KUBECTL) get pod $(TFJOB)-chief-0 >/dev/null 2>&1; do i=$$((i + 1)); \
-	[ $$i -lt 60 ] || { echo "error: no pod $(TFJOB)-chief-0 after 2 minutes: kubectl describe tfjob $(TFJOB)" >&2; exit 1; }; sleep 2; done
-	$(KUBECTL) logs --follow --pod-running-timeout=10m $(TFJOB)-chief-0 -c tensorflow
+	@$(STEPS) logs $(NAMESPACE) $(TFJOB)
 
 .PHONY: serve
 serve: check-cluster venv model-config ## Step 7: serve the newest export with TensorFlow Serving (kube/serving.yaml; its model config: make model-config)
@@ -130,9 +123,8 @@ serve: check-cluster venv model-config ## Step 7: serve the newest export with T
 
 .PHONY: predict
 predict: check-cluster venv ## Step 8: classify data/*.png with the served model, from this laptop
-	@$(KUBECTL) port-forward service/$(SERVING) 8500:8500 >/dev/null & pid=$$!; trap "kill $$pid" EXIT; \
-	$(call wait_port,8500); \
-	$(PYTHON) src/client.py --host localhost --port 8500 --image data --model mnist --signature_name predict
+	$(STEPS) with-port-forward $(NAMESPACE) $(SERVING) 8500 \
+	  $(PYTHON) src/client.py --host localhost --port 8500 --image data --model mnist --signature_name predict
 
 .PHONY: sweep
 sweep: check-cluster check-image venv ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once (a new run each time)
@@ -174,15 +166,10 @@ render: venv ## Write every object your steps apply, as applied (NAMESPACE, IMAG
 # empty: the newest of the versions serving has loaded, with the one before it as stable.
 CANARY ?=
 MODEL_CONFIG ?= mnist-model-config
-# Change the live model config: $(call edit_model_config,ACTION FLAGS), through src/model_config.py.
-edit_model_config = $(KUBECTL) get configmap $(MODEL_CONFIG) --output yaml \
-	| $(PYTHON) src/model_config.py $(1) --configmap - | $(KUBECTL) apply -f -
-# Wait until the pod behind localhost:8501 serves the live model config (about a minute: the kubelet's ConfigMap sync).
-wait_model_config = $(KUBECTL) get configmap $(MODEL_CONFIG) --output yaml \
-	| $(PYTHON) src/model_config.py wait --configmap - --server http://localhost:8501
-# Port-forward the serving REST port for the rest of a recipe line.
-forward_rest = $(KUBECTL) port-forward service/$(SERVING) 8501:8501 >/dev/null & pid=$$!; trap "kill $$pid" EXIT; \
-	$(call wait_port,8501)
+# Change the live model config through src/model_config.py ACTION, then wait until serving (its REST port
+# forwarded to localhost:8501) serves it: $(call model_config,ACTION FLAGS).
+model_config = $(STEPS) model-config $(NAMESPACE) $(MODEL_CONFIG) $(PYTHON) $(1)
+with_rest = $(STEPS) with-port-forward $(NAMESPACE) $(SERVING) 8501
 
 .PHONY: retrain-schedule
 retrain-schedule: check-cluster check-image venv ## Retrain every night at 03:00 UTC (the CronJob of kube/retrain-cronjob.yaml)
@@ -191,25 +178,13 @@ retrain-schedule: check-cluster check-image venv ## Retrain every night at 03:00
 
 .PHONY: retrain-now
 retrain-now: retrain-schedule ## Retrain now: a Job from the CronJob mnist-retrain, following its log to the new version
-	@job=mnist-retrain-manual-$$(date +%s); \
-	echo "$(KUBECTL) create job --from=cronjob/mnist-retrain $$job"; \
-	$(KUBECTL) create job --from=cronjob/mnist-retrain $$job && \
-	$(KUBECTL) logs --follow --pod-running-timeout=10m job/$$job
+	@$(STEPS) retrain-now $(NAMESPACE)
 
 .PHONY: batch-predict
 batch-predict: check-cluster check-image venv ## Score /mnt/nfs/batch/in with the newest export (a Job, no server); CSV to BATCH_OUTPUT
 	$(RENDER) kube/batch-predict.yaml | $(KUBECTL) delete --ignore-not-found -f -
 	$(RENDER) kube/batch-predict.yaml | $(KUBECTL) apply -f -
-	@echo "waiting for job/mnist-batch-predict to finish (the image pull, then about a minute)"
-	@i=0; until state=$$($(KUBECTL) get job mnist-batch-predict --output 'jsonpath={.status.conditions[?(@.status=="True")].type}') \
-	  && case "$$state" in *Complete*|*Failed*) true;; *) false;; esac; do \
-	  i=$$((i + 1)); [ $$i -lt 180 ] || { echo "error: job/mnist-batch-predict has not finished after 15 minutes: kubectl describe job mnist-batch-predict" >&2; exit 1; }; \
-	  sleep 5; done; \
-	$(KUBECTL) logs job/mnist-batch-predict -c predict; \
-	case "$$state" in *Failed*) echo "error: job/mnist-batch-predict failed: kubectl describe job mnist-batch-predict" >&2; exit 1;; esac
-	@mkdir -p $(dir $(BATCH_OUTPUT))
-	$(KUBECTL) logs job/mnist-batch-predict -c csv > $(BATCH_OUTPUT)
-	@echo "$(BATCH_OUTPUT): $$(($$(wc -l < $(BATCH_OUTPUT)) - 1)) rows (path,digit,probability,error)"
+	@$(STEPS) batch-predict $(NAMESPACE) $(BATCH_OUTPUT)
 
 .PHONY: autoscale
 autoscale: check-cluster venv ## Autoscale serving: 1 to 4 pods at 60% CPU, and a disruption budget (kube/serving-autoscale.yaml)
@@ -232,11 +207,9 @@ model-config-reset: check-cluster venv ## Serve the two newest versions again, w
 
 .PHONY: canary
 canary: check-cluster venv ## A/B: serve two versions labelled stable and canary (CANARY=<version>; default: the newest loaded)
-	@$(forward_rest); \
-	$(if $(CANARY),$(call edit_model_config,load --version $(CANARY) --server http://localhost:8501) && $(wait_model_config) && ) \
-	$(call edit_model_config,canary $(if $(CANARY),--canary $(CANARY)) --server http://localhost:8501) && $(wait_model_config)
+	$(if $(CANARY),$(with_rest) $(call model_config,load --version $(CANARY) --server http://localhost:8501))
+	$(with_rest) $(call model_config,canary $(if $(CANARY),--canary $(CANARY)) --server http://localhost:8501)
 
 .PHONY: promote
 promote: check-cluster venv ## A/B: point the label stable at the canary's version (the ConfigMap mnist-model-config)
-	@$(forward_rest); \
-	$(call edit_model_config,promote) && $(wait_model_config)
+	$(with_rest) $(call model_config,promote)

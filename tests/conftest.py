@@ -120,6 +120,11 @@ elif words[0] == "get" and len(words) > 2 and "json" in args:  # one object: the
     print(json.dumps({{"kind": words[1], "metadata": {{"name": words[2]}}}}))
 elif words[0] == "wait":
     sys.exit(int(os.environ.get("FAKE_WAIT_EXIT", "0")))
+elif words[0] == "port-forward":  # listen on the local port, as kubectl does, until stopped
+    import socket
+    server = socket.create_server(("127.0.0.1", int(words[-1].split(":")[0])))
+    while True:
+        server.accept()[0].close()
 elif words[0] in ("apply", "delete") and "-f" in words:
     for doc in (d for d in __import__("yaml").safe_load_all(stdin) if d):
         print(doc["kind"].lower() + "/" + doc["metadata"]["name"], "configured" if words[0] == "apply" else "deleted")

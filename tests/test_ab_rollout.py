@@ -155,19 +155,23 @@ def test_make_promote_edits_the_live_config_map_and_waits_for_the_pod_to_serve_i
     result = make("-n", "promote", "NAMESPACE=alice")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "kubectl config current-context" in out  # check-cluster first
-    assert "kubectl --namespace alice port-forward service/mnist-serving 8501:8501" in out
-    assert ("kubectl --namespace alice get configmap mnist-model-config --output yaml "
-            "| .venv/bin/python src/model_config.py promote --configmap - "
-            "| kubectl --namespace alice apply -f -") in out
-    assert "src/model_config.py wait --configmap - --server http://localhost:8501" in out
+    assert "make/cluster.sh check-cluster alice" in out  # check-cluster first
+    # While serving's REST port is forwarded: the ConfigMap through model_config.py promote, then wait for the pod.
+    assert ("make/cluster.sh with-port-forward alice mnist-serving 8501 "
+            "make/cluster.sh model-config alice mnist-model-config .venv/bin/python promote") in out
+    script = (REPO / "make" / "cluster.sh").read_text()
+    assert ('kubectl --namespace "$namespace" get configmap "$configmap" --output yaml \\\n'
+            '    | "$python" src/model_config.py "$@" --configmap - | kubectl --namespace "$namespace" apply -f -') \
+        in script
+    assert '"$python" src/model_config.py wait --configmap - --server http://localhost:8501' in script
 
 
 def test_make_canary_loads_the_new_version_before_it_labels_it():
     out = make("-n", "canary", "NAMESPACE=alice", f"CANARY={C}").stdout
-    load, label = out.index(f"model_config.py load --version {C}"), out.index(f"model_config.py canary --canary {C}")
-    assert load < out.index("model_config.py wait", load) < label < out.index("model_config.py wait", label)
-    assert "model_config.py load" not in make("-n", "canary", "NAMESPACE=alice").stdout
+    load = out.index(f"model-config alice mnist-model-config .venv/bin/python load --version {C}")
+    label = out.index(f"model-config alice mnist-model-config .venv/bin/python canary --canary {C}")
+    assert load < label  # each waits until the pod serves its change before the next runs
+    assert " load " not in make("-n", "canary", "NAMESPACE=alice").stdout
 
 
 # ---------------------------------------------------------------- src/serve.py reading the config file

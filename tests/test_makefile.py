@@ -5,13 +5,17 @@ for the deploy flow, a stand-in `kubectl` at the front of PATH records every
 call and every manifest piped into it (and answers like an API server
 would), so the test sees exactly what `make deploy` sends, in which order.
 """
+import os
 import re
+import socket
 import subprocess
+import sys
 
 import yaml
 
 from conftest import REPO, kubectl_objects, make, makefile_text
 from test_manifests import KUBE, VERSIONS, load, rendered, validate
+from tfk8s.serving.process import free_port
 
 CLUSTER_TARGETS = ("check-cluster", "build", "push", "deploy", "storage", "job", "tensorboard", "tfjob", "tfjob-ps",
                    "logs", "serve", "predict", "sweep", "clean", "render", "instructor-plan", "instructor-operator",
@@ -206,3 +210,34 @@ def test_the_makefiles_defaults_are_the_capacity_plans():
     text = makefile_text()
     assert re.search(r"^SWEEP_PARALLEL \?= (\d+)", text, re.M).group(1) == str(plan.SWEEP_PARALLEL)
     assert re.search(r"^MACHINE_TYPE\s+\?= (\S+)", text, re.M).group(1) == plan.MACHINE_TYPE
+
+
+def test_a_step_run_behind_a_port_forward_reaches_it_and_leaves_no_port_forward_behind(fake_kubectl):
+    path, calls = fake_kubectl
+    port = free_port()
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), 2); print('reached')"
+    result = subprocess.run([str(REPO / "make" / "cluster.sh"), "with-port-forward", "alice", "mnist-serving",
+                             str(port), sys.executable, "-c", probe], env={**os.environ, "PATH": path},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "reached", result.stderr
+    assert ["--namespace", "alice", "port-forward", "service/mnist-serving", f"{port}:{port}"] in \
+        [c["args"] for c in calls()]
+    with socket.socket() as s:  # the port-forward was stopped with the step
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_step_whose_command_fails_still_stops_its_port_forward_and_fails(fake_kubectl):
+    path, _ = fake_kubectl
+    port = free_port()
+    result = subprocess.run([str(REPO / "make" / "cluster.sh"), "with-port-forward", "alice", "mnist-serving",
+                             str(port), "false"], env={**os.environ, "PATH": path}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_an_unknown_step_is_one_line():
+    result = subprocess.run([str(REPO / "make" / "cluster.sh"), "deploy-everything"], capture_output=True, text=True)
+    assert result.returncode != 0 and result.stderr.startswith("error: unknown step 'deploy-everything'")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,109 @@
+#!/bin/bash
+# The attendee's cluster steps that are more than one command (a loop, a port-forward held while
+# something else runs), for make/cluster.mk:
+#
+#   make/cluster.sh check-cluster NAMESPACE
+#   make/cluster.sh with-port-forward NAMESPACE SERVICE PORT COMMAND...   # COMMAND runs while PORT is forwarded
+#   make/cluster.sh logs NAMESPACE TFJOB                                  # waits for its chief, follows its log
+#   make/cluster.sh retrain-now NAMESPACE                                 # a Job from the CronJob, its log
+#   make/cluster.sh batch-predict NAMESPACE OUTPUT                        # waits for the Job, copies its CSV
+#   make/cluster.sh model-config NAMESPACE CONFIGMAP PYTHON ACTION [FLAGS...]
+#       # the live model config through src/model_config.py ACTION, then wait until serving
+#       # (on localhost:8501, a port-forward) serves it
+#
+# Each prints the kubectl commands it runs; a failure is one line on stderr and a non-zero exit.
+set -euo pipefail
+
+die() { echo "error: $*" >&2; exit 1; }
+run() { echo "$*"; "$@"; }  # show a command, then run it
+
+check_cluster() {
+  local namespace=$1 context ns
+  command -v kubectl >/dev/null 2>&1 || die "kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/"
+  context=$(kubectl config current-context 2>/dev/null) \
+    || die "kubectl has no current context: export KUBECONFIG=<the kubeconfig file you were given>"
+  ns=$(kubectl config view --minify --output 'jsonpath={..namespace}' 2>/dev/null || true)
+  if [ -n "$ns" ] && [ "$ns" != "$namespace" ]; then
+    die "kubectl context $context works in namespace $ns but NAMESPACE is $namespace: export NAMESPACE=$ns"
+  fi
+  echo "cluster: context $context, namespace $namespace"
+}
+
+forward_pid=
+stop_forward() { if [ -n "$forward_pid" ]; then kill "$forward_pid" 2>/dev/null || true; fi; }
+
+with_port_forward() {
+  local namespace=$1 service=$2 port=$3 i
+  shift 3
+  trap stop_forward EXIT
+  trap 'stop_forward; exit 130' INT
+  trap 'stop_forward; exit 143' TERM
+  kubectl --namespace "$namespace" port-forward "service/$service" "$port:$port" >/dev/null &
+  forward_pid=$!
+  for i in $(seq 30); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    kill -0 "$forward_pid" 2>/dev/null || die "kubectl port-forward service/$service $port:$port stopped: kubectl get service $service"
+    [ "$i" -lt 30 ] || die "kubectl port-forward to localhost:$port did not come up in 30 s"
+    sleep 1
+  done
+  "$@"
+}
+
+logs() {
+  local namespace=$1 tfjob=$2 i
+  for i in $(seq 60); do
+    kubectl --namespace "$namespace" get pod "$tfjob-chief-0" >/dev/null 2>&1 && break
+    [ "$i" -lt 60 ] || die "no pod $tfjob-chief-0 after 2 minutes: kubectl describe tfjob $tfjob"
+    sleep 2
+  done
+  run kubectl --namespace "$namespace" logs --follow --pod-running-timeout=10m "$tfjob-chief-0" -c tensorflow
+}
+
+retrain_now() {
+  local namespace=$1 job
+  job=mnist-retrain-manual-$(date +%s)
+  run kubectl --namespace "$namespace" create job --from=cronjob/mnist-retrain "$job"
+  run kubectl --namespace "$namespace" logs --follow --pod-running-timeout=10m "job/$job"
+}
+
+batch_predict() {
+  local namespace=$1 output=$2 state i rows
+  echo "waiting for job/mnist-batch-predict to finish (the image pull, then about a minute)"
+  for i in $(seq 180); do
+    state=$(kubectl --namespace "$namespace" get job mnist-batch-predict \
+      --output 'jsonpath={.status.conditions[?(@.status=="True")].type}')
+    case "$state" in *Complete*|*Failed*) break;; esac
+    [ "$i" -lt 180 ] || die "job/mnist-batch-predict has not finished after 15 minutes: kubectl describe job mnist-batch-predict"
+    sleep 5
+  done
+  kubectl --namespace "$namespace" logs job/mnist-batch-predict -c predict
+  case "$state" in *Failed*) die "job/mnist-batch-predict failed: kubectl describe job mnist-batch-predict";; esac
+  mkdir -p "$(dirname "$output")"
+  kubectl --namespace "$namespace" logs job/mnist-batch-predict -c csv > "$output"
+  rows=$(($(wc -l < "$output") - 1))
+  echo "$output: $rows rows (path,digit,probability,error)"
+}
+
+model_config() {
+  local namespace=$1 configmap=$2 python=$3
+  shift 3
+  echo "kubectl --namespace $namespace get configmap $configmap --output yaml | $python src/model_config.py $* --configmap - | kubectl --namespace $namespace apply -f -"
+  kubectl --namespace "$namespace" get configmap "$configmap" --output yaml \
+    | "$python" src/model_config.py "$@" --configmap - | kubectl --namespace "$namespace" apply -f -
+  # The pod sees the change after the kubelet's ConfigMap sync (up to a minute) and one poll of TF Serving.
+  kubectl --namespace "$namespace" get configmap "$configmap" --output yaml \
+    | "$python" src/model_config.py wait --configmap - --server http://localhost:8501
+}
+
+command=${1:-}
+[ -n "$command" ] || die "usage: make/cluster.sh check-cluster|with-port-forward|logs|retrain-now|batch-predict|model-config ARGS..."
+shift
+case "$command" in
+  check-cluster) check_cluster "$@";;
+  with-port-forward) with_port_forward "$@";;
+  logs) logs "$@";;
+  retrain-now) retrain_now "$@";;
+  batch-predict) batch_predict "$@";;
+  model-config) model_config "$@";;
+  *) die "unknown step '$command' (make/cluster.sh: check-cluster, with-port-forward, logs, retrain-now, batch-predict, model-config)";;
+esac
