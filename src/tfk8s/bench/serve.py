@@ -73,10 +73,10 @@ def measure(grpc_port, images, labels, levels, requests, whole_set=True):
     """Print one row per concurrency level, then time one request of every test image."""
     model = client.GrpcModel("127.0.0.1", grpc_port, "mnist", "predict", timeout=60)
     model.connect()
-    client.load_test(model, images, labels, min(500, requests), 8)  # warm up both sides
+    client.run_load_test(model, images, labels, min(500, requests), 8)  # warm up both sides
     print(f"{'in flight':>9}  {'predictions/s':>13}  {'p50 ms':>7}  {'p99 ms':>7}  {'errors':>6}  {'accuracy':>8}")
     for concurrency in levels:
-        r = client.load_test(model, images, labels, requests, concurrency)
+        r = client.run_load_test(model, images, labels, requests, concurrency)
         print(f"{concurrency:>9}  {r['throughput']:>13,.0f}  {r['p50_ms']:>7.1f}  {r['p99_ms']:>7.1f}  "
               f"{r['error_rate']:>6.1%}  {r['accuracy']:>8.2%}", flush=True)
     if whole_set is False:
@@ -97,7 +97,7 @@ def measure(grpc_port, images, labels, levels, requests, whole_set=True):
 def main(argv=None):
     args = parse_args(argv)
     base_path = Path(args.model_base_path) if args.model_base_path else bench_model(args.runs_dir)
-    images, labels = client.load_test_set()
+    images, labels = client.read_test_set()
     with tempfile.TemporaryDirectory() as tmp:
         parameters = Path(tmp) / "batching.config"
         parameters.write_text(BATCHING_PARAMETERS)

@@ -40,7 +40,7 @@ class ServerError(UserError):
 
 
 @dataclass
-class Signature:
+class RemoteSignature:
     """What a client needs to know about a signature, read from the model's metadata."""
 
     name: str
@@ -65,7 +65,7 @@ def read_signature(signature_defs, name, model):
               if out.dtype in (DT.DT_FLOAT, DT.DT_DOUBLE, DT.DT_HALF) and len(out.tensor_shape.dim) == 2]
     if not scores:
         raise ServerError(f"signature {name!r} has no [n, classes] float output to read a digit from")
-    return Signature(name, input_name, DTYPES[info.dtype][0], [d.size for d in info.tensor_shape.dim],
+    return RemoteSignature(name, input_name, DTYPES[info.dtype][0], [d.size for d in info.tensor_shape.dim],
                      "probabilities" if "probabilities" in scores else sorted(scores)[0])
 
 
@@ -267,12 +267,12 @@ def classify(model, paths, images, batch_size, top, as_json, out=sys.stdout):
               f"{' per request' if requests > 1 else ''}", file=out)
 
 
-def load_test_set(data_dir=mnist.DATA_DIR):
+def read_test_set(data_dir=mnist.DATA_DIR):
     images, labels = (mnist.read_idx(mnist.ensure_file(name, data_dir)) for name in TEST_SET)
     return images[..., None].astype(np.float32), labels.astype(np.int64)
 
 
-def load_test(model, images, labels, num_tests, concurrency):
+def run_load_test(model, images, labels, num_tests, concurrency):
     """Send `num_tests` one-image requests, `concurrency` in flight, as TensorFlow Serving's mnist_client does.
 
     Requests go out asynchronously (no thread per request: the client must
@@ -365,8 +365,8 @@ def main(argv=None):
     if args.image:
         classify(model, paths, images, args.batch_size, args.top, args.json)
         return
-    images, labels = load_test_set()
-    report = load_test(model, images, labels, args.num_tests, args.concurrency)
+    images, labels = read_test_set()
+    report = run_load_test(model, images, labels, args.num_tests, args.concurrency)
     print(f"{report['requests']} requests, {report['concurrency']} in flight, {model.protocol} {model.address}: "
           f"{report['throughput']:.0f} predictions/s, latency p50 {report['p50_ms']:.1f} ms "
           f"p99 {report['p99_ms']:.1f} ms, error rate {report['error_rate']:.2%} "
