@@ -30,7 +30,7 @@ def sample_indices(labels):
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", default=str(mnist.DATA_DIR), help="where the MNIST test files are")
-    p.add_argument("--out_dir", default=str(mnist.DATA_DIR), help="where to write 0.png .. 9.png")
+    p.add_argument("--output_dir", default=str(mnist.DATA_DIR), help="where to write 0.png .. 9.png")
     return p.parse_args(argv)
 
 
@@ -40,7 +40,7 @@ def main(argv=None):
     images_file, labels_file = mnist.DATASETS["mini"][2:]
     images = mnist.read_idx(mnist.ensure_file(images_file, args.data_dir))
     labels = mnist.read_idx(mnist.ensure_file(labels_file, args.data_dir))
-    out = Path(args.out_dir)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for digit, index in sample_indices(labels).items():
         path = out / f"{digit}.png"
