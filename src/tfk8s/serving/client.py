@@ -13,13 +13,10 @@ or white on black): preprocess.py turns it into an MNIST digit first. The
 input and output names come from the model's metadata, not from this file.
 """
 import argparse
-import http.client
 import json
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -27,7 +24,7 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
-from tfk8s import mnist
+from tfk8s import mnist, rest
 from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
 from tfk8s.serving import preprocess
 from tfk8s.serving.tensors import DT, DTYPES, GRPC_OPTIONS, NUMERIC, apis, dtype_name, to_ndarray, to_tensor_proto
@@ -173,26 +170,20 @@ class RestModel:
         self.version, self.pool = version, None
 
     def _call(self, url, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            try:
-                detail = json.loads(err.read()).get("error", "")
-            except ValueError:
-                detail = err.reason
-            raise ServerError(f"{self.address} refused the request: HTTP {err.code}: {detail}") from None
-        except http.client.HTTPException:  # BadStatusLine, RemoteDisconnected: not an HTTP/1 server
+            status, answer = rest.call(url, body, self.timeout)
+        except rest.NotHttpError:
             raise ServerError(f"{self.address} did not answer in HTTP/1.1: is it a gRPC port? (drop --rest, or give "
                               "the REST port, 8501 by default)") from None
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
+        except rest.UnreachableError as err:
             raise ServerError(f"cannot reach a model server at {self.address} within {self.timeout:g}s "
-                              f"({reason}); is it running?") from None
-        except ValueError:
+                              f"({err}); is it running?") from None
+        except rest.NotJsonError:
             raise ServerError(f"{self.address} answered with something that is not JSON") from None
+        if status != 200:
+            detail = answer.get("error", "") if isinstance(answer, dict) else ""
+            raise ServerError(f"{self.address} refused the request: HTTP {status}: {detail}")
+        return answer
 
     def connect(self):
         metadata = self._call(self.url + "/metadata")

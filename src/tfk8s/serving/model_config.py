@@ -31,19 +31,17 @@ mnist-model-config (kube/model-config.yaml); locally it is any file:
       | python src/model_config.py promote --configmap - | kubectl apply -f -
 """
 import copy
-import json
 import os
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfk8s import rest
 from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
 from tfk8s.paths import KUBE
 
@@ -254,15 +252,11 @@ def promote(config, name=MODEL):
 def get_json(url, timeout):
     """GET a model server's REST API: (HTTP status, JSON body); (None, reason) while nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        try:
-            return err.code, json.load(err)
-        except ValueError:
-            return err.code, {"error": err.reason}
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        return None, {"error": str(getattr(err, "reason", err))}
+        return rest.call(url, timeout=timeout)
+    except rest.UnreachableError as err:
+        return None, {"error": str(err)}
+    except (rest.NotHttpError, rest.NotJsonError):
+        return None, {"error": "it does not answer TensorFlow Serving's REST API there"}
 
 
 def available_versions(server, name=MODEL, timeout=10.0):

@@ -15,14 +15,13 @@ to serve, and writes <sweep>-results.csv and a plot, <sweep>-results.png.
 """
 import csv
 import itertools
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfk8s import versions
+from tfk8s import rest, versions
 from tfk8s.cli import UserError
 
 FINISHED, UNFINISHED, MISSING = "finished", "unfinished", "missing"
@@ -104,18 +103,17 @@ class TensorBoardAPI:
     def get(self, path, **query):
         address = f"{self.url}/data/plugin/scalars/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
         try:
-            with urllib.request.urlopen(address, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            if err.code == 404 and path == "scalars":
-                return []  # no such run or tag (yet)
-            raise UserError(f"TensorBoard at {self.url} answered {err.code} for {path}: is it TensorBoard?") from None
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise UserError(f"cannot reach TensorBoard at {self.url} ({reason}): start it first, on the cluster "
+            status, answer = rest.call(address, timeout=self.timeout)
+        except rest.UnreachableError as err:
+            raise UserError(f"cannot reach TensorBoard at {self.url} ({err}): start it first, on the cluster "
                             "with `make tensorboard` (it forwards localhost:6006)") from None
-        except ValueError:
+        except (rest.NotHttpError, rest.NotJsonError):
             raise UserError(f"{self.url} answered something other than TensorBoard's JSON") from None
+        if status == 404 and path == "scalars":
+            return []  # no such run or tag (yet)
+        if status != 200:
+            raise UserError(f"TensorBoard at {self.url} answered {status} for {path}: is it TensorBoard?")
+        return answer
 
     def runs(self):
         if self._tags is None:
