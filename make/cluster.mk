@@ -152,9 +152,10 @@ clean: check-cluster venv ## Delete all your steps created (training, sweep, Ten
 	$(KUBECTL) delete jobs --selector app.kubernetes.io/part-of=mnist-workshop --ignore-not-found
 
 .PHONY: render
-render: venv ## Write every object your steps apply, as applied (NAMESPACE, IMAGE, TAG), to OUT=DIR; the sweep's trials to OUT/sweep
+render: venv ## Write every object your steps apply, as applied (NAMESPACE, IMAGE, TAG), to OUT=DIR; the sweep's trials to OUT/sweep, its Katib Experiment to OUT/katib
 	$(RENDER) --output_dir "$(OUT)" $(ATTENDEE_MANIFESTS)
-	templated/run.sh --dry_run --output_dir $(OUT)/sweep --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+	$(SWEEP_RUN) --dry_run --output_dir $(OUT)/sweep --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+	$(SWEEP_RUN) --katib --dry_run --output_dir $(OUT)/katib --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
 
 # ---------------------------------------------------------------- beyond one model
 # Retrain on a schedule, score a folder without a server, serve more users as

@@ -26,7 +26,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from conftest import REPO, assert_one_line_error, make, run_script
-from tfk8s.kube import pod_security, render, tfjob_check
+from tfk8s.kube import katib_check, pod_security, render, tfjob_check
 
 KUBE = REPO / "kube"
 MANIFESTS = sorted(KUBE.glob("*.yaml"))
@@ -296,6 +296,12 @@ def test_make_render_writes_every_manifest_and_every_sweep_trial_as_applied(make
                 assert {c["image"] for _, c in containers(template) if "mnist" in c["image"]} <= {f"{IMAGE}:{TAG}"}
     assert {"PersistentVolumeClaim", "Job", "TFJob", "Deployment", "Service", "ConfigMap", "CronJob",
             "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
+    # The same sweep as a Katib Experiment: Katib's checks, and its trials' pods (a TFJob's) are restricted too.
+    (experiment,) = [doc for path in (make_render / "katib").glob("*.yaml") for doc in load(path)]
+    assert experiment["kind"] == "Experiment" and experiment["metadata"]["namespace"] == NAMESPACE
+    assert katib_check.problems(experiment) == []
+    assert len(pod_security.pod_templates(experiment)) == 2  # Chief, Worker
+    assert pod_security.violations([experiment], "restricted") == []
 
 
 def test_make_render_without_out_is_one_line():

@@ -301,6 +301,10 @@ def test_every_pod_template_of_a_workload_is_found():
         lambda p: p["spec"].update(hostPID=True))
     assert pod_security.violations(docs) == [
         'TFJob/t/Worker: violates PodSecurity "restricted:latest": host namespaces (hostPID=true)']
+    # A Katib Experiment's trials are its trialSpec's pods: the same TFJob inside the Experiment.
+    experiment = {"kind": "Experiment", "metadata": {"name": "e"}, "spec": {"trialTemplate": {"trialSpec": docs[2]}}}
+    assert pod_security.violations([experiment]) == [
+        'Experiment/e/TFJob/t/Worker: violates PodSecurity "restricted:latest": host namespaces (hostPID=true)']
 
 
 def test_command_reports_violations_and_a_bad_version_in_one_line(tmp_path):

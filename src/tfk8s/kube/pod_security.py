@@ -155,9 +155,12 @@ def level_version(level, version):
 
 def pod_templates(doc):
     """[(where, metadata, spec)] for every pod a manifest makes: a Pod, a workload's template, a CronJob's
-    job template, each replica type of a TFJob."""
+    job template, each replica type of a TFJob, and those of a Katib Experiment's trials."""
     kind, name = doc.get("kind"), (doc.get("metadata") or {}).get("name", "")
     spec = doc.get("spec") or {}
+    if kind == "Experiment":  # Katib: every trial is its trialSpec (a TFJob here), with that kind's pods
+        trial = (spec.get("trialTemplate") or {}).get("trialSpec") or {}
+        return [(f"Experiment/{name}/{where}", meta, pod) for where, meta, pod in pod_templates(trial)]
     templates = []
     if kind == "Pod":
         templates = [(name, doc)]
