@@ -146,10 +146,11 @@ katib-clean: check-cluster venv ## Delete the Katib Experiment with its trials a
 	$(KATIB_RUN) --delete
 
 .PHONY: clean
-clean: check-cluster venv ## Delete all your steps created (training, sweep, TensorBoard, serving, autoscaler, CronJob, batch Job); keeps the storage
+clean: check-cluster venv ## Delete all your steps created (training, sweep, Katib, TensorBoard, serving, autoscaler, CronJob, batch Job); keeps the storage
 	$(RENDER) $(STEP_MANIFESTS) | $(KUBECTL) delete --ignore-not-found -f -
 	$(KUBECTL) delete tfjobs --selector sweep --ignore-not-found
 	$(KUBECTL) delete jobs --selector app.kubernetes.io/part-of=mnist-workshop --ignore-not-found
+	@$(STEPS) clean-katib $(NAMESPACE)
 
 .PHONY: render
 render: venv ## Write every object your steps apply, as applied (NAMESPACE, IMAGE, TAG), to OUT=DIR; the sweep's trials to OUT/sweep, its Katib Experiment to OUT/katib

@@ -7,6 +7,7 @@
 #   make/cluster.sh logs NAMESPACE TFJOB                                  # waits for its chief, follows its log
 #   make/cluster.sh retrain-now NAMESPACE                                 # a Job from the CronJob, its log
 #   make/cluster.sh batch-predict NAMESPACE OUTPUT                        # waits for the Job, copies its CSV
+#   make/cluster.sh clean-katib NAMESPACE                                 # the Katib Experiments, if Katib is there
 #   make/cluster.sh model-config NAMESPACE CONFIGMAP PYTHON ACTION [FLAGS...]
 #       # the live model config through src/model_config.py ACTION, then wait until serving
 #       # (on localhost:8501, a port-forward) serves it
@@ -84,6 +85,15 @@ batch_predict() {
   echo "$output: $rows rows (path,digit,probability,error)"
 }
 
+clean_katib() {
+  local namespace=$1
+  # Only where Katib is installed: elsewhere kubectl would not know the kind.
+  if kubectl api-resources --api-group kubeflow.org --output name 2>/dev/null | grep -qx experiments.kubeflow.org; then
+    run kubectl --namespace "$namespace" delete experiments --selector app.kubernetes.io/part-of=mnist-workshop \
+      --ignore-not-found
+  fi
+}
+
 model_config() {
   local namespace=$1 configmap=$2 python=$3
   shift 3
@@ -96,7 +106,7 @@ model_config() {
 }
 
 command=${1:-}
-[ -n "$command" ] || die "usage: make/cluster.sh check-cluster|with-port-forward|logs|retrain-now|batch-predict|model-config ARGS..."
+[ -n "$command" ] || die "usage: make/cluster.sh check-cluster|with-port-forward|logs|retrain-now|batch-predict|clean-katib|model-config ARGS..."
 shift
 case "$command" in
   check-cluster) check_cluster "$@";;
@@ -104,6 +114,7 @@ case "$command" in
   logs) logs "$@";;
   retrain-now) retrain_now "$@";;
   batch-predict) batch_predict "$@";;
+  clean-katib) clean_katib "$@";;
   model-config) model_config "$@";;
-  *) die "unknown step '$command' (make/cluster.sh: check-cluster, with-port-forward, logs, retrain-now, batch-predict, model-config)";;
+  *) die "unknown step '$command' (make/cluster.sh: check-cluster, with-port-forward, logs, retrain-now, batch-predict, clean-katib, model-config)";;
 esac

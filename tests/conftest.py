@@ -120,6 +120,8 @@ elif words[0] == "get" and len(words) > 2 and "json" in args:  # one object: the
     print(json.dumps({{"kind": words[1], "metadata": {{"name": words[2]}}}}))
 elif words[0] == "wait":
     sys.exit(int(os.environ.get("FAKE_WAIT_EXIT", "0")))
+elif words[0] == "api-resources":  # FAKE_API_RESOURCES: the kinds the cluster knows, beyond the built-in ones
+    print("\\n".join(os.environ.get("FAKE_API_RESOURCES", "").split()))
 elif words[0] == "port-forward":  # listen on the local port, as kubectl does, until stopped
     import socket
     server = socket.create_server(("127.0.0.1", int(words[-1].split(":")[0])))

@@ -180,6 +180,17 @@ def test_clean_deletes_everything_the_steps_apply_but_the_storage(fake_kubectl):
         in selectors
     cronjob = next(d for d in load(KUBE / "retrain-cronjob.yaml"))
     assert cronjob["spec"]["jobTemplate"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mnist-workshop"
+    assert not [s for s in selectors if "experiments" in s]  # no Katib on this cluster: nothing to ask it
+
+
+def test_clean_deletes_the_katib_experiments_where_katib_is_installed(fake_kubectl):
+    path, calls = fake_kubectl
+    result = make("clean", *(f"{k}={v}" for k, v in EXAMPLE.items()), path=path,
+                  env={"FAKE_CONTEXT_NAMESPACE": "alice", "FAKE_API_RESOURCES": "tfjobs.kubeflow.org "
+                                                                                 "experiments.kubeflow.org"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ["--namespace", "alice", "delete", "experiments", "--selector", "app.kubernetes.io/part-of=mnist-workshop",
+            "--ignore-not-found"] in [c["args"] for c in calls()]
 
 
 def test_instructor_operator_installs_a_pinned_v1_9_release():

@@ -272,12 +272,30 @@ def test_a_permanent_failure_fails_the_job_naming_the_replica_and_its_last_lines
 
 
 @pytest.mark.slow
-def test_backoff_limit_caps_the_restarts_of_the_whole_job(tmp_path):
-    manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")}, run_policy={"backoffLimit": 2})
+def test_backoff_limit_caps_the_restarts_in_place_of_on_failure(tmp_path):
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "OnFailure")}, run_policy={"backoffLimit": 2})
     result = run_local(manifest, tmp_path / "run", "chief-0=138")
     assert_one_line_error(result, "chief-0 exited with code 138 and runPolicy.backoffLimit 2 is spent")
     assert [line for line in replica_lines(result.stdout, "chief-0") if " run " in line] == [
         "chief-0 run 0", "chief-0 run 1", "chief-0 run 2"]
+
+
+@pytest.mark.slow
+def test_under_exit_code_only_the_deadline_bounds_retries_as_in_operator_v1_9(tmp_path):
+    """ExitCode recreates the pod (its restart count starts again at 0): backoffLimit 2 never stops it."""
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")},
+                          run_policy={"backoffLimit": 2, "activeDeadlineSeconds": 6})
+    result = run_local(manifest, tmp_path / "run", "chief-0=138", timeout=60)
+    assert_one_line_error(result, "runPolicy.activeDeadlineSeconds (6s) passed")
+    assert len([line for line in replica_lines(result.stdout, "chief-0") if " run " in line]) > 3
+
+
+@pytest.mark.slow
+def test_under_exit_code_a_backoff_limit_of_zero_fails_the_job_at_the_first_failure(tmp_path):
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")}, run_policy={"backoffLimit": 0})
+    result = run_local(manifest, tmp_path / "run", "chief-0=138")
+    assert_one_line_error(result, "chief-0 exited with code 138 and runPolicy.backoffLimit 0 is spent")
+    assert [line for line in replica_lines(result.stdout, "chief-0") if " run " in line] == ["chief-0 run 0"]
 
 
 @pytest.mark.slow
@@ -363,12 +381,11 @@ def test_a_replica_that_cannot_start_fails_the_job_and_the_others_are_stopped(tm
 
 @pytest.mark.slow
 def test_a_command_that_cannot_start_is_retried_under_exit_code_as_every_code_from_128(tmp_path):
-    manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")}, run_policy={"backoffLimit": 1},
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")}, run_policy={"activeDeadlineSeconds": 4},
                           commands={"Chief": ["no-such-trainer"]})
-    result = run_local(manifest, tmp_path / "run")
-    assert_one_line_error(result, "chief-0 could not start (No such file or directory: no-such-trainer",
-                          "and runPolicy.backoffLimit 1 is spent")
-    assert result.stdout.count("[tfjob] chief-0 could not start: No such file or directory") == 2
+    result = run_local(manifest, tmp_path / "run", timeout=60)
+    assert_one_line_error(result, "runPolicy.activeDeadlineSeconds (4s) passed")
+    assert result.stdout.count("[tfjob] chief-0 could not start: No such file or directory") >= 2
 
 
 @pytest.mark.parametrize("count", [-1, 0])

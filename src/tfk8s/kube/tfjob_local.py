@@ -7,8 +7,9 @@ What it does as Kubeflow's training operator (v1.9) does: it refuses an
 invalid manifest (tfjob_check), gives the `tensorflow` container of every
 replica the TF_CONFIG the operator would give it (with each replica's
 `<job>-<type>-<index>.<namespace>.svc:2222` mapped to a free localhost port),
-restarts a replica that fails according to its restartPolicy within
-runPolicy.backoffLimit, and ends when the Chief (or, without one, worker 0)
+restarts a replica that fails according to its restartPolicy (runPolicy.backoffLimit
+bounds restarts in place, OnFailure and Always; under ExitCode only activeDeadlineSeconds
+does, as in operator v1.9), and ends when the Chief (or, without one, worker 0)
 succeeds or a replica fails for good, then stops the replicas still running
 (as cleanPodPolicy Running does; Ctrl-C or SIGTERM stops them all too).
 
@@ -323,11 +324,16 @@ def supervise(doc, replicas, watchdog):
                            else f"restartPolicy {r.restart_policy} does not retry exit code {code}")
                     return False, f"{r.name} {r.ended(code)} ({why})", r
                 continue
-            if backoff_limit is not None and restarts >= backoff_limit:
+            # Operator v1.9 counts backoffLimit in the restart counts of running pods' containers: a kubelet
+            # restart in place (OnFailure, Always). Under ExitCode it deletes the pod and creates a new one, whose
+            # count starts at 0: only a backoffLimit of 0 stops the job (at the first failure); otherwise
+            # activeDeadlineSeconds alone bounds the retries.
+            counted = backoff_limit is not None and (r.restart_policy != "ExitCode" or backoff_limit == 0)
+            if counted and restarts >= backoff_limit:
                 return False, f"{r.name} {r.ended(code)} and runPolicy.backoffLimit {backoff_limit} is spent", r
             restarts += 1
             r.state, r.restart_at = "pending", now + RESTART_DELAY
-            budget = f" of {backoff_limit}" if backoff_limit is not None else ""
+            budget = f" of {backoff_limit}" if counted else ""
             say(f"{r.name} {r.ended(code)}; restartPolicy {r.restart_policy}: restart {restarts}{budget}")
 
         if chief:
