@@ -141,7 +141,7 @@ def makefile_text():
 def make(*args, env=None, path=None):
     """Run make in the repository (never rebuilding .venv) and return the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
-    for name in ("IMAGE", "TAG", "NAMESPACE", "KUBECONFIG", "MAKEFLAGS"):
+    for name in ("IMAGE", "TAG", "NAMESPACE", "KUBECONFIG", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
         full_env.pop(name, None)
     if path is not None:
         full_env["PATH"] = path

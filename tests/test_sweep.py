@@ -4,6 +4,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -328,7 +329,7 @@ def test_a_failed_trial_fails_the_sweep_after_every_trial_ran(api):
 
 def make_error(result, *fragments):
     """make's own closing line ("make: *** ... Error 1") set aside: the tool's one-line error."""
-    lines = [line for line in result.stderr.splitlines() if not line.startswith("make: ***")]
+    lines = [line for line in result.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", line)]
     return assert_one_line_error(subprocess.CompletedProcess(result.args, result.returncode, result.stdout,
                                                              "\n".join(lines)), *fragments)
 
