@@ -41,16 +41,20 @@ lock: venv ## Pin requirements*.txt and every dependency, with hashes, into requ
 lint: venv ## Lint the Python code with ruff (rules in pyproject.toml)
 	$(VENV)/bin/ruff check src tests
 
+# pytest as from a shell: without this make's MAKELEVEL and MAKEFLAGS, so that the make commands the
+# tests run print what they print for you (`make: ...`, not `make[1]: ...`).
+PYTEST = env -u MAKELEVEL -u MAKEFLAGS -u MFLAGS $(PYTHON) -m pytest
+
 .PHONY: check
-check: lint ## Lint, then every test that trains nothing (a minute or two): run it after every change
-	$(PYTHON) -m pytest -m "not slow and not readme"
+check: lint ## After every change: lint, then every test that trains nothing (about a minute)
+	$(PYTEST) -m "not slow and not readme"
 
 .PHONY: test
-test: venv ## Run the whole test suite (builds .venv first if needed)
-	$(PYTHON) -m pytest
+test: venv ## Before handing in: every test, the README's steps included (what CI runs; builds .venv first if needed)
+	$(PYTEST)
 
 .PHONY: readme-steps
-readme-steps: venv ## Run the README's local steps from README.md, shortened (CI runs this after make test)
-	$(PYTHON) -m pytest -m readme tests/test_readme.py
+readme-steps: venv ## Only the README's local steps, run from README.md and the laptop labs and checked against their Expected output
+	$(PYTEST) -m readme tests/test_readme.py
 
 include make/local.mk make/cluster.mk make/instructor.mk
