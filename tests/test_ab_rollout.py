@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from conftest import REPO, SRC, assert_one_line_error, make, run_script
+from support import REPO, SRC, assert_one_line_error, make, run_script
 from tfk8s.serving import model_config
 from tfk8s.serving import process as serve
 from tfk8s.serving.tensors import apis

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, SRC, assert_one_line_error, run_script
-from test_preprocess import variants
-from test_serving import copy_export
+from support import REPO, SRC, assert_one_line_error, copy_export, run_script, variants
 from tfk8s.serving import process as serve
 
 SAMPLES = REPO / "data"

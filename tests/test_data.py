@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import REPO, SRC, assert_one_line_error, run_script
+from support import REPO, SRC, assert_one_line_error, run_script
 from tfk8s import mnist, versions
 from tfk8s.cli import child_env
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from docker.utils.build import exclude_paths
 
-from conftest import REPO
+from support import REPO
 
 DOCKERFILE = REPO / "src" / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"

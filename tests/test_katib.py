@@ -14,9 +14,21 @@ import pytest
 import yaml
 
 import fake_api
-from conftest import REPO, assert_one_line_error, make
-from test_manifests import VERSIONS, validate
-from test_sweep import IMAGE, container, flag, make_error, run_sweep, workshop_namespace, write_values
+from support import (
+    REPO,
+    VERSIONS,
+    assert_one_line_error,
+    container,
+    flag,
+    make,
+    make_error,
+    run_sweep,
+    tf_events,
+    validate,
+    workshop_namespace,
+    write_values,
+)
+from support import SWEEP_IMAGE as IMAGE
 from tfk8s.instructor import katib_access, namespaces
 from tfk8s.kube import katib_check, tfjob_check
 from tfk8s.sweep import cluster, katib, katib_cluster, katib_metrics
@@ -345,18 +357,6 @@ def test_the_namespace_needs_katibs_label_which_the_instructors_template_gives(d
 
 
 # ---------------------------------------------------------------- the metric: what Katib's collector reads
-
-def tf_events(run_dir, tag="accuracy"):
-    """[(step, value)] of `tag` in a run directory, read with TensorFlow's own record reader."""
-    import tensorflow as tf
-    found = []
-    for path in sorted(run_dir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    found.append((event.step, float(tf.make_ndarray(value.tensor))))
-    return found
-
 
 def latest(logs, name):
     strategies = [{"name": name, "value": "latest"}]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from conftest import SRC, assert_one_line_error, run_script
+from support import SRC, assert_one_line_error, run_script
 from tfk8s.cli import child_env
 from tfk8s.serving import process
 from tfk8s.serving.tensors import DT, apis, to_ndarray, to_tensor_proto

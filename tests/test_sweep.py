@@ -3,11 +3,9 @@ respects the quota, a real local run, and results ranked on validation accuracy 
 import csv
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -16,15 +14,26 @@ import pytest
 import yaml
 from PIL import Image
 
-import fake_api
-from conftest import REPO, assert_one_line_error, make
+from support import (
+    REPO,
+    assert_one_line_error,
+    container,
+    flag,
+    make,
+    make_error,
+    real_kubectl,
+    run_sweep,
+    tf_events,
+    workshop_namespace,
+    write_values,
+)
+from support import SWEEP_IMAGE as IMAGE
 from tfk8s.cli import UsageError
 from tfk8s.instructor import namespaces
-from tfk8s.kube import render, tfjob_check
+from tfk8s.kube import tfjob_check
 from tfk8s.sweep import cluster, trials
 from tfk8s.trainer import flags as trainer_flags
 
-RUN = REPO / "templated" / "run.sh"
 DEFAULT_VALUES = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())
 RUN_ID = "20250102-030405"
 TINY = """\
@@ -37,29 +46,6 @@ TINY = """\
       dataset: mini
     """
 SHORT_TRAINING = ["--", "--steps", 30, "--eval_every", 15, "--checkpoint_every", 15]
-IMAGE = "registry.example.com/alice/mnist:v7"
-
-
-def run_sweep(*args, env=None, timeout=600):
-    """templated/run.sh as a user runs it, with this test session's Python environment."""
-    full_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    full_env.update({"VENV": sys.prefix, **(env or {})})
-    return subprocess.run([str(RUN), *map(str, args)], cwd=REPO, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def write_values(tmp_path, text, name="values.yaml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def container(doc, replica_type="Chief"):
-    return doc["spec"]["tfReplicaSpecs"][replica_type]["template"]["spec"]["containers"][0]
-
-
-def flag(args, name):
-    return args[args.index(f"--{name}") + 1]
 
 
 # ---------------------------------------------------------------- rendering
@@ -285,18 +271,6 @@ def test_help_describes_every_flag_and_bad_flags_are_one_line():
 
 # ---------------------------------------------------------------- the cluster, through kubectl
 
-def workshop_namespace(api, *running):
-    """Seed the namespace as an attendee's is after `make deploy`: its real quota, the pods of `running`."""
-    state = api.read()
-    quota = next(d for d in yaml.safe_load_all(namespaces.render_namespace("alice")) if d["kind"] == "ResourceQuota")
-    state["objects"]["resourcequotas"] = [quota]
-    docs = render.render(render.load([REPO / "kube" / name for name in running]), "r.example.com/mnist", "v1",
-                         "alice")
-    state["objects"]["pods"] = [p for doc in docs for p in fake_api.pods_of(doc)]
-    api.write(state)
-    return quota
-
-
 def created(api):
     return api.read()["objects"]["tfjobs"]
 
@@ -324,13 +298,6 @@ def test_a_failed_trial_fails_the_sweep_after_every_trial_ran(api):
                        env={**api.env, "FAKE_FAIL": "mnist-sweep-t04"})
     assert_one_line_error(result, "1 of 9 trials did not succeed: mnist-sweep-t04")
     assert len(created(api)) == 9
-
-
-def make_error(result, *fragments):
-    """make's own closing line ("make: *** ... Error 1") set aside: the tool's one-line error."""
-    lines = [line for line in result.stderr.splitlines() if not line.startswith("make: ***")]
-    return assert_one_line_error(subprocess.CompletedProcess(result.args, result.returncode, result.stdout,
-                                                             "\n".join(lines)), *fragments)
 
 
 def make_sweep(api, *extra, env=None):
@@ -440,7 +407,6 @@ def test_no_kubectl_is_one_line_pointing_to_dry_run_and_local(tmp_path):
     assert_one_line_error(result, "kubectl is not on PATH", "--dry_run", "--local")
 
 
-@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
 def test_status_jsonpath_yields_the_true_conditions_with_real_kubectl(tmp_path):
     """kubectl evaluates the poll's JSONPath (offline, with --local) as it would on a TFJob from the API server."""
     job = {"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "metadata": {"name": "t"},
@@ -448,7 +414,7 @@ def test_status_jsonpath_yields_the_true_conditions_with_real_kubectl(tmp_path):
                                      {"type": "Succeeded", "status": "True"}]}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
-    result = subprocess.run(["kubectl", "label", "--local", "-f", path, "probe=1", "-o",
+    result = subprocess.run([real_kubectl(), "label", "--local", "-f", path, "probe=1", "-o",
                              f"jsonpath={cluster.JSONPATH}"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["Created", "Succeeded"]
@@ -504,16 +470,9 @@ def local_sweep(tmp_path_factory):
             "values": values}
 
 
-def events(run_dir, tag="accuracy"):
-    """{step: value} of `tag` in a run directory, read with TensorFlow's own record reader (not TensorBoard's)."""
-    import tensorflow as tf
-    values = {}
-    for path in sorted(run_dir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = float(tf.make_ndarray(value.tensor))
-    return values
+def events(run_dir):
+    """{step: accuracy} of a run directory's event files."""
+    return dict(tf_events(run_dir))
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from conftest import REPO, SRC, assert_one_line_error, run_script
+from support import REPO, SRC, assert_one_line_error, run_script
 from tfk8s import versions
 from tfk8s.cli import child_env
 from tfk8s.kube import tfjob_check, tfjob_local

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SRC, assert_one_line_error, run_script
+from support import SRC, assert_one_line_error, run_script
 from tfk8s import mnist, versions
 from tfk8s.trainer.lock import LOCK_NAME
 
