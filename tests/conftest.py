@@ -1,8 +1,11 @@
 """Shared fixtures: one trained model, TensorFlow Serving's test model, the stand-in kubectl (helpers: support.py)."""
+import hashlib
 import json
 import os
+import shutil
 import stat
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,58 @@ import fake_api
 from support import real_kubectl, run_script, tree_digest
 from tfk8s import versions
 from tfk8s.paths import REPO as REPO  # re-exported: tests/test_readme.py imports it from here
+
+# ---------------------------------------------------------------- markers that mean what they say
+#
+# `slow` marks a test that trains, serves, or starts several processes; everything else must stay cheap, and
+# `make check` runs only that. The guard: while a test that is neither slow nor readme runs (its fixtures'
+# set-up included), every Python process it starts loads tests/child_guard/sitecustomize.py, which notes any
+# process that loads TensorFlow's runtime; the test then fails, naming the command. A flag check, a client or
+# a stand-in never loads it; a trainer, a model server or TensorBoard always does.
+GUARD = "TFK8S_TEST_GUARD"
+CHILD_GUARD = Path(__file__).parent / "child_guard"
+
+
+def pytest_configure(config):
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_GUARD), os.environ.get("PYTHONPATH")]))
+    config.guard_records = Path(tempfile.mkdtemp(prefix="tfk8s-guard-"))
+    config.guard_flagged = set()
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(config.guard_records, ignore_errors=True)
+
+
+def guarded(item):
+    return not any(item.get_closest_marker(name) for name in ("slow", "readme"))
+
+
+def guard_record(item):
+    return item.config.guard_records / (hashlib.sha256(item.nodeid.encode()).hexdigest() + ".txt")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if guarded(item):
+        os.environ[GUARD] = str(guard_record(item))
+    try:
+        yield
+    finally:
+        os.environ.pop(GUARD, None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    record = guard_record(item)
+    if (guarded(item) and report.when in ("call", "teardown") and report.passed and record.exists()
+            and item.nodeid not in item.config.guard_flagged):
+        item.config.guard_flagged.add(item.nodeid)
+        commands = record.read_text().splitlines()
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} is not marked slow, yet {len(commands)} process(es) it started loaded "
+                           "TensorFlow's runtime (they train, serve, or pay its import): mark it @pytest.mark.slow "
+                           "or test the logic without them:\n  " + "\n  ".join(commands))
 
 
 @pytest.fixture(scope="session")

@@ -143,6 +143,7 @@ def test_validation_split_is_stable_and_disjoint_from_training():
     assert not any(x.tobytes() in train_rows for x in a["validation"][0])
 
 
+@pytest.mark.slow  # the trainer loads TensorFlow before it reads the data
 def test_corrupt_shipped_file_fails_in_one_line_and_keeps_existing_checkpoints(tmp_path):
     data_dir = tmp_path / "data"
     shutil.copytree(REPO / "data", data_dir, ignore=shutil.ignore_patterns("*.png"))

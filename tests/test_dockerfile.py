@@ -165,6 +165,7 @@ def test_build_context_holds_what_the_image_copies_and_nothing_else():
     assert not {p for p in context if p.startswith(("tests/", "kube/", ".venv/", ".git/", "runs/"))}
 
 
+@pytest.mark.slow  # the trainer's modules load TensorFlow
 def test_the_image_holds_every_module_its_commands_import(tmp_path):
     """The trainer and batch scoring, imported from a copy of the build context alone (as in /app)."""
     app = tmp_path / "app"

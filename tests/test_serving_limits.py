@@ -334,7 +334,7 @@ def test_tensor_content_method_name_check_and_cors_on_request(exports, tmp_path)
             assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_flags_are_parsed_before_tensorflow_and_the_server_never_imports_the_client():
+def test_flags_are_parsed_before_tensorflow():
     code = ("import sys; import tfk8s.serving.flags as f; f.parse_args(['--model_config_file', 'x']); "
             "print('tensorflow' in sys.modules, 'tensorflow.python' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=child_env())
@@ -342,6 +342,10 @@ def test_flags_are_parsed_before_tensorflow_and_the_server_never_imports_the_cli
     bad = subprocess.run([sys.executable, str(SRC / "serve.py"), "--port", "x"], capture_output=True, text=True,
                          timeout=60, env=child_env())
     assert_one_line_error(bad, "--port", "invalid int value")
+
+
+@pytest.mark.slow  # the server's modules load TensorFlow
+def test_the_server_never_imports_the_client():
     code = "import sys; import tfk8s.serving.server; print('tfk8s.serving.client' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=child_env())
     assert result.stdout.split()[-1] == "False", result.stderr
