@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from support import REPO, SRC, assert_one_line_error, make, run_script
+from tfk8s.ports import free_port
 from tfk8s.serving import model_config
 from tfk8s.serving import process as serve
 from tfk8s.serving.tensors import apis, to_tensor_proto
@@ -299,7 +300,7 @@ def test_serve_py_will_not_start_from_labels_without_allow_version_labels_for_un
     """As tensorflow_model_server: labels are checked before any version is loaded (issue #1230 upstream)."""
     shutil.copytree(trained_model["version"], tmp_path / str(A))
     path = config_file(tmp_path, labelled_config(tmp_path, [A, B], {"stable": A, "canary": B}))
-    result = run_script("serve.py", "--model_config_file", path, "--port", serve.free_port(), timeout=120)
+    result = run_script("serve.py", "--model_config_file", path, "--port", free_port(), timeout=120)
     assert_one_line_error(result, "Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to "
                                   f"version {B} of model mnist, which is not currently available for inference")
 

@@ -3,7 +3,6 @@ import hashlib
 import http.server
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ import pytest
 from support import REPO, SRC, assert_one_line_error, run_script
 from tfk8s import mnist, versions
 from tfk8s.cli import child_env
+from tfk8s.ports import free_port
 
 NAME = "t10k-labels-idx1-ubyte.gz"  # a canonical file we ship, so the server can serve its real bytes
 GOOD = (REPO / "data" / NAME).read_bytes()
@@ -53,9 +53,7 @@ def mirror():
 
 
 def closed_port_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/"
+    return f"http://127.0.0.1:{free_port()}/"
 
 
 def leftovers(directory):

@@ -13,7 +13,6 @@ every object an attendee applies, the sweep's trials included.
 import json
 import math
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from support import (
     validate,
 )
 from tfk8s.kube import pod_security, render
+from tfk8s.ports import free_port
 
 
 def all_documents():
@@ -270,12 +270,6 @@ def test_make_render_without_out_is_one_line():
 
 
 # ---------------------------------------------------------------- TensorBoard's real command
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_tensorboard_command_serves_the_runs_and_answers_its_probe(tmp_path):

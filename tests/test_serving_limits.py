@@ -21,6 +21,7 @@ from google.protobuf import text_format
 
 from support import SRC, assert_one_line_error, run_script
 from tfk8s.cli import child_env
+from tfk8s.ports import free_port
 from tfk8s.serving import process
 from tfk8s.serving.tensors import DT, apis, to_ndarray, to_tensor_proto
 
@@ -304,8 +305,8 @@ def test_a_refused_model_config_changes_nothing(exports, tmp_path):
 def test_a_second_server_on_a_port_in_use_is_a_one_line_error(exports, tmp_path):
     base = copy_versions(exports, tmp_path / "m", 2)
     with process.running(base, "m") as server:
-        for port, rest_port, what in ((server.grpc_port, process.free_port(), "gRPC"),
-                                      (process.free_port(), server.rest_port, "REST")):
+        for port, rest_port, what in ((server.grpc_port, free_port(), "gRPC"),
+                                      (free_port(), server.rest_port, "REST")):
             result = run_script("serve.py", "--model_name", "m", "--model_base_path", base, "--port", port,
                                 "--rest_api_port", rest_port, timeout=120)
             assert_one_line_error(result, f"cannot listen for {what}", "in use")

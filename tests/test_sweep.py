@@ -31,6 +31,7 @@ from support import SWEEP_IMAGE as IMAGE
 from tfk8s.cli import UsageError
 from tfk8s.instructor import namespaces
 from tfk8s.kube import tfjob_check
+from tfk8s.ports import free_port
 from tfk8s.sweep import cluster, trials
 from tfk8s.trainer import flags as trainer_flags
 
@@ -537,13 +538,6 @@ def test_results_rank_trials_by_their_event_files_and_show_unfinished_and_missin
     with Image.open(tmp_path / "out" / "tiny-results.png") as png:
         assert png.format == "PNG" and png.width > 400 and png.height > 200
         assert len(png.convert("L").getcolors(maxcolors=1 << 16) or range(2)) > 2  # a plot, not a blank page
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
