@@ -1,45 +1,71 @@
-"""Shared fixtures: the repository's paths, runners for src/ scripts and make, a stand-in kubectl, one trained model."""
+"""Shared fixtures: one trained model, TensorFlow Serving's test model, the stand-in kubectl (helpers: support.py)."""
 import hashlib
 import json
 import os
 import shutil
 import stat
-import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 import fake_api
+from support import real_kubectl, run_script, tree_digest
 from tfk8s import versions
-from tfk8s.cli import child_env
-from tfk8s.paths import REPO, SRC
+from tfk8s.paths import REPO as REPO  # re-exported: tests/test_readme.py imports it from here
 
-MAKE = shutil.which("make")
-
-
-def run_script(script, *args, env=None, timeout=600, cwd=REPO):
-    """Run `python src/<script> args...` as a user would; return the CompletedProcess (text)."""
-    full_env = {**child_env(), **(env or {})}
-    return subprocess.run([sys.executable, str(SRC / script), *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(result, *fragments):
-    """A failed command: non-zero exit, no traceback, its last stderr line starts with 'error:'."""
-    assert result.returncode != 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in last, last
-    return last
+# ---------------------------------------------------------------- markers that mean what they say
+#
+# `slow` marks a test that trains, serves, or starts several processes; everything else must stay cheap, and
+# `make check` runs only that. The guard: while a test that is neither slow nor readme runs (its fixtures'
+# set-up included), every Python process it starts loads tests/child_guard/sitecustomize.py, which notes any
+# process that loads TensorFlow's runtime; the test then fails, naming the command. A flag check, a client or
+# a stand-in never loads it; a trainer, a model server or TensorBoard always does.
+GUARD = "TFK8S_TEST_GUARD"
+CHILD_GUARD = Path(__file__).parent / "child_guard"
 
 
-def tree_digest(root):
-    """{relative path: sha256} of every file under root: what a shared artefact must still be at the end."""
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(Path(root).rglob("*")) if path.is_file()}
+def pytest_configure(config):
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_GUARD), os.environ.get("PYTHONPATH")]))
+    config.guard_records = Path(tempfile.mkdtemp(prefix="tfk8s-guard-"))
+    config.guard_flagged = set()
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(config.guard_records, ignore_errors=True)
+
+
+def guarded(item):
+    return not any(item.get_closest_marker(name) for name in ("slow", "readme"))
+
+
+def guard_record(item):
+    return item.config.guard_records / (hashlib.sha256(item.nodeid.encode()).hexdigest() + ".txt")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if guarded(item):
+        os.environ[GUARD] = str(guard_record(item))
+    try:
+        yield
+    finally:
+        os.environ.pop(GUARD, None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    record = guard_record(item)
+    if (guarded(item) and report.when in ("call", "teardown") and report.passed and record.exists()
+            and item.nodeid not in item.config.guard_flagged):
+        item.config.guard_flagged.add(item.nodeid)
+        commands = record.read_text().splitlines()
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} is not marked slow, yet {len(commands)} process(es) it started loaded "
+                           "TensorFlow's runtime (they train, serve, or pay its import): mark it @pytest.mark.slow "
+                           "or test the logic without them:\n  " + "\n  ".join(commands))
 
 
 @pytest.fixture(scope="session")
@@ -133,22 +159,6 @@ elif words[0] in ("apply", "delete") and "-f" in words:
 """
 
 
-def makefile_text():
-    """The Makefile and the parts it includes (make/*.mk), as one text."""
-    return "\n".join(p.read_text() for p in [REPO / "Makefile", *sorted((REPO / "make").glob("*.mk"))])
-
-
-def make(*args, env=None, path=None):
-    """Run make in the repository (never rebuilding .venv) and return the CompletedProcess."""
-    full_env = {**os.environ, **(env or {})}
-    for name in ("IMAGE", "TAG", "NAMESPACE", "KUBECONFIG", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
-        full_env.pop(name, None)
-    if path is not None:
-        full_env["PATH"] = path
-    return subprocess.run([MAKE, "--no-print-directory", "-o", ".venv/.installed", *args], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture
 def fake_kubectl(tmp_path):
     """A PATH whose kubectl is the stand-in; returns (PATH, a function reading the calls it logged).
@@ -186,7 +196,7 @@ def api(tmp_path):
 
     Returns an object with env (PATH and the state file, for run_script or subprocess), path (a PATH for
     make()), read()/write() of the state, and calls() (every kubectl call, in order). Files given to
-    `kubectl create -f` are read by the real kubectl's client-side parsing when it is installed.
+    `kubectl create -f` are read by the real kubectl's client-side parsing (support.real_kubectl).
     """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -196,7 +206,7 @@ def api(tmp_path):
     state = tmp_path / "api.json"
     fake_api.write_state(state, fake_api.empty_state("alice"))
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_API_STATE": str(state),
-           "REAL_KUBECTL": shutil.which("kubectl") or ""}
+           "REAL_KUBECTL": real_kubectl()}
 
     class Api:
         def read(self):

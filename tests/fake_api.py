@@ -6,8 +6,8 @@ knows, as the API server and the controllers behind it would answer:
 
 - `config current-context` / `config view` (for `make check-cluster`);
 - `create -f FILE`: a TFJob or an Experiment; AlreadyExists for a name taken;
-  the file is read by the real kubectl (`kubectl create --dry-run=client`-like
-  client-side parsing, with `label --local`) when REAL_KUBECTL names one;
+  the file is read by the real kubectl that REAL_KUBECTL names (`kubectl create
+  --dry-run=client`-like client-side parsing, with `label --local`);
 - `get resourcequotas|pods|tfjobs|experiments|trials [NAME] [-l k=v] -o json|jsonpath=...`:
   a quota's `status.used` is summed from the pods that are not finished,
   independently of the code under test; a TFJob's pods exist while it runs;
@@ -31,8 +31,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 UNITS = {"m": 0.001, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 PLURAL = {"tfjob": "tfjobs", "tfjobs": "tfjobs", "pod": "pods", "pods": "pods", "experiment": "experiments",
           "experiments": "experiments", "trial": "trials", "trials": "trials", "resourcequota": "resourcequotas",
@@ -45,6 +43,7 @@ GROUPS = {"tfjobs": "kubeflow.org", "experiments": "kubeflow.org", "trials": "ku
 
 
 def amount(text):
+    """A Kubernetes quantity as a number (cores or bytes), written here independently of the package."""
     number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(text)).groups()
     return float(number) * UNITS[unit]
 
@@ -116,19 +115,16 @@ def matches(obj, selector):
 
 
 def parse_file(path):
-    """The documents of a manifest as kubectl reads them (the real kubectl's client-side parsing if given)."""
-    real = os.environ.get("REAL_KUBECTL")
-    if real:
-        result = subprocess.run([real, "label", "--local", "-f", path, "standin=read", "-o", "json"],
-                                capture_output=True, text=True)
-        if result.returncode:
-            sys.exit(result.stderr.strip() or "error: kubectl could not read " + path)
-        doc = json.loads(result.stdout)
-        docs = doc["items"] if doc.get("kind") == "List" else [doc]
-        for d in docs:
-            d["metadata"]["labels"].pop("standin", None)
-        return docs
-    return [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+    """The documents of a manifest as kubectl reads them: the real kubectl's client-side parsing (REAL_KUBECTL)."""
+    result = subprocess.run([os.environ["REAL_KUBECTL"], "label", "--local", "-f", path, "standin=read", "-o",
+                             "json"], capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(result.stderr.strip() or "error: kubectl could not read " + path)
+    doc = json.loads(result.stdout)
+    docs = doc["items"] if doc.get("kind") == "List" else [doc]
+    for d in docs:
+        d["metadata"]["labels"].pop("standin", None)
+    return docs
 
 
 def option(args, *names):

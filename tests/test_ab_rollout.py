@@ -14,13 +14,13 @@ import time
 import grpc
 import numpy as np
 import pytest
-import tensorflow as tf
 import yaml
 
-from conftest import REPO, SRC, assert_one_line_error, make, run_script
+from support import REPO, SRC, assert_one_line_error, make, run_script
+from tfk8s.ports import free_port
 from tfk8s.serving import model_config
 from tfk8s.serving import process as serve
-from tfk8s.serving.tensors import apis
+from tfk8s.serving.tensors import apis, to_tensor_proto
 
 A, B, C = 1767225600, 1767312000, 1767398400  # three export versions (Unix times, as src/export.py names them)
 
@@ -206,7 +206,7 @@ def grpc_code(server, label=None, version=None):
         request.model_spec.version_label = label
     if version:
         request.model_spec.version.value = version
-    request.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros([1, 28, 28, 1], np.float32)))
+    request.inputs["image"].CopyFrom(to_tensor_proto(np.zeros([1, 28, 28, 1], np.float32)))
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         try:
             apis.prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
@@ -273,13 +273,18 @@ def test_serve_py_serves_both_labels_and_an_edited_config_moves_stable_without_a
         assert server.process.poll() is None and "Traceback" not in server.log()
 
 
+LOADS_TENSORFLOW = pytest.mark.slow  # the config file is read once the server has loaded TensorFlow
+
+
 @pytest.mark.parametrize("flags,fragment", [
     (["--model_config_file", "{config}", "--model_base_path", "{exports}"], "not both"),
     ([], "Both server_options.model_base_path and server_options.model_config_file are empty!"),
-    (["--model_config_file", "{missing}"], "Failed to start server. Error: NOT_FOUND: "),
-    (["--model_config_file", "{bad}"], 'Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '),
-    (["--model_config_file", "{bad}"], 'no field named "base_pth"'),
-    (["--model_config_file", "{binary}"], "is not UTF-8"),
+    pytest.param(["--model_config_file", "{missing}"], "Failed to start server. Error: NOT_FOUND: ",
+                 marks=LOADS_TENSORFLOW),
+    pytest.param(["--model_config_file", "{bad}"], "Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf "
+                 "file: ", marks=LOADS_TENSORFLOW),
+    pytest.param(["--model_config_file", "{bad}"], 'no field named "base_pth"', marks=LOADS_TENSORFLOW),
+    pytest.param(["--model_config_file", "{binary}"], "is not UTF-8", marks=LOADS_TENSORFLOW),
     (["--model_config_file", "{config}", "--model_config_file_poll_wait_seconds", "-1"],
      "--model_config_file_poll_wait_seconds must be at least 0"),
 ])
@@ -299,7 +304,7 @@ def test_serve_py_will_not_start_from_labels_without_allow_version_labels_for_un
     """As tensorflow_model_server: labels are checked before any version is loaded (issue #1230 upstream)."""
     shutil.copytree(trained_model["version"], tmp_path / str(A))
     path = config_file(tmp_path, labelled_config(tmp_path, [A, B], {"stable": A, "canary": B}))
-    result = run_script("serve.py", "--model_config_file", path, "--port", serve.free_port(), timeout=120)
+    result = run_script("serve.py", "--model_config_file", path, "--port", free_port(), timeout=120)
     assert_one_line_error(result, "Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to "
                                   f"version {B} of model mnist, which is not currently available for inference")
 

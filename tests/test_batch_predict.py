@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, assert_one_line_error, run_script
-from test_beyond_manifests import doc, local_run
+from support import REPO, assert_one_line_error, doc, local_run, run_script
 from tfk8s import mnist
 
 MAX_CHANGED = 30  # of 10,000 answers (0.3%); measured: 6 to 10 with the 300-step model

@@ -12,33 +12,25 @@ import sys
 import pytest
 import yaml
 
-from conftest import SRC, run_script
-from test_instructor import pods_of, quantity
-from test_manifests import KUBE, containers, load, pod_templates, rendered
+from support import (
+    KUBE,
+    SRC,
+    attendee_objects,
+    containers,
+    doc,
+    expand,
+    local_run,
+    pod_templates,
+    pods_of,
+    quantity,
+    rendered,
+    requested,
+)
 from tfk8s import cli
 from tfk8s.serving import model_config
 from tfk8s.trainer import flags
 
 TRAINER = "trainer"
-
-
-def doc(name, kind):
-    (found,) = [d for d in load(KUBE / name) if d["kind"] == kind]
-    return found
-
-
-def expand(args, env):
-    """What the kubelet runs: $(VAR) in args replaced by the container's environment, $$ by $."""
-    return [re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-                   lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), a) for a in args]
-
-
-def local_run(container, nfs_root, env=None, extra=()):
-    """Run a container's `python /app/src/<script>` command here: src/ for /app/src, nfs_root for /mnt/nfs."""
-    interpreter, script = container["command"]
-    assert interpreter == "python" and script.startswith("/app/src/"), container["command"]
-    args = [a.replace("/mnt/nfs", str(nfs_root)) for a in expand(container.get("args", []), env or {})]
-    return run_script(script.removeprefix("/app/src/"), *args, *extra)
 
 
 # ---------------------------------------------------------------- the nightly retrain
@@ -137,10 +129,7 @@ def test_batch_job_scores_the_shared_folder_and_its_log_container_prints_that_cs
 # ---------------------------------------------------------------- autoscaling
 
 def serving_deployment():
-    path = KUBE / "serving.yaml"
-    if not path.exists():
-        pytest.skip("kube/serving.yaml is not written yet")
-    return next(d for d in load(path) if d["kind"] == "Deployment")
+    return doc("serving.yaml", "Deployment")
 
 
 def test_autoscaler_scales_the_serving_deployment_on_cpu_between_one_and_four_pods():
@@ -170,8 +159,7 @@ def test_disruption_budget_covers_the_serving_pods_without_blocking_a_drain_of_t
 
 
 def test_quota_fits_the_autoscaler_at_its_maximum_beside_the_other_always_on_pods_and_a_retrain():
-    from test_instructor import objects, requested
-    hard = next(d for d in objects() if d["kind"] == "ResourceQuota")["spec"]["hard"]
+    hard = next(d for d in attendee_objects() if d["kind"] == "ResourceQuota")["spec"]["hard"]
     serving_deployment()
     most = doc("serving-autoscale.yaml", "HorizontalPodAutoscaler")["spec"]["maxReplicas"]
     for job in ("retrain-cronjob.yaml", "batch-predict.yaml"):

@@ -12,8 +12,7 @@ import re
 
 import pytest
 
-from conftest import REPO, make
-from test_instructor import pods_of, quantity, requested
+from support import REPO, make, pods_of, quantity, requested
 from tfk8s.instructor import plan
 from tfk8s.kube.resources import GI, MI
 

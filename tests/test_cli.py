@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SRC
+from support import REPO, SRC
 from tfk8s.cli import child_env
 
 TOOL = """

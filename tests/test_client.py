@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, SRC, assert_one_line_error, run_script
-from test_preprocess import variants
-from test_serving import copy_export
+from support import REPO, SRC, assert_one_line_error, copy_export, run_script, variants
+from tfk8s.ports import free_port
 from tfk8s.serving import process as serve
 
 SAMPLES = REPO / "data"
@@ -118,7 +117,7 @@ def test_an_unknown_model_or_signature_is_one_line(server, args, fragments):
 
 def test_a_missing_or_unreadable_image_is_one_line_before_any_request(tmp_path):
     (tmp_path / "notes.png").write_text("a shopping list")
-    port = serve.free_port()  # nothing listens: the file errors must come first
+    port = free_port()  # nothing listens: the file errors must come first
     assert_one_line_error(run_script("client.py", "--port", port, "--image", tmp_path / "missing.png"), "no such file")
     assert_one_line_error(run_script("client.py", "--port", port, "--image", tmp_path / "notes.png"),
                           "is not a PNG or JPEG")
@@ -150,7 +149,7 @@ def peak_rss_preparing(path):
 
 
 def test_a_decompression_bomb_or_an_image_past_the_cap_is_one_line_and_memory_stays_bounded(tmp_path):
-    port = serve.free_port()
+    port = free_port()
     for side, fragment in ((13000, "exceeds limit"), (20000, "exceeds limit"), (8100, "(65610000 pixels)")):
         path = png_of_size(tmp_path / f"{side}.png", side, side)
         assert_one_line_error(run_script("client.py", "--port", port, "--image", path),
@@ -163,7 +162,7 @@ def test_a_decompression_bomb_or_an_image_past_the_cap_is_one_line_and_memory_st
 
 
 def test_an_unreachable_server_is_one_line_within_the_timeout():
-    port = serve.free_port()
+    port = free_port()
     for rest in ([], ["--rest"]):
         result = run_script("client.py", "--port", port, *rest, "--timeout", 2, "--image", SAMPLES / "1.png",
                             timeout=60)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, run_script
+from support import REPO, assert_one_line_error, run_script
 from tfk8s.cli import UsageError
 from tfk8s.kube import tfjob_check, tfjob_local
 from tfk8s.trainer import cluster

@@ -18,6 +18,7 @@ from tfk8s.serving import process
 from tfk8s.serving.tensors import DT, apis, to_ndarray, to_tensor_proto
 
 Code = grpc.StatusCode
+pytestmark = pytest.mark.slow  # one model server for the module
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ import hashlib
 import http.server
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -11,9 +10,10 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import REPO, SRC, assert_one_line_error, run_script
+from support import REPO, SRC, assert_one_line_error, run_script
 from tfk8s import mnist, versions
 from tfk8s.cli import child_env
+from tfk8s.ports import free_port
 
 NAME = "t10k-labels-idx1-ubyte.gz"  # a canonical file we ship, so the server can serve its real bytes
 GOOD = (REPO / "data" / NAME).read_bytes()
@@ -53,9 +53,7 @@ def mirror():
 
 
 def closed_port_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/"
+    return f"http://127.0.0.1:{free_port()}/"
 
 
 def leftovers(directory):
@@ -143,6 +141,7 @@ def test_validation_split_is_stable_and_disjoint_from_training():
     assert not any(x.tobytes() in train_rows for x in a["validation"][0])
 
 
+@pytest.mark.slow  # the trainer loads TensorFlow before it reads the data
 def test_corrupt_shipped_file_fails_in_one_line_and_keeps_existing_checkpoints(tmp_path):
     data_dir = tmp_path / "data"
     shutil.copytree(REPO / "data", data_dir, ignore=shutil.ignore_patterns("*.png"))

@@ -3,37 +3,19 @@
 The real trainer, model server and client run as processes; the demo must
 always stop the server it started, and a second run must reuse the export.
 """
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SRC, assert_one_line_error, run_script
+from support import REPO, SRC, assert_one_line_error, run_script, server_processes
 
 STEPS = 300  # shorter runs vary a lot: one 100-step run reached 35% test accuracy, 150-step runs 93-96%
 ROW = re.compile(r"^data/(\d)\.png\s+(\d)\s+(\d+\.\d+)%", re.M)
-
-
-def server_processes(directory):
-    """Pids of model servers (src/serve.py) whose command line names `directory`: servers left running."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # it exited while we looked
-        if "serve.py" in cmdline and str(Path(directory).resolve()) in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def served_ports(stdout):

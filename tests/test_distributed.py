@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-from conftest import run_script
+from support import run_script
 from tfk8s.bench.distributed import distributed_manifest
 from tfk8s.trainer.trace import ENV, read_examples, read_weights
 

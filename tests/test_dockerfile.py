@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from docker.utils.build import exclude_paths
 
-from conftest import REPO
+from support import REPO
 
 DOCKERFILE = REPO / "src" / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -165,6 +165,7 @@ def test_build_context_holds_what_the_image_copies_and_nothing_else():
     assert not {p for p in context if p.startswith(("tests/", "kube/", ".venv/", ".git/", "runs/"))}
 
 
+@pytest.mark.slow  # the trainer's modules load TensorFlow
 def test_the_image_holds_every_module_its_commands_import(tmp_path):
     """The trainer and batch scoring, imported from a copy of the build context alone (as in /app)."""
     app = tmp_path / "app"

@@ -12,8 +12,6 @@ stand-in kubectl: what it applies, in which order, and its kubeconfigs.
 """
 import ipaddress
 import json
-import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -21,8 +19,21 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, assert_one_line_error, run_script
-from test_manifests import KUBE, VERSIONS, containers, pod_templates, validate
+from support import (
+    KUBE,
+    REPO,
+    VERSIONS,
+    assert_one_line_error,
+    containers,
+    pod_templates,
+    pods_of,
+    quantity,
+    real_kubectl,
+    requested,
+    run_script,
+    validate,
+)
+from support import attendee_objects as objects
 from tfk8s.instructor import namespaces, plan
 from tfk8s.kube import pod_security, render
 
@@ -34,10 +45,6 @@ RESOURCES = {"Deployment": ("apps", "deployments"), "Service": ("", "services"),
              "PodDisruptionBudget": ("policy", "poddisruptionbudgets")}
 APPLY = ("get", "list", "watch", "create", "update", "patch", "delete")  # what kubectl apply and delete use
 STORAGE = plan.STORAGE_NAMESPACE
-
-
-def objects(namespace="alice", **options):
-    return [d for d in yaml.safe_load_all(namespaces.render_namespace(namespace, **options)) if d]
 
 
 def instructor_objects(names=("alice", "bob"), **options):
@@ -53,35 +60,6 @@ def role(namespace="alice"):
 def allows(role_doc, group, resource, verb):
     return any(group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
                for rule in role_doc["rules"])
-
-
-def quantity(value):
-    """A Kubernetes quantity as a number (cores or bytes), written here independently of the package."""
-    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
-    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value)).groups()
-    return float(number) * units.get(unit, 1)
-
-
-def pods_of(*names, replicas=None):
-    """Every pod the named kube/ manifests run at once (replicas counted; `replicas` for a Deployment)."""
-    docs = render.render(render.load([KUBE / n for n in names]), "r.example.com/mnist", "v1", "alice")
-    pods = []
-    for doc in docs:
-        if doc["kind"] == "TFJob":
-            for spec in doc["spec"]["tfReplicaSpecs"].values():
-                pods += [spec["template"]] * spec.get("replicas", 1)
-        elif doc["kind"] in ("Deployment", "Job", "CronJob"):
-            count = replicas or doc["spec"].get("replicas", doc["spec"].get("parallelism", 1))
-            pods += [template for _, template in pod_templates(doc)] * count
-    return pods
-
-
-def requested(pods, bound, resource):
-    """What a quota counts for these pods: per pod the larger of its containers' sum and its largest init container."""
-    def amount(c):
-        return quantity(c["resources"][bound][resource])
-    return sum(max(sum(amount(c) for c in t["spec"]["containers"]),
-                   max((amount(c) for c in t["spec"].get("initContainers", [])), default=0)) for t in pods)
 
 
 @pytest.mark.parametrize("rwx", [None, "standard-rwx"])
@@ -437,11 +415,11 @@ def test_create_applies_namespace_then_server_then_volume_on_its_clusterip_then_
         assert config["users"][0]["user"] == {"token": f"token-for-{name}-12h"}
         assert config["clusters"][0]["cluster"] == {"server": "https://203.0.113.10",
                                                     "certificate-authority-data": "Q0EgREFUQQ=="}
-        kubectl = shutil.which("kubectl")
-        if kubectl:  # a real kubectl, where one is installed, reads it back
-            view = subprocess.run([kubectl, "config", "view", "--minify", "--output", "json", "--kubeconfig",
-                                   kubeconfig], capture_output=True, text=True, timeout=60)
-            assert json.loads(view.stdout)["contexts"][0]["context"]["namespace"] == name
+        # The real kubectl's client reads it back.
+        view = subprocess.run([real_kubectl(), "config", "view", "--minify", "--output", "json", "--kubeconfig",
+                               kubeconfig], capture_output=True, text=True, timeout=60)
+        assert view.returncode == 0, view.stderr
+        assert json.loads(view.stdout)["contexts"][0]["context"]["namespace"] == name
 
 
 def test_create_with_filestore_applies_no_server_and_waits_for_no_binding(tmp_path, fake_kubectl):

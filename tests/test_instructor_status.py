@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 
-from conftest import SRC, kubectl_objects, make
+from conftest import kubectl_objects
+from support import SRC, make
 from tfk8s.cli import child_env
 
 IMAGE = "europe-docker.pkg.dev/p/workshop/alice-mnist:v1"

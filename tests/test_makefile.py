@@ -13,9 +13,9 @@ import sys
 
 import yaml
 
-from conftest import REPO, kubectl_objects, make, makefile_text
-from test_manifests import KUBE, VERSIONS, load, rendered, validate
-from tfk8s.serving.process import free_port
+from conftest import kubectl_objects
+from support import KUBE, REPO, VERSIONS, load, make, makefile_text, rendered, validate
+from tfk8s.ports import free_port
 
 CLUSTER_TARGETS = ("check-cluster", "build", "push", "deploy", "storage", "job", "tensorboard", "tfjob", "tfjob-ps",
                    "logs", "serve", "predict", "sweep", "clean", "render", "instructor-plan", "instructor-operator",
@@ -141,15 +141,11 @@ def test_the_makefiles_workload_names_are_the_manifests():
     defaults = dict(re.findall(r"^(JOB|TFJOB|SERVING)\s*\?=\s*(\S+)", section, re.M))
     files = {"JOB": "job.yaml", "TFJOB": "tfjob.yaml", "SERVING": "serving.yaml"}
     for variable, name in files.items():
-        path = REPO / "kube" / name
-        if not path.exists():
-            continue
-        names = {d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text()) if d}
+        names = {d["metadata"]["name"] for d in load(KUBE / name)}
         assert defaults[variable] in names, f"{variable} ?= {defaults[variable]}, but {name} names {names}"
     for target, name in (("tfjob", "mnist-tfjob"), ("tfjob-ps", "mnist-tfjob-ps")):
-        path = REPO / "kube" / f"{target}.yaml"
-        if path.exists():
-            assert yaml.safe_load(path.read_text())["metadata"]["name"] == name
+        (tfjob,) = load(KUBE / f"{target}.yaml")
+        assert tfjob["metadata"]["name"] == name
 
 
 def test_tfjob_targets_check_the_tfjob_offline_then_the_quota_before_applying_it():

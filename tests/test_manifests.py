@@ -13,7 +13,6 @@ every object an attendee applies, the sweep's trials included.
 import json
 import math
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,58 +22,26 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from kubernetes_validate.utils import latest_version
 
-from conftest import REPO, assert_one_line_error, make, run_script
-from tfk8s.kube import katib_check, pod_security, render, tfjob_check
-
-KUBE = REPO / "kube"
-MANIFESTS = sorted(KUBE.glob("*.yaml"))
-VERSIONS = ("1.30.0", latest_version())  # the oldest we support and the newest known offline
-IMAGE, TAG, NAMESPACE = "registry.example.com/me/mnist", "v9", "alice"
-POD_TEMPLATE_PATHS = {
-    "Deployment": [("spec", "template")], "StatefulSet": [("spec", "template")],
-    "DaemonSet": [("spec", "template")], "Job": [("spec", "template")],
-    "CronJob": [("spec", "jobTemplate", "spec", "template")],
-}
-
-
-def load(path):
-    return [doc for doc in yaml.safe_load_all(Path(path).read_text()) if doc is not None]
-
-
-def rendered(paths=MANIFESTS, **options):
-    """The documents exactly as `make` applies them, with the values of the README's example."""
-    return render.render(render.load(paths), IMAGE, TAG, NAMESPACE, **options)
-
-
-def pod_templates(doc):
-    """(where, pod template) for every pod a workload runs, TFJob replicas included."""
-    if doc["kind"] == "TFJob":
-        return [(f"{doc['metadata']['name']}/{rtype}", spec["template"])
-                for rtype, spec in doc["spec"]["tfReplicaSpecs"].items()]
-    found = []
-    for path in POD_TEMPLATE_PATHS.get(doc["kind"], []):
-        node = doc
-        for key in path:
-            node = node[key]
-        found.append((doc["metadata"]["name"], node))
-    if doc["kind"] == "Pod":
-        found.append((doc["metadata"]["name"], doc))
-    return found
-
-
-def containers(template):
-    spec = template["spec"]
-    return [(kind, c) for kind in ("initContainers", "containers") for c in spec.get(kind, [])]
-
-
-def validate(doc, version):
-    """Strict schema validation (kubernetes-validate), or tfjob_check for a TFJob; raises on a problem."""
-    if doc["kind"] == "TFJob":
-        assert tfjob_check.problems(doc) == [], f"TFJob {doc['metadata']['name']}"
-    else:
-        kubernetes_validate.validate(doc, version, strict=True)
+from support import EXAMPLE_IMAGE as IMAGE
+from support import EXAMPLE_NAMESPACE as NAMESPACE
+from support import EXAMPLE_TAG as TAG
+from support import (
+    KUBE,
+    MANIFESTS,
+    REPO,
+    VERSIONS,
+    assert_one_line_error,
+    containers,
+    load,
+    make,
+    pod_templates,
+    rendered,
+    run_script,
+    validate,
+)
+from tfk8s.kube import katib_check, pod_security, render
+from tfk8s.ports import free_port
 
 
 def all_documents():
@@ -222,12 +189,11 @@ def test_rendering_puts_every_trainer_container_on_the_given_image_and_namespace
 
 def test_rendering_retags_every_replica_of_a_tfjob_written_with_a_yaml_alias():
     for path in (KUBE / "tfjob.yaml", KUBE / "tfjob-ps.yaml"):
-        if path.exists():
-            (tfjob,) = rendered([path])
-            images = {c["image"] for _, t in pod_templates(tfjob) for _, c in containers(t)}
-            assert images == {f"{IMAGE}:{TAG}"}, path.name
-            text = render.dump([tfjob])
-            assert "&id" not in text and "*id" not in text  # independent copies, no anchors left
+        (tfjob,) = rendered([path])
+        images = {c["image"] for _, t in pod_templates(tfjob) for _, c in containers(t)}
+        assert images == {f"{IMAGE}:{TAG}"}, path.name
+        text = render.dump([tfjob])
+        assert "&id" not in text and "*id" not in text  # independent copies, no anchors left
 
 
 def test_each_namespace_claims_the_volume_the_instructor_made_for_it():
@@ -310,12 +276,6 @@ def test_make_render_without_out_is_one_line():
 
 
 # ---------------------------------------------------------------- TensorBoard's real command
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_tensorboard_command_serves_the_runs_and_answers_its_probe(tmp_path):

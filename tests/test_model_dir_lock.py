@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import assert_one_line_error, run_script
+from support import assert_one_line_error, run_script
 from tfk8s.cli import UserError, child_env
 from tfk8s.trainer import lock
 from tfk8s.trainer.lock import LOCK_NAME, WriterLock

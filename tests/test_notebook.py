@@ -6,8 +6,7 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
-from conftest import REPO
-from test_demo import server_processes
+from support import REPO, server_processes
 
 NOTEBOOK = REPO / "notebooks" / "walkthrough.ipynb"
 

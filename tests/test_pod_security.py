@@ -9,7 +9,7 @@ import copy
 
 import pytest
 
-from conftest import assert_one_line_error, run_script
+from support import assert_one_line_error, run_script
 from tfk8s.kube import pod_security
 
 LEVELS = ("baseline", "restricted")

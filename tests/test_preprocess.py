@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support import variants
 from tfk8s import mnist
 from tfk8s.serving import preprocess
 from tfk8s.serving.preprocess import ImageError, to_mnist
@@ -14,29 +15,6 @@ TEST_IMAGES, TEST_LABELS = mnist.DATASETS["mini"][2:]
 def test_set():
     return (mnist.read_idx(mnist.DATA_DIR / TEST_IMAGES),
             mnist.read_idx(mnist.DATA_DIR / TEST_LABELS))
-
-
-def variants(digit):
-    """The same real MNIST digit (uint8 28x28, white on black) as people hand it in."""
-    ink = digit.astype(np.float64) / 255
-    paper = Image.fromarray(255 - digit)                               # dark ink on white paper
-    big = paper.resize((280, 280), Image.Resampling.BICUBIC)           # a 10x scan
-    canvas = Image.new("L", (400, 300), 255)
-    canvas.paste(big.resize((120, 120)), (250, 20))                    # small, in a corner of a photo
-    colour = np.stack([80 + 0 * ink, 60 + 0 * ink, 200 * (1 - ink)], -1)  # blue ink...
-    cream = np.array([250, 240, 215])                                   # ...on cream paper
-    rgb = (ink[..., None] * colour + (1 - ink[..., None]) * cream).astype(np.uint8)
-    rgba = np.zeros((28, 28, 4), np.uint8)                              # black ink on a transparent canvas
-    rgba[..., 3] = digit
-    return {
-        "mnist": Image.fromarray(digit),
-        "inverted": paper,
-        "large": big,
-        "off_centre": canvas,
-        "rgb": Image.fromarray(rgb, "RGB").resize((84, 84), Image.Resampling.BICUBIC),
-        "rgba": Image.fromarray(rgba, "RGBA"),
-        "16_bit": Image.fromarray((255 - digit).astype(np.uint16) * 257),  # I;16, light paper
-    }
 
 
 def centre_of_mass(x):

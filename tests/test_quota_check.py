@@ -8,8 +8,8 @@ workshop's own manifests (their real requests) and a ResourceQuota whose
 import pytest
 import yaml
 
-from conftest import kubectl_objects, make
-from test_manifests import KUBE, rendered
+from conftest import kubectl_objects
+from support import KUBE, make, rendered
 from tfk8s.instructor import plan
 from tfk8s.kube.resources import cpu_text, memory_text, pod_usage, total
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, assert_one_line_error, run_script
+from support import REPO, assert_one_line_error, copy_export, run_script
 from tfk8s.serving import model_config, preprocess
 from tfk8s.serving import process as serve
 from tfk8s.serving.flags import parse_args
@@ -20,16 +20,6 @@ from tfk8s.serving.tensors import apis, to_ndarray, to_tensor_proto
 MAX_BATCH = 64
 MANIFEST = REPO / "kube" / "serving.yaml"
 Code = grpc.StatusCode
-
-
-def copy_export(version_dir, export_dir, version=None):
-    """Put a copy of an export version under export_dir, renamed into place as the trainer does."""
-    export_dir.mkdir(parents=True, exist_ok=True)
-    target = export_dir / str(version or version_dir.name)
-    staging = export_dir / f".tmp-{target.name}"
-    shutil.copytree(version_dir, staging)
-    staging.rename(target)
-    return int(target.name)
 
 
 @pytest.fixture(scope="module")

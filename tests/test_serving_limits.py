@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from conftest import SRC, assert_one_line_error, run_script
+from support import SRC, assert_one_line_error, run_script
 from tfk8s.cli import child_env
+from tfk8s.ports import free_port
 from tfk8s.serving import process
 from tfk8s.serving.tensors import DT, apis, to_ndarray, to_tensor_proto
 
@@ -304,8 +305,8 @@ def test_a_refused_model_config_changes_nothing(exports, tmp_path):
 def test_a_second_server_on_a_port_in_use_is_a_one_line_error(exports, tmp_path):
     base = copy_versions(exports, tmp_path / "m", 2)
     with process.running(base, "m") as server:
-        for port, rest_port, what in ((server.grpc_port, process.free_port(), "gRPC"),
-                                      (process.free_port(), server.rest_port, "REST")):
+        for port, rest_port, what in ((server.grpc_port, free_port(), "gRPC"),
+                                      (free_port(), server.rest_port, "REST")):
             result = run_script("serve.py", "--model_name", "m", "--model_base_path", base, "--port", port,
                                 "--rest_api_port", rest_port, timeout=120)
             assert_one_line_error(result, f"cannot listen for {what}", "in use")
@@ -334,7 +335,7 @@ def test_tensor_content_method_name_check_and_cors_on_request(exports, tmp_path)
             assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_flags_are_parsed_before_tensorflow_and_the_server_never_imports_the_client():
+def test_flags_are_parsed_before_tensorflow():
     code = ("import sys; import tfk8s.serving.flags as f; f.parse_args(['--model_config_file', 'x']); "
             "print('tensorflow' in sys.modules, 'tensorflow.python' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=child_env())
@@ -342,6 +343,10 @@ def test_flags_are_parsed_before_tensorflow_and_the_server_never_imports_the_cli
     bad = subprocess.run([sys.executable, str(SRC / "serve.py"), "--port", "x"], capture_output=True, text=True,
                          timeout=60, env=child_env())
     assert_one_line_error(bad, "--port", "invalid int value")
+
+
+@pytest.mark.slow  # the server's modules load TensorFlow
+def test_the_server_never_imports_the_client():
     code = "import sys; import tfk8s.serving.server; print('tfk8s.serving.client' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=child_env())
     assert result.stdout.split()[-1] == "False", result.stderr

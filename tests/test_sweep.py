@@ -3,12 +3,9 @@ respects the quota, a real local run, and results ranked on validation accuracy 
 import csv
 import itertools
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -17,15 +14,27 @@ import pytest
 import yaml
 from PIL import Image
 
-import fake_api
-from conftest import REPO, assert_one_line_error, make
+from support import (
+    REPO,
+    assert_one_line_error,
+    container,
+    flag,
+    make,
+    make_error,
+    real_kubectl,
+    run_sweep,
+    tf_events,
+    workshop_namespace,
+    write_values,
+)
+from support import SWEEP_IMAGE as IMAGE
 from tfk8s.cli import UsageError
 from tfk8s.instructor import namespaces
-from tfk8s.kube import render, resources, tfjob_check
+from tfk8s.kube import resources, tfjob_check
+from tfk8s.ports import free_port
 from tfk8s.sweep import cluster, trials
 from tfk8s.trainer import flags as trainer_flags
 
-RUN = REPO / "templated" / "run.sh"
 DEFAULT_VALUES = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())
 RUN_ID = "20250102-030405"
 TINY = """\
@@ -38,29 +47,6 @@ TINY = """\
       dataset: mini
     """
 SHORT_TRAINING = ["--", "--steps", 30, "--eval_every", 15, "--checkpoint_every", 15]
-IMAGE = "registry.example.com/alice/mnist:v7"
-
-
-def run_sweep(*args, env=None, timeout=600):
-    """templated/run.sh as a user runs it, with this test session's Python environment."""
-    full_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    full_env.update({"VENV": sys.prefix, **(env or {})})
-    return subprocess.run([str(RUN), *map(str, args)], cwd=REPO, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def write_values(tmp_path, text, name="values.yaml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def container(doc, replica_type="Chief"):
-    return doc["spec"]["tfReplicaSpecs"][replica_type]["template"]["spec"]["containers"][0]
-
-
-def flag(args, name):
-    return args[args.index(f"--{name}") + 1]
 
 
 # ---------------------------------------------------------------- rendering
@@ -286,18 +272,6 @@ def test_help_describes_every_flag_and_bad_flags_are_one_line():
 
 # ---------------------------------------------------------------- the cluster, through kubectl
 
-def workshop_namespace(api, *running):
-    """Seed the namespace as an attendee's is after `make deploy`: its real quota, the pods of `running`."""
-    state = api.read()
-    quota = next(d for d in yaml.safe_load_all(namespaces.render_namespace("alice")) if d["kind"] == "ResourceQuota")
-    state["objects"]["resourcequotas"] = [quota]
-    docs = render.render(render.load([REPO / "kube" / name for name in running]), "r.example.com/mnist", "v1",
-                         "alice")
-    state["objects"]["pods"] = [p for doc in docs for p in fake_api.pods_of(doc)]
-    api.write(state)
-    return quota
-
-
 def created(api):
     return api.read()["objects"]["tfjobs"]
 
@@ -327,16 +301,10 @@ def test_a_failed_trial_fails_the_sweep_after_every_trial_ran(api):
     assert len(created(api)) == 9
 
 
-def make_error(result, *fragments):
-    """make's own closing line ("make: *** ... Error 1") set aside: the tool's one-line error."""
-    lines = [line for line in result.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", line)]
-    return assert_one_line_error(subprocess.CompletedProcess(result.args, result.returncode, result.stdout,
-                                                             "\n".join(lines)), *fragments)
-
-
 def make_sweep(api, *extra, env=None):
+    """`make sweep` against the stand-in, which answers at once: polled every 50 ms, not every 15 s."""
     return make("sweep", "NAMESPACE=alice", f"IMAGE={IMAGE.split(':')[0]}", "TAG=v7", "SWEEP_PARALLEL=2", *extra,
-                env={**api.env, **(env or {})}, path=api.path)
+                env={**api.env, "SWEEP_POLL": "0.05", **(env or {})}, path=api.path)
 
 
 def test_a_second_make_sweep_deletes_the_finished_trials_and_trains_every_trial_again(api):
@@ -439,7 +407,6 @@ def test_no_kubectl_is_one_line_pointing_to_dry_run_and_local(tmp_path):
     assert_one_line_error(result, "kubectl is not on PATH", "--dry_run", "--local")
 
 
-@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
 def test_status_jsonpath_yields_the_true_conditions_with_real_kubectl(tmp_path):
     """kubectl evaluates the poll's JSONPath (offline, with --local) as it would on a TFJob from the API server."""
     job = {"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "metadata": {"name": "t"},
@@ -447,7 +414,7 @@ def test_status_jsonpath_yields_the_true_conditions_with_real_kubectl(tmp_path):
                                      {"type": "Succeeded", "status": "True"}]}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
-    result = subprocess.run(["kubectl", "label", "--local", "-f", path, "probe=1", "-o",
+    result = subprocess.run([real_kubectl(), "label", "--local", "-f", path, "probe=1", "-o",
                              f"jsonpath={cluster.JSONPATH}"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["Created", "Succeeded"]
@@ -471,6 +438,7 @@ def write_events(run_dir, points, tag="accuracy"):
     writer.close()
 
 
+@pytest.mark.slow  # reading event files, TensorBoard's reader loads TensorFlow
 def test_results_choose_on_validation_accuracy_and_only_report_the_test_accuracy(tmp_path):
     """t02 has the best test accuracy, t01 the best validation accuracy: t01 is chosen, t02's test is not a vote."""
     values = write_values(tmp_path, TINY.replace("[0.05, 0.0001]", "[0.05, 0.0001, 0.001]"))
@@ -503,16 +471,9 @@ def local_sweep(tmp_path_factory):
             "values": values}
 
 
-def events(run_dir, tag="accuracy"):
-    """{step: value} of `tag` in a run directory, read with TensorFlow's own record reader (not TensorBoard's)."""
-    import tensorflow as tf
-    values = {}
-    for path in sorted(run_dir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = float(tf.make_ndarray(value.tensor))
-    return values
+def events(run_dir):
+    """{step: accuracy} of a run directory's event files."""
+    return dict(tf_events(run_dir))
 
 
 @pytest.mark.slow
@@ -575,13 +536,6 @@ def test_results_rank_trials_by_their_event_files_and_show_unfinished_and_missin
     with Image.open(tmp_path / "out" / "tiny-results.png") as png:
         assert png.format == "PNG" and png.width > 400 and png.height > 200
         assert len(png.convert("L").getcolors(maxcolors=1 << 16) or range(2)) > 2  # a plot, not a blank page
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

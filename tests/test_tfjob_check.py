@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, run_script
+from support import REPO, assert_one_line_error, run_script
 from tfk8s.kube import tfjob_check
 
 MANIFESTS = [REPO / "kube" / "tfjob.yaml", REPO / "kube" / "tfjob-ps.yaml"]

@@ -1,6 +1,6 @@
 """tfjob_local: the very TFJob manifests of kube/ run here as real processes, one per replica.
 
-First the runner's rules with replicas that are tiny Python scripts (fast):
+First the runner's rules with replicas that are tiny Python scripts (fast, unmarked):
 TF_CONFIG as the operator writes it, restart policies, backoffLimit, the
 success rule, clean-up and Ctrl-C. Then (slow) the real manifests train the
 real model: MultiWorkerMirroredStrategy on 3 replicas, ParameterServerStrategy,
@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from conftest import REPO, SRC, assert_one_line_error, run_script
+from support import REPO, SRC, assert_one_line_error, run_script
 from tfk8s import versions
 from tfk8s.cli import child_env
 from tfk8s.kube import tfjob_check, tfjob_local
@@ -212,7 +212,6 @@ def test_only_paths_under_a_mount_point_are_rewritten():
     assert tfjob_local.localize("--steps", mounts) == "--steps"
 
 
-@pytest.mark.slow
 def test_every_replica_gets_its_tf_config_and_the_chief_decides_success(tmp_path):
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode"), "Worker": (2, "ExitCode"), "PS": (1, "ExitCode")})
     result = run_local(manifest, tmp_path / "run", "chief-0=last", "worker-0=block", "worker-1=block", "ps-0=block")
@@ -228,14 +227,12 @@ def test_every_replica_gets_its_tf_config_and_the_chief_decides_success(tmp_path
     assert (tmp_path / "run" / "logs" / "fake-ps-0.log").read_text().startswith("ps-0 run 0\n")
 
 
-@pytest.mark.slow
 def test_a_single_replica_job_gets_no_tf_config(tmp_path):
     result = run_local(fake_tfjob(tmp_path, {"Chief": (1, "Never")}), tmp_path / "run")
     assert result.returncode == 0, result.stdout + result.stderr
     assert replica_lines(result.stdout, "chief-0") == ["chief-0 run 0", "TF_CONFIG None"]
 
 
-@pytest.mark.slow
 def test_without_a_chief_worker_0_decides_and_a_retryable_exit_is_retried(tmp_path):
     manifest = fake_tfjob(tmp_path, {"Worker": (2, "ExitCode")})
     result = run_local(manifest, tmp_path / "run", "worker-0=138,0", "worker-1=block")
@@ -245,7 +242,6 @@ def test_without_a_chief_worker_0_decides_and_a_retryable_exit_is_retried(tmp_pa
     assert "worker-0 succeeded; 1 restart(s)" in result.stdout
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("policy, codes, restarted", [
     ("ExitCode", "137,0", True), ("ExitCode", "143,0", True), ("ExitCode", "130,0", True),
     ("ExitCode", "139,0", True), ("ExitCode", "128,0", True),  # v1.9: every code from 128 up is retryable
@@ -259,7 +255,6 @@ def test_restart_policy_decides_which_exit_codes_are_retried(tmp_path, policy, c
     assert ("chief-0 run 1" in result.stdout) == restarted
 
 
-@pytest.mark.slow
 def test_a_permanent_failure_fails_the_job_naming_the_replica_and_its_last_lines(tmp_path):
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode"), "Worker": (1, "ExitCode")})
     result = run_local(manifest, tmp_path / "run", "worker-0=2", "chief-0=block")
@@ -271,7 +266,6 @@ def test_a_permanent_failure_fails_the_job_naming_the_replica_and_its_last_lines
     assert "[tfjob] job failed; cleanPodPolicy Running: stopping chief-0" in result.stdout
 
 
-@pytest.mark.slow
 def test_backoff_limit_caps_the_restarts_in_place_of_on_failure(tmp_path):
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "OnFailure")}, run_policy={"backoffLimit": 2})
     result = run_local(manifest, tmp_path / "run", "chief-0=138")
@@ -280,7 +274,6 @@ def test_backoff_limit_caps_the_restarts_in_place_of_on_failure(tmp_path):
         "chief-0 run 0", "chief-0 run 1", "chief-0 run 2"]
 
 
-@pytest.mark.slow
 def test_under_exit_code_only_the_deadline_bounds_retries_as_in_operator_v1_9(tmp_path):
     """ExitCode recreates the pod (its restart count starts again at 0): backoffLimit 2 never stops it."""
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")},
@@ -290,7 +283,6 @@ def test_under_exit_code_only_the_deadline_bounds_retries_as_in_operator_v1_9(tm
     assert len([line for line in replica_lines(result.stdout, "chief-0") if " run " in line]) > 3
 
 
-@pytest.mark.slow
 def test_under_exit_code_a_backoff_limit_of_zero_fails_the_job_at_the_first_failure(tmp_path):
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")}, run_policy={"backoffLimit": 0})
     result = run_local(manifest, tmp_path / "run", "chief-0=138")
@@ -298,21 +290,18 @@ def test_under_exit_code_a_backoff_limit_of_zero_fails_the_job_at_the_first_fail
     assert [line for line in replica_lines(result.stdout, "chief-0") if " run " in line] == ["chief-0 run 0"]
 
 
-@pytest.mark.slow
 def test_always_restarts_even_a_chief_that_succeeded(tmp_path):
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "Always")}, run_policy={"backoffLimit": 1})
     result = run_local(manifest, tmp_path / "run", "chief-0=0")
     assert_one_line_error(result, "chief-0 exited with code 0 and runPolicy.backoffLimit 1 is spent")
 
 
-@pytest.mark.slow
 def test_active_deadline_stops_the_job(tmp_path):
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never")}, run_policy={"activeDeadlineSeconds": 2})
     result = run_local(manifest, tmp_path / "run", "chief-0=block", timeout=60)
     assert_one_line_error(result, "runPolicy.activeDeadlineSeconds (2s) passed")
 
 
-@pytest.mark.slow
 def test_an_invalid_manifest_is_refused_before_anything_runs(tmp_path):
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never")})
     manifest.write_text(manifest.read_text().replace("restartPolicy: Never", "restartPolicy: Sometimes"))
@@ -326,7 +315,6 @@ def child_pids(lines):
     return [int(m[1]) for m in (re.search(r"\] child (\d+)$", line.rstrip()) for line in lines) if m]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_sigterm_stops_every_replica_and_what_it_started(tmp_path, signum):
     mark = f"stop-{signum}-{os.getpid()}"
@@ -345,7 +333,6 @@ def test_ctrl_c_or_sigterm_stops_every_replica_and_what_it_started(tmp_path, sig
     assert_nothing_left(mark, timeout=2)  # gone when the runner returns (the children by SIGKILL after 1 s)
 
 
-@pytest.mark.slow
 def test_a_runner_killed_outright_leaves_no_replica_behind(tmp_path):
     mark = f"sigkill-{os.getpid()}"
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")}, grace=1)
@@ -359,7 +346,6 @@ def test_a_runner_killed_outright_leaves_no_replica_behind(tmp_path):
     assert_nothing_left(mark, timeout=15)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("command, reason", [
     (["no-such-trainer"], "No such file or directory: no-such-trainer"),
     (["{tmp}/not-executable.py"], "Permission denied: {tmp}/not-executable.py"),
@@ -379,7 +365,6 @@ def test_a_replica_that_cannot_start_fails_the_job_and_the_others_are_stopped(tm
     assert_nothing_left(mark, timeout=2)
 
 
-@pytest.mark.slow
 def test_a_command_that_cannot_start_is_retried_under_exit_code_as_every_code_from_128(tmp_path):
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")}, run_policy={"activeDeadlineSeconds": 4},
                           commands={"Chief": ["no-such-trainer"]})

@@ -9,11 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SRC, assert_one_line_error, run_script
+from support import SRC, assert_one_line_error, run_script
 from tfk8s import mnist, versions
 from tfk8s.trainer.lock import LOCK_NAME
 
 
+@pytest.mark.slow
 def test_short_run_learns_far_above_chance(trained_model):
     accuracy = float(re.search(r"test accuracy ([\d.]+)%", trained_model["stdout"]).group(1))
     assert accuracy > 90.0, trained_model["stdout"]
@@ -45,6 +46,7 @@ def test_export_has_the_serving_signatures_with_exact_names_dtypes_and_shapes(tr
     np.testing.assert_allclose(result["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_summaries_are_readable_by_tensorboard(trained_model):
     from tensorboard.backend.event_processing import event_accumulator
     tags = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, assert_one_line_error, run_script
+from support import SRC, assert_one_line_error, run_script
 from tfk8s import versions
 from tfk8s.cli import child_env
 from tfk8s.trainer.lock import LOCK_NAME

@@ -31,7 +31,6 @@ where a pod is named as on the cluster: <job>-<type>-<index>.
 """
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +42,7 @@ from pathlib import Path
 from tfk8s.cli import ArgumentParser, UserError, child_env, entry_point, fail
 from tfk8s.kube import reaper, tfjob_check
 from tfk8s.paths import REPO, RUNS
+from tfk8s.ports import free_ports
 
 IMAGE_WORKDIR = "/app"  # where the image keeps this repository
 PYTHONS = ("python", "python3")
@@ -86,18 +86,6 @@ def replica_specs(doc):
 
 def tensorflow_container(spec):
     return next(c for c in tfjob_check.containers_of(spec) if c.get("name") == tfjob_check.CONTAINER)
-
-
-def free_ports(count):
-    """`count` distinct free localhost ports (held open together while they are picked)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def localize(value, mounts):

@@ -3,7 +3,6 @@
 No TensorFlow here: the caller's process stays light.
 """
 import contextlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,14 +13,9 @@ import grpc
 
 from tfk8s.cli import child_env
 from tfk8s.paths import SRC
+from tfk8s.ports import free_ports
 from tfk8s.serving.protocol import State
 from tfk8s.serving.tensors import apis
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -32,9 +26,7 @@ def running(model_base_path=None, model_name="mnist", args=(), timeout=120, mode
     `model_config_file`. Yields grpc_port, rest_port, process and log() (its
     output so far) once `model_name` answers GetModelStatus as AVAILABLE.
     """
-    grpc_port, rest_port = free_port(), free_port()
-    while rest_port == grpc_port:
-        rest_port = free_port()
+    grpc_port, rest_port = free_ports(2)
     served = (["--model_config_file", str(model_config_file)] if model_config_file else
               ["--model_name", model_name, "--model_base_path", str(model_base_path)])
     command = [sys.executable, str(SRC / "serve.py"), *served, "--port", str(grpc_port),

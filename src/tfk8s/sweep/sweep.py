@@ -101,9 +101,9 @@ def parse_args(argv):
     p.add_argument("--parallel", type=int, metavar="N",
                    help="at most N trials at once; each of the rest starts when one finishes (default: on the "
                         "cluster all at once, with --local 1)")
-    p.add_argument("--poll", type=float, default=15.0, metavar="SECONDS",
-                   help="with --parallel on the cluster, how often to ask for the trials' status "
-                        "(default: %(default)g)")
+    p.add_argument("--poll", type=float, default=os.environ.get("SWEEP_POLL", "15"), metavar="SECONDS",
+                   help="on the cluster, how often to ask for the trials' (or the Katib Experiment's) status "
+                        "(default: %(default)s, or the environment's SWEEP_POLL: `make sweep SWEEP_POLL=5`)")
     p.add_argument("--max_trials", type=int, default=MAX_TRIALS, metavar="N",
                    help="refuse a grid of more than N combinations (default: %(default)s)")
     p.add_argument("--run_id", metavar="ID", help="with --results: the run to rank (default: the newest); "
