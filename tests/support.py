@@ -24,6 +24,9 @@ import fake_api
 from tfk8s.cli import child_env
 from tfk8s.kube import render, tfjob_check
 from tfk8s.paths import REPO, SRC
+from tfk8s.sweep import katib as katib_sweep
+from tfk8s.sweep import trials as sweep_trials
+from tfk8s.sweep import values as sweep_values
 
 MAKE = shutil.which("make")
 
@@ -318,3 +321,11 @@ def variants(digit):
         "rgba": Image.fromarray(rgba, "RGBA"),
         "16_bit": Image.fromarray((255 - digit).astype(np.uint16) * 257),  # I;16, light paper
     }
+
+
+def katib_experiment(values_text=None, tmp_path=None, name=None, max_trials=30):
+    """The Katib Experiment a values file (default: templated/values.yaml) renders to, for namespace alice."""
+    path = REPO / "templated" / "values.yaml" if values_text is None else write_values(tmp_path, values_text)
+    values = sweep_values.load(path)
+    return katib_sweep.render(values, name or values["name"], "alice", SWEEP_IMAGE, sweep_trials.load_base(), str(path),
+                              max_trials)

@@ -171,7 +171,6 @@ def test_an_unreachable_server_is_one_line_within_the_timeout():
 
 def test_the_client_starts_without_loading_the_tensorflow_runtime():
     """It needs TensorFlow's message classes only; loading the runtime would cost seconds per command."""
-    code = f"import sys; sys.path.insert(0, {str(SRC)!r}); import client; " \
-           "print(sorted(m for m in sys.modules if m.startswith('tensorflow.python')))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    code = "import sys, client; print(sorted(m for m in sys.modules if m.startswith('tensorflow.python')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=SRC)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -2,9 +2,12 @@
 
 The cases come from tensorflow/serving's http_rest_api_handler_test.cc (UnsupportedApiCalls, Predict,
 PredictRequestErrors, Regress, Classify, GetStatus, GetModelMetadata), json_tensor_test.cc,
-predict_impl_test.cc, get_model_metadata_impl_test.cc and multi_inference_test.cc, and from the code
-where no test pins a case (the spec in the repository's notes says which). The model is their
+predict_impl_test.cc, get_model_metadata_impl_test.cc and multi_inference_test.cc, and, where no test pins
+a case, from the code that decides it. The model is their
 half_plus_two (y = 0.5 * x + 2), versions 1 and 2, served as `m` by one serve.py for the whole module.
+
+Why one module of some 490 lines: one server for all the cases, and the cases follow the upstream tests
+file by file, so that each can be compared with its source.
 """
 import http.client
 import json

@@ -9,6 +9,9 @@ reaches its own namespace and DNS, nothing of another attendee's and not the
 NFS servers); and a Role that allows every kind the attendee's steps apply
 and nothing that reaches beyond the namespace. Then the command itself, on a
 stand-in kubectl: what it applies, in which order, and its kubeconfigs.
+
+Why one module of some 450 lines: every check above reads the same rendered namespace of one attendee;
+split, each part would render and read it again.
 """
 import ipaddress
 import json

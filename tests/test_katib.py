@@ -3,7 +3,6 @@ the metric it names is the validation accuracy as Katib's collector reads it, an
 import copy
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,39 +13,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-import fake_api
 from support import (
     REPO,
-    VERSIONS,
     assert_one_line_error,
     container,
     flag,
-    make,
-    make_error,
-    run_script,
     run_sweep,
     tf_events,
-    validate,
-    workshop_namespace,
     write_values,
 )
 from support import SWEEP_IMAGE as IMAGE
-from tfk8s.instructor import katib as katib_access
-from tfk8s.instructor import namespaces
+from support import katib_experiment as experiment
 from tfk8s.kube import katib_check, tfjob_check
-from tfk8s.sweep import cluster, katib, katib_cluster, katib_metrics
+from tfk8s.sweep import katib_metrics
 from tfk8s.sweep import trials as planning
-from tfk8s.sweep import values as checks
 
 VALUES = REPO / "templated" / "values.yaml"
 EXAMPLE_TRIAL = "mnist-sweep-x7k2pq9z"
-
-
-def experiment(values_text=None, tmp_path=None, name=None, max_trials=30):
-    """The Experiment the values file (default: templated/values.yaml) renders to, for namespace alice."""
-    path = VALUES if values_text is None else write_values(tmp_path, values_text)
-    values = checks.load(path)
-    return katib.render(values, name or values["name"], "alice", IMAGE, planning.load_base(), str(path), max_trials)
 
 
 @pytest.fixture(scope="module")
@@ -217,148 +200,6 @@ def test_a_value_the_shell_would_read_cannot_reach_a_katib_trial(tmp_path):
     assert_one_line_error(too_long, "too long for a Katib Experiment (at most 40 characters)")
 
 
-# ---------------------------------------------------------------- the validator, rule by rule (Katib v0.19)
-
-def mutated(doc, change):
-    doc = copy.deepcopy(doc)
-    change(doc)
-    return katib_check.problems(doc)
-
-
-RULES = [
-    ("V1", lambda d: d["metadata"].update(name="1234-test"), "metadata.name: Invalid value: \"1234-test\": name "
-     "must consist of lower case alphanumeric characters or '-', start with an alphabetic character"),
-    ("V2", lambda d: d["metadata"].update(name="a" * 41), "and may not be longer than 40 characters. "),
-    ("V3-api-server", lambda d: d["metadata"].update(name="a-"), "metadata.name: Invalid value: \"a-\": a lowercase "
-     "RFC 1123 subdomain"),
-    ("V4", lambda d: d["spec"].update(maxFailedTrialCount=-1),
-     "spec.maxFailedTrialCount: Invalid value: -1: should not be less than 0"),
-    ("V5", lambda d: d["spec"].update(maxTrialCount=0), "spec.maxTrialCount: Invalid value: 0: must be greater than 0"),
-    ("V6", lambda d: d["spec"].update(parallelTrialCount=0),
-     "spec.parallelTrialCount: Invalid value: 0: must be greater than 0"),
-    ("V7", lambda d: d["spec"].update(maxFailedTrialCount=10),
-     "spec.maxFailedTrialCount: Invalid value: 10: should be less than or equal to spec.maxTrialCount"),
-    ("V8-default-3", lambda d: (d["spec"].pop("parallelTrialCount"), d["spec"].update(maxTrialCount=2,
-                                                                                     maxFailedTrialCount=1)),
-     "spec.parallelTrialCount: Invalid value: 3: should be less than or equal to spec.maxTrialCount"),
-    ("O1", lambda d: d["spec"].pop("objective"), "spec.objective: Required value: must be specified"),
-    ("O2", lambda d: d["spec"]["objective"].update(type="maximise"),
-     "spec.objective.type: Invalid value: \"maximise\": must be minimize or maximize"),
-    ("O3", lambda d: d["spec"]["objective"].update(objectiveMetricName=""),
-     "spec.objective.objectiveMetricName: Required value: must be specified"),
-    ("A1", lambda d: d["spec"].pop("algorithm"), "spec.algorithm: Required value: must be specified"),
-    ("A3", lambda d: d["spec"]["algorithm"].update(algorithmName="hyperopt"),
-     "spec.algorithm.algorithmName: Invalid value: \"hyperopt\": unable to get Suggestion config data for algorithm "
-     "hyperopt: failed to find suggestion config for algorithm: hyperopt in ConfigMap: katib-config"),
-    ("E2", lambda d: d["spec"].update(earlyStopping={"algorithmName": "meanstop"}),
-     "spec.earlyStopping.algorithmName: Invalid value: \"meanstop\": unable to get EarlyStopping config data"),
-    ("R1", lambda d: d["spec"].update(resumePolicy="Always"),
-     "spec.resumePolicy: Invalid value: \"Always\": invalid ResumePolicyType"),
-    ("T2", lambda d: d["spec"]["trialTemplate"].update(primaryContainerName=""),
-     "spec.trialTemplate.primaryContainerName: Required value: must be specified"),
-    ("T4", lambda d: d["spec"]["trialTemplate"].pop("trialParameters"),
-     "spec.trialTemplate.trialParameters: Required value: must be specified"),
-    ("T5", lambda d: d["spec"]["trialTemplate"].pop("trialSpec"),
-     "spec.trialTemplate.TrialSource: Required value: spec.trialTemplate.trialSpec or spec.trialTemplate.configMap"),
-    ("T9", lambda d: d["spec"]["trialTemplate"]["trialParameters"][0].update(name="a{b"),
-     "spec.trialTemplate.trialParameters[0]: Invalid value: \"\": name and reference must be specified"),
-    ("T10", lambda d: d["spec"]["trialTemplate"]["trialParameters"][1].update(name="learning_rate"),
-     "spec.trialTemplate.trialParameters[1].name: Invalid value: \"learning_rate\": parameter name learning_rate "
-     "can't be duplicated"),
-    ("T12", lambda d: d["spec"]["trialTemplate"]["trialParameters"][0].update(reference="lr"),
-     "spec.trialTemplate.trialParameters[0].reference: Invalid value: \"lr\": parameter reference lr does not "
-     "exist in spec.parameters"),
-    ("T14", lambda d: d["spec"]["trialTemplate"]["trialParameters"].append({"name": "seed", "reference": "seed"}),
-     "spec.trialTemplate.trialParameters[3].name: Invalid value: \"seed\": parameter name: seed in "
-     "spec.trialParameters not found in spec.trialTemplate"),
-    ("T15", lambda d: d["spec"]["trialTemplate"]["trialSpec"]["metadata"]["labels"].update(x="${trialParameters.y}"),
-     "spec.trialTemplate: Invalid value: \"\": parameters: [${trialParameters.y}] in spec.trialTemplate not found in "
-     "spec.trialParameters"),
-    ("T17", lambda d: d["spec"]["trialTemplate"]["trialSpec"]["metadata"].update(name="fixed"),
-     "spec.trialTemplate: Invalid value: \"\": metadata.name and metadata.namespace in spec.trialTemplate must be "
-     "omitted"),
-    ("T18", lambda d: d["spec"]["trialTemplate"]["trialSpec"].pop("kind"),
-     "spec.trialTemplate: Required value: APIVersion and Kind in spec.trialTemplate must be specified"),
-    ("P1", lambda d: d["spec"]["parameters"][0].update(parameterType="float"),
-     "spec.parameters[0].parameterType: Invalid value: \"float\": parameterType: float is not supported"),
-    ("P2", lambda d: d["spec"]["parameters"][0]["feasibleSpace"].update(distribution="exponential"),
-     "spec.parameters[0].feasibleSpace.distribution: Invalid value: \"exponential\": distribution: exponential is "
-     "not supported"),
-    ("P4", lambda d: d["spec"]["parameters"][0].update(parameterType="double"),
-     "spec.parameters[0].feasibleSpace.list: Invalid value: [\"0.1\",\"0.01\",\"0.001\"]: feasibleSpace.list is not "
-     "supported for parameterType: double"),
-    ("P6", lambda d: d["spec"]["parameters"][0]["feasibleSpace"].update(min="0.001"),
-     "feasibleSpace .max, .min and .step is not supported for parameterType: discrete"),
-    ("P0", lambda d: d["spec"].pop("parameters"),
-     "spec: Required value: spec.parameters or spec.nasConfig must be specified"),
-    ("M1", lambda d: d["spec"]["metricsCollectorSpec"]["collector"].update(kind="Prometheus"),
-     "spec.metricsCollectorSpec.collector.kind: Invalid value: \"Prometheus\": invalid metrics collector kind"),
-    ("M2", lambda d: d["spec"]["metricsCollectorSpec"].update(collector={"kind": "PrometheusMetric"}),
-     "GetMetricsCollectorConfigData failed: failed to find metrics collector config for kind: PrometheusMetric"),
-    ("M3", lambda d: d["spec"]["metricsCollectorSpec"]["source"]["fileSystemPath"].update(kind="File"),
-     "spec.metricsCollectorSpec.source: Required value: directory path where tensorflow event files exist is "
-     "required by .spec.metricsCollectorSpec.source.fileSystemPath.path"),
-    ("M4", lambda d: d["spec"]["metricsCollectorSpec"]["source"]["fileSystemPath"].update(path="logs/tb"),
-     "directory path where tensorflow event files exist is required"),
-    ("M6", lambda d: d["spec"]["metricsCollectorSpec"]["source"]["fileSystemPath"].update(format="TEXT"),
-     "spec.metricsCollectorSpec.source.fileSystemPath.format: Invalid value: \"TEXT\": must be empty"),
-    ("M15", lambda d: d["spec"]["metricsCollectorSpec"]["source"].update(filter={"metricsFormat": ["acc=(.*)"]}),
-     "spec.metricsCollectorSpec.source.filter.metricsFormat: Invalid value: \"acc=(.*)\": two top subexpressions "
-     "are required"),
-    ("unknown-field", lambda d: d["spec"]["trialTemplate"].update(primaryContainer="tensorflow"),
-     'spec.trialTemplate: unknown field "primaryContainer" (Katib v0.19 would drop it)'),
-    ("wrong-type", lambda d: d["spec"].update(maxTrialCount="9"), "spec.maxTrialCount: must be a integer, not \"9\""),
-    ("G1", lambda d: d["spec"].update(maxTrialCount=10, parallelTrialCount=2),
-     "Max Trial Count: 10 > all possible search combinations: 9"),
-    ("log-scale", lambda d: (d["spec"]["algorithm"].update(algorithmName="bayesianoptimization"),
-                             d["spec"]["parameters"][0].update(parameterType="double",
-                                                               feasibleSpace={"min": "0", "max": "0.1"})),
-     "learning_rate is searched on a log scale (bayesianoptimization's doubles always are), so its min must be "
-     "above 0"),
-    ("early-stopping-tfevent", lambda d: d["spec"].update(earlyStopping={"algorithmName": "medianstop"}),
-     "spec.earlyStopping: Katib v0.19's TensorFlowEvent collector takes no early-stopping rules"),
-]
-
-
-@pytest.mark.parametrize("change, expected", [(c, e) for _, c, e in RULES], ids=[r for r, _, _ in RULES])
-def test_each_ported_rule_refuses_what_katib_refuses_with_its_message(default, change, expected):
-    found = mutated(default, change)
-    assert any(expected in line for line in found), found
-
-
-def test_an_objective_error_stops_katibs_validation_there(default):
-    """Katib returns at once after an objective error: the algorithm's is not reported with it."""
-    found = mutated(default, lambda d: (d["spec"]["objective"].update(type=""),
-                                        d["spec"]["algorithm"].update(algorithmName="nope")))
-    assert len(found) == 1 and found[0].startswith("spec.objective.type")
-
-
-def test_katib_defaults_are_applied_before_its_rules(default):
-    doc = copy.deepcopy(default)
-    doc["spec"]["trialTemplate"].pop("primaryPodLabels")
-    doc["spec"].pop("parallelTrialCount")
-    del doc["spec"]["objective"]["metricStrategies"]
-    defaulted = katib_check.defaults(doc)["spec"]
-    assert defaulted["parallelTrialCount"] == 3 and defaulted["resumePolicy"] == "Never"
-    assert defaulted["objective"]["metricStrategies"] == [{"name": "eval/accuracy", "value": "max"},
-                                                          {"name": "test/accuracy", "value": "max"}]
-    template = defaulted["trialTemplate"]
-    assert template["primaryPodLabels"] == {"training.kubeflow.org/job-role": "master"}
-    assert template["successCondition"] == 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
-    assert all(p["feasibleSpace"]["distribution"] == "uniform" for p in defaulted["parameters"])
-
-
-def test_the_namespace_needs_katibs_label_which_the_instructors_template_gives(default):
-    plain = next(d for d in yaml.safe_load_all(namespaces.render_namespace("alice")) if d["kind"] == "Namespace")
-    (line,) = katib_check.namespace_problems(default, plain["metadata"]["labels"])
-    assert line == ('Cannot create the Experiment "mnist-sweep" in namespace "alice": the namespace lacks label '
-                    '"katib.kubeflow.org/metrics-collector-injection: enabled"')
-    access = [d for d in yaml.safe_load_all(katib_access.render("alice")) if d]
-    (namespace,) = [d for d in access if d["kind"] == "Namespace"]
-    assert katib_check.namespace_problems(default, {**plain["metadata"]["labels"],
-                                                    **namespace["metadata"]["labels"]}) == []
-
-
 # ---------------------------------------------------------------- the metric: what Katib's collector reads
 
 def latest(logs, name):
@@ -399,153 +240,6 @@ def test_katibs_rules_for_the_latest_value_and_the_best_trial():
     assert katib_metrics.best(["0.5", "0.3"], maximize=False) == 1
     assert katib_metrics.best(["unavailable"]) == -1
     assert katib_metrics.tfevent_logs("/nonexistent", ["m"])[0][1:] == ("m", "unavailable")
-
-
-# ---------------------------------------------------------------- on the cluster, through kubectl
-
-def katib_namespace(api):
-    """An attendee's namespace after `make deploy`, with Katib's access given."""
-    workshop_namespace(api, "tensorboard.yaml", "serving.yaml")
-
-
-def make_katib(api, target, *extra, env=None):
-    """A Katib target against the stand-in, which answers at once: polled every 50 ms, not every 15 s."""
-    return make(target, "NAMESPACE=alice", f"IMAGE={IMAGE.split(':')[0]}", "TAG=v7", *extra,
-                env={**api.env, "SWEEP_POLL": "0.05", **(env or {})}, path=api.path)
-
-
-METRICS = {"learning_rate=0.1,hidden_layers=1": [0.97, 0.95], "learning_rate=0.01,hidden_layers=2": [0.96, 0.99]}
-
-
-def test_make_katib_sweep_creates_the_experiment_follows_it_and_prints_the_best_trial(api):
-    katib_namespace(api)
-    result = make_katib(api, "katib-sweep", env={"FAKE_POLLS": "1", "FAKE_KATIB_METRICS": json.dumps(METRICS)})
-    assert result.returncode == 0, result.stdout + result.stderr
-    (created,) = api.read()["objects"]["experiments"]
-    assert katib_check.problems({k: v for k, v in created.items() if k not in ("status", "polls")}) == []
-    assert created["spec"]["trialTemplate"]["trialSpec"]["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"][
-        "containers"][0]["image"] == IMAGE
-    best = api.read()["objects"]["experiments"][0]["status"]["currentOptimalTrial"]["bestTrialName"]
-    assert f"best: {best} (learning_rate=0.1 hidden_layers=1): validation accuracy 97.00%" in result.stdout
-    assert f"--model_base_path=/mnt/nfs/exports/katib/mnist-sweep/{best}" in result.stdout
-
-    again = make_katib(api, "katib-sweep", env={"FAKE_KATIB_METRICS": json.dumps(METRICS)})
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "deleted the finished Experiment mnist-sweep" in again.stdout
-    changes = [c for c in api.calls() if c[0] in ("create", "delete")]
-    assert [c[0] for c in changes] == ["create", "delete", "create"]
-    assert changes[1][:3] == ["delete", "experiment", "mnist-sweep"]
-
-
-def test_make_katib_results_ranks_the_trials_on_validation_accuracy_as_katib_does(api, tmp_path):
-    katib_namespace(api)
-    env = {"FAKE_KATIB_METRICS": json.dumps(METRICS)}
-    assert make_katib(api, "katib-sweep", env=env).returncode == 0
-    result = make_katib(api, "katib-results", f"RUNS={tmp_path}", env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    with open(tmp_path / "katib" / "mnist-sweep-results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 9 and [r["rank"] for r in rows] == [str(i) for i in range(1, 10)]
-    # Chosen on validation (0.97), not on the best test accuracy (0.99, the second row).
-    assert (rows[0]["learning_rate"], rows[0]["hidden_layers"], rows[0]["test_accuracy"]) == ("0.1", "1", "0.950000")
-    assert (rows[1]["learning_rate"], rows[1]["test_accuracy"]) == ("0.01", "0.990000")
-    best = api.read()["objects"]["experiments"][0]["status"]["currentOptimalTrial"]["bestTrialName"]
-    assert rows[0]["trial"] == best and f"Katib's choice (the highest eval/accuracy, its `latest` value): {best}" in \
-        result.stdout and "look at both" not in result.stdout
-    assert rows[0]["export"] == f"/mnt/nfs/exports/katib/mnist-sweep/{best}"
-    assert (tmp_path / "katib" / "mnist-sweep-results.png").stat().st_size > 10_000
-
-
-def test_a_running_experiment_is_not_touched(api):
-    katib_namespace(api)
-    state = api.read()
-    doc = experiment().doc
-    doc["status"] = {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]}
-    doc["polls"] = -10**6  # stays running
-    state["objects"]["experiments"] = [doc]
-    api.write(state)
-    result = make_katib(api, "katib-sweep")
-    make_error(result, "Experiment mnist-sweep is still running in namespace alice", "make katib-clean")
-    assert not [c for c in api.calls() if c[0] in ("create", "delete")]
-
-
-def test_the_quota_holds_katibs_trials_its_collectors_and_suggestion_beside_what_always_runs(api, default):
-    need, parallel = katib_cluster.usage(default)
-    trial = cluster.trial_usage(default["spec"]["trialTemplate"]["trialSpec"])
-    assert parallel == 2 and need.pods == 2 * trial.pods + 1  # the suggestion's pod; collectors are containers
-    assert need.limits_memory - 2 * trial.limits_memory == 2 * 2**30 + 100 * 2**20
-    katib_namespace(api)
-    assert make_katib(api, "katib-sweep").returncode == 0
-    short = fake_api.empty_state("alice")
-    api.write({**api.read(), "objects": short["objects"]})
-    workshop_namespace(api, "tensorboard.yaml", "serving.yaml", "tfjob.yaml")
-    refused = make_katib(api, "katib-sweep")
-    make_error(refused, "2 trials need", "stop TFJob mnist-tfjob first", "katib.parallelTrialCount")
-
-
-def test_the_attendee_roles_allow_every_request_the_katib_targets_make(api):
-    katib_namespace(api)
-    env = {"FAKE_KATIB_METRICS": json.dumps(METRICS), "FAKE_POLLS": "2"}
-    for target in ("katib-sweep", "katib-sweep", "katib-results", "katib-clean", "katib-clean"):
-        result = make_katib(api, target, env=env)
-        assert result.returncode == 0, f"{target}: {result.stdout}{result.stderr}"
-    rules = [r for d in yaml.safe_load_all(namespaces.render_namespace("alice")) if d["kind"] == "Role"
-             for r in d["rules"]]
-    katib_role = next(d for d in yaml.safe_load_all(katib_access.render("alice")) if d["kind"] == "Role")
-    rules += katib_role["rules"]
-    requests = {tuple(r) for r in api.read()["requests"]}
-    assert {("create", "kubeflow.org", "experiments"), ("get", "kubeflow.org", "experiments"),
-            ("list", "kubeflow.org", "trials"), ("delete", "kubeflow.org", "experiments")} <= requests
-    for verb, group, resource in requests:
-        assert any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules), \
-            f"no Role of the attendee allows {verb} {resource}"
-    # And nothing more than that for Katib: the Role is the least that works.
-    granted = {(v, g, res) for r in katib_role["rules"] for v in r["verbs"] for g in r["apiGroups"]
-               for res in r["resources"]}
-    assert {(v, g, r) for v, g, r in requests if r in ("experiments", "trials")} <= granted
-    assert not {v for r in katib_role["rules"] for v in r["verbs"]} & {"update", "patch", "deletecollection", "*"}
-
-
-@pytest.mark.parametrize("version", VERSIONS)
-def test_the_instructors_katib_access_passes_strict_validation(version):
-    docs = [d for d in yaml.safe_load_all(katib_access.render("bob")) if d]
-    assert [d["kind"] for d in docs] == ["Namespace", "Role", "RoleBinding"]
-    for doc in docs:
-        validate(doc, version)
-    binding = docs[2]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "attendee", "namespace": "bob"}]
-    assert binding["roleRef"]["name"] == docs[1]["metadata"]["name"] == "attendee-katib"
-    assert set(docs[0]["metadata"]) == {"name", "labels"}  # the label only: applied server-side, it takes nothing
-
-
-def test_make_instructor_katib_installs_the_pinned_katib_after_the_operator_then_each_attendees_access(
-        tmp_path, fake_kubectl):
-    path, calls = fake_kubectl
-    result = make("instructor-katib", "ATTENDEES=alice bob", f"INSTRUCTOR_DIR={tmp_path}", path=path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    made = [c["args"] for c in calls()]
-    index = lambda *words: next(i for i, args in enumerate(made) if args[:len(words)] == list(words))
-    pinned = "github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=v0.19.0"
-    assert index("get", "crd", "tfjobs.kubeflow.org") < index("apply", "-k", pinned) \
-        < index("--namespace", "kubeflow", "rollout", "status", "deployment/katib-controller") \
-        < index("apply", "--server-side", "--field-manager", "instructor-katib", "-f",
-                str(tmp_path / "alice-katib.yaml"))
-    assert (tmp_path / "alice-katib.yaml").read_text() == katib_access.render("alice")
-    assert (tmp_path / "bob-katib.yaml").read_text() == katib_access.render("bob")
-    refused = run_script("instructor.py", "katib", "Alice")
-    assert_one_line_error(refused, "cannot be an attendee's namespace")
-
-
-def test_make_instructor_katib_refuses_before_the_training_operator_in_one_line(tmp_path, fake_kubectl):
-    path, calls = fake_kubectl
-    os.environ["FAKE_NO_TFJOB_CRD"] = "1"
-    try:
-        result = make("instructor-katib", "ATTENDEES=alice", f"INSTRUCTOR_DIR={tmp_path}", path=path)
-    finally:
-        os.environ.pop("FAKE_NO_TFJOB_CRD")
-    assert result.returncode != 0
-    assert "no TFJob CRD: install the training operator first" in result.stderr and "Traceback" not in result.stderr
-    assert not [c for c in calls() if c["args"][:1] == ["apply"]]
 
 
 # ---------------------------------------------------------------- on this machine, as Katib would

@@ -31,6 +31,9 @@ page, the step and its line, and shows the log's last lines.
 One test per page, in the README's order, sharing the copy and the background servers (module fixture): a
 page's test first runs any earlier page that has not run yet, so `-k 05-predict` works alone.
 `make readme-steps` runs only these tests; `make test` runs them with everything else.
+
+Why one module of some 450 lines: the runner and its own tests (a step that fails, hangs or leaves a process)
+belong together; the pages' tests are one line each.
 """
 import dataclasses
 import os

@@ -5,6 +5,9 @@ TF_CONFIG as the operator writes it, restart policies, backoffLimit, the
 success rule, clean-up and Ctrl-C. Then (slow) the real manifests train the
 real model: MultiWorkerMirroredStrategy on 3 replicas, ParameterServerStrategy,
 and a worker killed mid-training that the job survives.
+
+Why one module of some 460 lines: the fast rules and the slow real runs share the manifests and helpers,
+and the fast half is what the slow half relies on.
 """
 import json
 import os

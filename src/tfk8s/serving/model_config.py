@@ -29,6 +29,9 @@ mnist-model-config (kube/model-config.yaml); locally it is any file:
     python src/model_config.py promote --config models.config      # stable := the canary's version
     kubectl get configmap mnist-model-config -o yaml \\
       | python src/model_config.py promote --configmap - | kubectl apply -f -
+
+Why one module of some 460 lines: the parser, the writer and the rules of the file
+(what TensorFlow Serving accepts) are one format, and each subcommand is a few lines over them.
 """
 import copy
 import os
