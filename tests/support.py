@@ -223,6 +223,16 @@ def local_run(container, nfs_root, env=None, extra=()):
 
 RUN = REPO / "templated" / "run.sh"
 SWEEP_IMAGE = "registry.example.com/alice/mnist:v7"
+# a sweep of two one-process trials on the mini dataset
+TINY_VALUES = """\
+    name: tiny
+    workers: 0
+    grid:
+      learning_rate: [0.05, 0.0001]
+      hidden_layers: [1]
+    flags:
+      dataset: mini
+    """
 
 
 def run_sweep(*args, env=None, timeout=600):

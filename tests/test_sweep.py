@@ -25,6 +25,7 @@ from support import (
     write_values,
 )
 from support import SWEEP_IMAGE as IMAGE
+from support import TINY_VALUES as TINY
 from tfk8s.cli import UsageError
 from tfk8s.kube import tfjob_check
 from tfk8s.ports import free_port
@@ -33,15 +34,6 @@ from tfk8s.trainer import flags as trainer_flags
 
 DEFAULT_VALUES = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())
 RUN_ID = "20250102-030405"
-TINY = """\
-    name: tiny
-    workers: 0
-    grid:
-      learning_rate: [0.05, 0.0001]
-      hidden_layers: [1]
-    flags:
-      dataset: mini
-    """
 SHORT_TRAINING = ["--", "--steps", 30, "--eval_every", 15, "--checkpoint_every", 15]
 
 

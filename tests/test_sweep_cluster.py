@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from support import SWEEP_IMAGE as IMAGE
+from support import TINY_VALUES as TINY
 from support import (
     assert_one_line_error,
     container,
@@ -24,17 +25,6 @@ from support import (
 from tfk8s.instructor import namespaces
 from tfk8s.kube import resources
 from tfk8s.sweep import cluster
-
-TINY = """\
-    name: tiny
-    workers: 0
-    grid:
-      learning_rate: [0.05, 0.0001]
-      hidden_layers: [1]
-    flags:
-      dataset: mini
-    """
-
 
 # ---------------------------------------------------------------- the cluster, through kubectl
 
