@@ -81,7 +81,9 @@ def test_load_test_reports_no_errors_and_the_accuracy(server):
     match = re.search(r"200 requests, 8 in flight, .*: (\d+) predictions/s, latency p50 [\d.]+ ms p99 [\d.]+ ms, "
                       r"error rate 0\.00% \(0 failed\), accuracy ([\d.]+)%", result.stdout)
     assert match, result.stdout
-    assert float(match[2]) > 85
+    # The first 200 test images, through the trained_model fixture's export: 99.5-100% in six measured runs
+    # (seeds 0-4, seed 0 again); threshold 2 points under the lowest (one image is half a point).
+    assert float(match[2]) > 97.5
 
 
 @pytest.mark.slow

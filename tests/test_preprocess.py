@@ -27,7 +27,8 @@ def test_an_mnist_digit_comes_back_almost_unchanged(test_set):
     """The recipe is MNIST's own: applied to MNIST digits it changes almost nothing."""
     images, _ = test_set
     diffs = [np.abs(to_mnist(Image.fromarray(images[i]))[..., 0] - images[i]).mean() for i in range(100)]
-    assert np.median(diffs) < 1.0 and np.mean(diffs) < 3.0  # out of 255
+    # Out of 255. Measured (deterministic): median 0.23, mean 0.47; the bounds are about twice that.
+    assert np.median(diffs) < 0.5 and np.mean(diffs) < 1.0, (np.median(diffs), np.mean(diffs))
 
 
 @pytest.mark.parametrize("index", [0, 1, 4, 18, 61])
@@ -39,7 +40,9 @@ def test_every_kind_of_picture_of_a_digit_becomes_the_same_mnist_digit(test_set,
         image.save(path)
         x = to_mnist(path)[..., 0]
         correlation = np.corrcoef(x.ravel(), reference.ravel())[0, 1]
-        assert correlation > 0.8, (name, correlation)  # the same strokes, give or take a pixel
+        # The same strokes, give or take a pixel. Measured (deterministic) over these five digits: 0.859 at the
+        # least (digit 61, the 10x scan), 0.96 to 1.0 for most; 0.83 leaves room for Pillow's resampling.
+        assert correlation > 0.83, (name, correlation)
 
 
 def test_a_jpeg_photo_works_like_a_png(test_set, tmp_path):
@@ -47,7 +50,8 @@ def test_a_jpeg_photo_works_like_a_png(test_set, tmp_path):
     photo = Image.fromarray(255 - images[4]).convert("RGB").resize((200, 200), Image.Resampling.BICUBIC)
     photo.save(tmp_path / "four.jpg", quality=70)
     x = to_mnist(tmp_path / "four.jpg")[..., 0]
-    assert np.corrcoef(x.ravel(), to_mnist(Image.fromarray(images[4]))[..., 0].ravel())[0, 1] > 0.9
+    correlation = np.corrcoef(x.ravel(), to_mnist(Image.fromarray(images[4]))[..., 0].ravel())[0, 1]
+    assert correlation > 0.9, correlation  # measured: 0.903, deterministic (JPEG at quality 70 blurs the strokes)
 
 
 def test_output_is_what_the_model_takes_placed_as_mnist_placed_its_digits(test_set):

@@ -17,7 +17,10 @@ from tfk8s.trainer.lock import LOCK_NAME
 @pytest.mark.slow
 def test_short_run_learns_far_above_chance(trained_model):
     accuracy = float(re.search(r"test accuracy ([\d.]+)%", trained_model["stdout"]).group(1))
-    assert accuracy > 90.0, trained_model["stdout"]
+    # Measured: the trained_model fixture's command (300 steps, 2 hidden layers) with seeds 0-4, and seed 0 again
+    # (CPU kernels are not bit-for-bit repeatable): 98.27-98.60% on the 10,000 test images. Threshold: 1.5 points
+    # under the lowest.
+    assert accuracy > 96.7, trained_model["stdout"]
     progress = re.findall(r"^step +(\d+)/300 .*validation loss [\d.]+ acc ([\d.]+)%", trained_model["stdout"], re.M)
     assert [int(step) for step, _ in progress] == [150, 300]
 
@@ -42,7 +45,8 @@ def test_export_has_the_serving_signatures_with_exact_names_dtypes_and_shapes(tr
     test_x, test_y = mnist.load("mini")["test"]
     result = loaded.signatures["predict"](image=tf.constant(test_x[:500, ..., None], tf.float32))
     assert result["classes"].numpy().dtype == np.int64
-    assert np.mean(result["classes"].numpy() == test_y[:500]) > 0.9
+    # The first 500 test images, the same six runs: 98.2-99.0%; threshold 1.5 points under the lowest.
+    assert np.mean(result["classes"].numpy() == test_y[:500]) > 0.967
     np.testing.assert_allclose(result["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
 
 
