@@ -273,18 +273,13 @@ def test_serve_py_serves_both_labels_and_an_edited_config_moves_stable_without_a
         assert server.process.poll() is None and "Traceback" not in server.log()
 
 
-LOADS_TENSORFLOW = pytest.mark.slow  # the config file is read once the server has loaded TensorFlow
-
-
 @pytest.mark.parametrize("flags,fragment", [
     (["--model_config_file", "{config}", "--model_base_path", "{exports}"], "not both"),
     ([], "Both server_options.model_base_path and server_options.model_config_file are empty!"),
-    pytest.param(["--model_config_file", "{missing}"], "Failed to start server. Error: NOT_FOUND: ",
-                 marks=LOADS_TENSORFLOW),
-    pytest.param(["--model_config_file", "{bad}"], "Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf "
-                 "file: ", marks=LOADS_TENSORFLOW),
-    pytest.param(["--model_config_file", "{bad}"], 'no field named "base_pth"', marks=LOADS_TENSORFLOW),
-    pytest.param(["--model_config_file", "{binary}"], "is not UTF-8", marks=LOADS_TENSORFLOW),
+    (["--model_config_file", "{missing}"], "Failed to start server. Error: NOT_FOUND: "),
+    (["--model_config_file", "{bad}"], "Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: "),
+    (["--model_config_file", "{bad}"], 'no field named "base_pth"'),
+    (["--model_config_file", "{binary}"], "is not UTF-8"),
     (["--model_config_file", "{config}", "--model_config_file_poll_wait_seconds", "-1"],
      "--model_config_file_poll_wait_seconds must be at least 0"),
 ])

@@ -16,8 +16,38 @@ an unavailable version is still refused.
 from pathlib import Path
 
 from tfk8s.serving import model_config
-from tfk8s.serving.models import ServedModel
 from tfk8s.serving.protocol import Code, ServingError, invalid, log
+
+
+def read_file(path):
+    """The file as a ModelServerConfig; a ServingError in TensorFlow Serving's words (then why) otherwise.
+
+    Needs no TensorFlow: serve.py checks the file with it before loading TensorFlow, as a bad file is refused
+    at start-up in an instant.
+    """
+    path = Path(path)
+    prefix = f"Invalid protobuf file: '{path}'"
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ServingError(Code.NOT_FOUND if isinstance(err, FileNotFoundError) else Code.INVALID_ARGUMENT,
+                           f"{path}; {err.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise invalid(f"{prefix} (byte {err.start} is not UTF-8: a text protobuf is UTF-8 text)") from None
+    try:
+        return model_config.parse_text(text, str(path))
+    except model_config.ConfigError as err:
+        raise invalid(f"{prefix} ({err})") from None
+
+
+def validate(config, path):
+    """The config's models, checked by TensorFlow Serving's rules; INVALID_ARGUMENT otherwise."""
+    try:
+        return model_config.validate(config, str(path))
+    except model_config.ConfigError as err:
+        raise invalid(str(err).removeprefix(f"{path}: ")) from None
 
 
 class ModelConfigFile:
@@ -31,20 +61,7 @@ class ModelConfigFile:
 
     def read(self):
         """The file as a ModelServerConfig; INVALID_ARGUMENT (TensorFlow Serving's words, then why) otherwise."""
-        prefix = f"Invalid protobuf file: '{self.path}'"
-        try:
-            data = self.path.read_bytes()
-        except OSError as err:
-            raise ServingError(Code.NOT_FOUND if isinstance(err, FileNotFoundError) else Code.INVALID_ARGUMENT,
-                               f"{self.path}; {err.strerror}") from None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise invalid(f"{prefix} (byte {err.start} is not UTF-8: a text protobuf is UTF-8 text)") from None
-        try:
-            return model_config.parse_text(text, str(self.path))
-        except model_config.ConfigError as err:
-            raise invalid(f"{prefix} ({err})") from None
+        return read_file(self.path)
 
     def _check_labels(self, configs):
         """UpdateModelVersionLabelMap's rule, checked for every model before anything changes."""
@@ -63,17 +80,14 @@ class ModelConfigFile:
 
     def apply(self, config):
         """Make `config` the one in force, or raise ServingError and change nothing."""
-        try:
-            configs = model_config.validate(config, str(self.path))
-        except model_config.ConfigError as err:
-            raise invalid(str(err).removeprefix(f"{self.path}: ")) from None
+        configs = validate(config, self.path)
         self._check_labels(configs)
         models = {}
         for m in configs:
             policy = model_config.version_policy(m)
             model = self.server.models.get(m.name)
             if model is None:
-                model = ServedModel(m.name, m.base_path, self.options, policy)
+                model = self.server.new_model(m.name, m.base_path, self.options, policy)
                 self.server.retired.pop(m.name, None)
             else:
                 if model.base_path != Path(m.base_path):

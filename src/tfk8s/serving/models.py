@@ -159,6 +159,10 @@ class ModelServer:
         self.poll_lock = threading.Lock()
         self.missing_logged = set()
 
+    def new_model(self, name, base_path, options, policy):
+        """A model to serve (not yet among self.models: the config that names it decides)."""
+        return ServedModel(name, base_path, options, policy)
+
     def model(self, name, missing_message):
         model = self.models.get(name)
         if model is None:
