@@ -1,4 +1,5 @@
 """A development model server with TensorFlow Serving's gRPC and REST APIs and flags (--help)."""
+from tfk8s import ports
 from tfk8s.cli import UserError, entry_point
 from tfk8s.serving.flags import parse_args
 
@@ -11,6 +12,10 @@ def main(argv=None):
         print(f"TensorFlow ModelServer: serve.py, a development twin of 2.21\nTensorFlow Library: "
               f"{version('tensorflow')}")
         return
+    for what, port in (("gRPC", args.port), ("REST", args.rest_api_port)):  # checked again when it listens
+        if port and (what == "gRPC" or port != args.port) and ports.in_use(args.bind_address, port):
+            raise UserError(f"cannot listen for {what} on {args.bind_address}:{port}: the port is in use (another "
+                            "serve.py or model server?)")
     if args.model_config_file:  # read and checked before TensorFlow loads: a bad file is refused at once
         from tfk8s.serving import config_file
         from tfk8s.serving.protocol import ServingError
