@@ -83,8 +83,10 @@ def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake", commands=None, 
     return path
 
 
-def run_local(manifest, root, *trainer_args, timeout=120, env=None):
-    return run_script("tfjob_local.py", manifest, "--root", root, "--", *trainer_args, timeout=timeout, env=env)
+def run_local(manifest, root, *trainer_args, timeout=120, env=None, restart_delay=0.1):
+    """The runner on `manifest`; a failed replica starts again after 0.1 s (1 s by default: the rules are the same)."""
+    return run_script("tfjob_local.py", manifest, "--root", root, "--restart_delay", restart_delay, "--",
+                      *trainer_args, timeout=timeout, env=env)
 
 
 MARK = "TFJOB_LOCAL_TEST"  # set in a runner's environment: every process it starts inherits it
@@ -280,9 +282,9 @@ def test_backoff_limit_caps_the_restarts_in_place_of_on_failure(tmp_path):
 def test_under_exit_code_only_the_deadline_bounds_retries_as_in_operator_v1_9(tmp_path):
     """ExitCode recreates the pod (its restart count starts again at 0): backoffLimit 2 never stops it."""
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")},
-                          run_policy={"backoffLimit": 2, "activeDeadlineSeconds": 6})
+                          run_policy={"backoffLimit": 2, "activeDeadlineSeconds": 2})
     result = run_local(manifest, tmp_path / "run", "chief-0=138", timeout=60)
-    assert_one_line_error(result, "runPolicy.activeDeadlineSeconds (6s) passed")
+    assert_one_line_error(result, "runPolicy.activeDeadlineSeconds (2s) passed")
     assert len([line for line in replica_lines(result.stdout, "chief-0") if " run " in line]) > 3
 
 
@@ -369,10 +371,10 @@ def test_a_replica_that_cannot_start_fails_the_job_and_the_others_are_stopped(tm
 
 
 def test_a_command_that_cannot_start_is_retried_under_exit_code_as_every_code_from_128(tmp_path):
-    manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")}, run_policy={"activeDeadlineSeconds": 4},
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode")}, run_policy={"activeDeadlineSeconds": 2},
                           commands={"Chief": ["no-such-trainer"]})
     result = run_local(manifest, tmp_path / "run", timeout=60)
-    assert_one_line_error(result, "runPolicy.activeDeadlineSeconds (4s) passed")
+    assert_one_line_error(result, "runPolicy.activeDeadlineSeconds (2s) passed")
     assert result.stdout.count("[tfjob] chief-0 could not start: No such file or directory") >= 2
 
 
@@ -385,6 +387,21 @@ def test_a_replica_count_below_one_is_refused_before_anything_runs(tmp_path, cou
     result = run_local(manifest, tmp_path / "run")
     assert_one_line_error(result, f"spec.tfReplicaSpecs.Worker.replicas: must be at least 1, not {count}")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("delay", [-1, "nan", 3601])
+def test_a_restart_delay_out_of_range_is_one_line(tmp_path, delay):
+    result = run_local(fake_tfjob(tmp_path, {"Chief": (1, "Never")}), tmp_path / "run", restart_delay=delay)
+    assert_one_line_error(result, "--restart_delay must be between 0 and 3600 seconds")
+    assert result.returncode == 2 and not (tmp_path / "run").exists()
+
+
+def test_a_failed_replica_starts_again_after_the_restart_delay(tmp_path):
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "OnFailure")}, run_policy={"backoffLimit": 1})
+    started = time.monotonic()
+    result = run_local(manifest, tmp_path / "run", "chief-0=138", restart_delay=2)
+    assert_one_line_error(result, "runPolicy.backoffLimit 1 is spent")
+    assert time.monotonic() - started >= 2  # the runner waited before the second run
 
 
 def exports(root):

@@ -39,7 +39,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfk8s.cli import ArgumentParser, UserError, child_env, entry_point, fail
+from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point, fail
 from tfk8s.kube import reaper, tfjob_check
 from tfk8s.paths import REPO, RUNS
 from tfk8s.ports import free_ports
@@ -52,7 +52,7 @@ DEFAULT_PORT, PORT_NAME = 2222, "tfjob-port"
 FIRST_RETRYABLE_EXIT_CODE = 128
 START_ERROR_EXIT_CODE = 128  # what the kubelet reports for a container whose command cannot be run (StartError)
 START_ORDER = ("Chief", "Master", "Evaluator", "PS", "Worker")  # the operator's order of replica types
-RESTART_DELAY = 1.0   # seconds before a failed replica is started again (a new pod takes a few on a cluster)
+RESTART_DELAY = 1.0   # default seconds before a failed replica is started again (a new pod takes a few on a cluster)
 # Seconds between SIGTERM and SIGKILL when a replica is stopped: the pod template's
 # terminationGracePeriodSeconds, or this (shorter than Kubernetes' 30: the trainer needs no more).
 GRACE_PERIOD = 10.0
@@ -282,7 +282,7 @@ def retried(policy, code):
             or (code >= FIRST_RETRYABLE_EXIT_CODE and policy == "ExitCode"))
 
 
-def supervise(doc, replicas, watchdog):
+def supervise(doc, replicas, watchdog, restart_delay=RESTART_DELAY):
     """Run the job to its end by the operator's rules; return (succeeded, reason, failed replica or None)."""
     run_policy = doc["spec"].get("runPolicy", {})
     backoff_limit = run_policy.get("backoffLimit")
@@ -320,7 +320,7 @@ def supervise(doc, replicas, watchdog):
             if counted and restarts >= backoff_limit:
                 return False, f"{r.name} {r.ended(code)} and runPolicy.backoffLimit {backoff_limit} is spent", r
             restarts += 1
-            r.state, r.restart_at = "pending", now + RESTART_DELAY
+            r.state, r.restart_at = "pending", now + restart_delay
             budget = f" of {backoff_limit}" if counted else ""
             say(f"{r.name} {r.ended(code)}; restartPolicy {r.restart_policy}: restart {restarts}{budget}")
 
@@ -348,7 +348,12 @@ def main(argv=None):
     parser.add_argument("manifest", help="a YAML file holding one TFJob")
     parser.add_argument("--root", type=Path, metavar="DIR",
                         help="where volumes and logs go (default: runs/tfjob-local/<job name>)")
+    parser.add_argument("--restart_delay", type=float, default=RESTART_DELAY, metavar="SECONDS",
+                        help=f"seconds before a failed replica is started again (default {RESTART_DELAY:g}; "
+                             "on a cluster a new pod takes a few)")
     args = parser.parse_args(own)
+    if not 0 <= args.restart_delay <= 3600:
+        raise UsageError(f"--restart_delay must be between 0 and 3600 seconds, not {args.restart_delay:g}")
 
     docs = tfjob_check.load(args.manifest)
     if len(docs) != 1:
@@ -371,7 +376,7 @@ def main(argv=None):
     watchdog = reaper.Watchdog(max(r.grace for r in replicas))
     try:
         try:
-            succeeded, reason, culprit = supervise(doc, replicas, watchdog)
+            succeeded, reason, culprit = supervise(doc, replicas, watchdog, args.restart_delay)
         except Interrupted as stopped:
             stop(replicas, "interrupted", watchdog)
             fail(f"job {name} interrupted ({stopped}) after {time.monotonic() - started:.0f}s: stopped every "
