@@ -24,9 +24,9 @@ answers (waiting for the lines to come, within its timeout).
 The steps run verbatim in a scratch copy of this working tree (its files as `git ls-files` lists them, beside
 the same .venv), so they write to the copy's runs/ as they would to yours, and print the same relative paths
 the pages show. Training is shortened through the Makefile's own variables (DEMO_STEPS, TRAIN_FLAGS,
-TFJOB_LOCAL_FLAGS, SWEEP_LOCAL_FLAGS, SWEEP_VALUES: see SHORTENED); where that changes a figure, the pages
-show it as `…`. Every step's output is kept in a log file under the test's tmp directory; a failure names the
-page, the step and its line, and shows the log's last lines.
+TFJOB_LOCAL_FLAGS, SWEEP_LOCAL_FLAGS, SWEEP_VALUES) and the notebook's NOTEBOOK_STEPS: see SHORTENED; where
+that changes a figure, the pages show it as `…`. Every step's output is kept in a log file under the test's
+tmp directory; a failure names the page, the step and its line, and shows the log's last lines.
 
 One test per page, in the README's order, sharing the copy and the background servers (module fixture): a
 page's test first runs any earlier page that has not run yet, so `-k 05-predict` works alone.
@@ -63,6 +63,8 @@ SHORTENED = {
     "TRAIN_FLAGS": "--steps 300 --eval_every 100 --checkpoint_every 100",
     "TFJOB_LOCAL_FLAGS": QUICK,
     "SWEEP_LOCAL_FLAGS": QUICK,
+    # `make notebook`: the notebook's training (200 steps; tests/test_notebook.py runs those and checks the accuracy).
+    "NOTEBOOK_STEPS": "50",
 }
 # Targets of make/local.mk that no page runs as a step, and why. Every other target must be in a marked step.
 NOT_STEPS = {
