@@ -45,15 +45,17 @@ lint: venv ## Lint the Python code with ruff (rules in pyproject.toml)
 # tests run print what they print for you (`make: ...`, not `make[1]: ...`).
 PYTEST = env -u MAKELEVEL -u MAKEFLAGS -u MFLAGS $(PYTHON) -m pytest
 
+# Tests run in parallel processes (pytest-xdist): they wait on processes and servers more than they compute.
+# `make check`: on every core, up to 4. `make test`: two processes, each given whole files (a file's module
+# fixtures, such as the README's background servers, are set up once), so that at most two trainings share
+# the cores.
 .PHONY: check
-# The fast tests run on every core (up to 4, pytest-xdist): they wait on processes more than they compute.
-# `make test` stays on one: its training runs use every core already.
 check: lint ## After every change: lint, then every test that trains nothing, on every core (one to two minutes)
 	$(PYTEST) -m "not slow and not readme" -n auto --maxprocesses 4
 
 .PHONY: test
 test: venv ## Before handing in: every test, the README's steps included (what CI runs; builds .venv first if needed)
-	$(PYTEST)
+	$(PYTEST) -n auto --maxprocesses 2 --dist loadfile
 
 .PHONY: readme-steps
 readme-steps: venv ## Only the README's local steps, run from README.md and the laptop labs and checked against their Expected output
