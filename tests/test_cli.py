@@ -61,3 +61,29 @@ def test_every_command_refuses_an_unknown_flag_in_one_line_before_loading_tensor
     assert "--help" in said[0]
     # -X importtime lists every module imported: a flag check must not pay for TensorFlow (seconds).
     assert not [line for line in imported if line.rstrip().endswith(("| tensorflow", "| tf_keras"))], name
+
+
+# The commands that read Kubernetes YAML files a user names (tfk8s/yamlfile.py), with the arguments they need.
+MANIFEST_READERS = {
+    "tfjob_check.py": [], "katib_check.py": [], "pod_security.py": [], "tfjob_local.py": [],
+    "quota_check.py": ["--namespace", "alice"],
+    "render_manifests.py": ["--image", "registry.example.com/me/mnist", "--tag", "v1", "--namespace", "alice"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST_READERS))
+@pytest.mark.parametrize("content, fragment", [
+    (None, "cannot read"),
+    (bytes(range(256)), "is not a text file (byte 128 is not UTF-8)"),
+    (b"kind: [unclosed", "is not valid YAML"),
+    (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+])
+def test_a_manifest_missing_binary_malformed_or_too_deep_is_one_line(tmp_path, name, content, fragment):
+    path = tmp_path / "manifest.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    result = run_command(name, *MANIFEST_READERS[name], path)
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 1 and len(said) == 1, said[-20:]
+    assert said[0].startswith(f"error: {path}" if content is not None else f"error: cannot read {path}"), said
+    assert fragment in said[0], said

@@ -9,13 +9,14 @@ import json
 import pytest
 
 from support import REPO, assert_one_line_error, run_script
+from tfk8s import yamlfile
 from tfk8s.cli import UsageError
-from tfk8s.kube import tfjob_check, tfjob_local
+from tfk8s.kube import tfjob_local
 from tfk8s.trainer import cluster
 
 
 def role_in(manifest, replica_type, index):
-    (doc,) = tfjob_check.load(REPO / "kube" / manifest)
+    (doc,) = yamlfile.documents(REPO / "kube" / manifest)
     return cluster.read_role({"TF_CONFIG": tfjob_local.operator_tf_config(doc, replica_type, index)})
 
 
@@ -48,7 +49,7 @@ def test_without_a_chief_worker_0_writes_checkpoints_and_exports():
 
 
 def test_a_single_replica_tfjob_gets_no_tf_config_and_trains_alone():
-    (doc,) = tfjob_check.load(REPO / "kube" / "tfjob.yaml")
+    (doc,) = yamlfile.documents(REPO / "kube" / "tfjob.yaml")
     del doc["spec"]["tfReplicaSpecs"]["Worker"]
     assert tfjob_local.operator_tf_config(doc, "Chief", 0) is None
 

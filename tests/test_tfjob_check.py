@@ -8,6 +8,7 @@ import copy
 import pytest
 
 from support import REPO, assert_one_line_error, run_script
+from tfk8s import yamlfile
 from tfk8s.kube import tfjob_check
 
 MANIFESTS = [REPO / "kube" / "tfjob.yaml", REPO / "kube" / "tfjob-ps.yaml"]
@@ -16,7 +17,7 @@ MANIFESTS = [REPO / "kube" / "tfjob.yaml", REPO / "kube" / "tfjob-ps.yaml"]
 @pytest.fixture
 def tfjob():
     """A fresh, independent copy of kube/tfjob.yaml (its replicas share a template through a YAML alias)."""
-    (doc,) = tfjob_check.load(MANIFESTS[0])
+    (doc,) = yamlfile.documents(MANIFESTS[0])
     doc = copy.deepcopy(doc)
     specs = doc["spec"]["tfReplicaSpecs"]
     specs["Worker"]["template"] = copy.deepcopy(specs["Worker"]["template"])
@@ -29,7 +30,7 @@ def container(doc, replica_type="Worker"):
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_the_workshop_tfjobs_are_valid(path):
-    for doc in tfjob_check.load(path):
+    for doc in yamlfile.documents(path):
         assert tfjob_check.problems(doc) == []
 
 
@@ -141,7 +142,7 @@ def test_run_policy_values_are_checked(tfjob):
 
 
 def test_a_document_that_is_not_a_tfjob_is_one_problem():
-    (job,) = tfjob_check.load(REPO / "kube" / "job.yaml")
+    (job,) = yamlfile.documents(REPO / "kube" / "job.yaml")
     assert tfjob_check.problems(job) == ["apiVersion/kind: a TFJob is kubeflow.org/v1/TFJob, not batch/v1/Job"]
 
 

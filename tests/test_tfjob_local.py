@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from support import REPO, SRC, assert_one_line_error, run_script
-from tfk8s import versions
+from tfk8s import versions, yamlfile
 from tfk8s.cli import child_env
 from tfk8s.kube import tfjob_check, tfjob_local
 
@@ -168,7 +168,7 @@ class Runner:
 
 
 def test_tf_config_is_exactly_the_operators():
-    (doc,) = tfjob_check.load(REPO / "kube" / "tfjob-ps.yaml")
+    (doc,) = yamlfile.documents(REPO / "kube" / "tfjob-ps.yaml")
     assert tfjob_local.operator_tf_config(doc, "Worker", 1) == (
         '{"cluster":{"chief":["mnist-tfjob-ps-chief-0.default.svc:2222"],'
         '"ps":["mnist-tfjob-ps-ps-0.default.svc:2222"],'
@@ -177,7 +177,7 @@ def test_tf_config_is_exactly_the_operators():
 
 
 def test_tf_config_uses_the_namespace_and_the_tfjob_port_and_leaves_out_the_evaluator():
-    (doc,) = tfjob_check.load(REPO / "kube" / "tfjob.yaml")
+    (doc,) = yamlfile.documents(REPO / "kube" / "tfjob.yaml")
     doc = json.loads(json.dumps(doc))  # independent replicas (the manifest shares one template)
     doc["metadata"]["namespace"] = "alice"
     doc["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = 3333
@@ -190,7 +190,7 @@ def test_tf_config_uses_the_namespace_and_the_tfjob_port_and_leaves_out_the_eval
 
 
 def test_the_real_manifest_becomes_local_commands(tmp_path):
-    (doc,) = tfjob_check.load(REPO / "kube" / "tfjob.yaml")
+    (doc,) = yamlfile.documents(REPO / "kube" / "tfjob.yaml")
     replicas = tfjob_local.plan_replicas(doc, tmp_path, ["--steps", "5", "--model_dir=/mnt/nfs/runs/other"])
     assert [r.name for r in replicas] == ["chief-0", "worker-0", "worker-1"]
     chief = replicas[0]

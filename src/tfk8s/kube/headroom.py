@@ -12,8 +12,9 @@ and when it does not fit, say in one line which running workload to stop
 first: the smallest one whose pods would free enough, a training one before
 TensorBoard or serving.
 """
+from tfk8s import yamlfile
 from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
-from tfk8s.kube import kubectl, tfjob_check
+from tfk8s.kube import kubectl
 from tfk8s.kube.resources import KEYS, cores, gib, millicores, pod_usage, total, whole, workload_pods
 
 JOB_LABEL = "training.kubeflow.org/job-name"
@@ -162,6 +163,6 @@ def parse_args(argv=None):
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
-    docs = [doc for path in args.files for doc in tfjob_check.load(path)]
+    docs = [doc for path in args.files for doc in yamlfile.documents(path)]
     print(check(docs, args.namespace))
 

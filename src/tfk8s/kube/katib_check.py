@@ -28,6 +28,7 @@ import sys
 import jsonschema
 import numpy as np
 
+from tfk8s import yamlfile
 from tfk8s.cli import ArgumentParser, entry_point
 from tfk8s.kube import tfjob_check
 
@@ -644,7 +645,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     failed = False
     for path in args.files:
-        for doc in tfjob_check.load(path):
+        for doc in yamlfile.documents(path):
             found = problems(doc)
             if not found and (doc["spec"].get("trialTemplate") or {}).get("trialSpec"):
                 found = trial_problems(doc, example_assignments(doc))

@@ -19,11 +19,9 @@ themselves are in tfk8s.kube.pod_security_checks.
 """
 import re
 import sys
-from pathlib import Path
 
-import yaml
-
-from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
+from tfk8s import yamlfile
+from tfk8s.cli import ArgumentParser, UsageError, entry_point
 from tfk8s.kube.pod_security_checks import (
     SELINUX_TYPES,
     SELINUX_TYPES_1_31,
@@ -213,12 +211,7 @@ def main(argv=None):
     args = parse_args(argv)
     failed = 0
     for path in args.files:
-        try:
-            docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if isinstance(d, dict)]
-        except OSError as err:
-            raise UserError(f"cannot read {path}: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise UserError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+        docs = [d for d in yamlfile.documents(path) if isinstance(d, dict)]
         found = violations(docs, args.level, args.version)
         for line in found:
             print(f"{path}: {line}", file=sys.stderr)

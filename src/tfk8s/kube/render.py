@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from tfk8s import yamlfile
 from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
 
 TRAINER_IMAGE = "ghcr.io/example/mnist-trainer"   # the image the plain manifests name
@@ -38,14 +39,7 @@ def load(paths):
     """Every document of every file, in order (empty documents skipped)."""
     docs = []
     for path in map(Path, paths):
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise UserError(f"cannot read {path}: {err.strerror}") from None
-        try:
-            found = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-        except yaml.YAMLError as err:
-            raise UserError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+        found = yamlfile.documents(path)
         for doc in found:
             if not isinstance(doc, dict) or "kind" not in doc:
                 raise UserError(f"{path}: every document must be a Kubernetes object with a kind")

@@ -20,7 +20,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from tfk8s.cli import ArgumentParser, UserError, entry_point
+from tfk8s import yamlfile
+from tfk8s.cli import ArgumentParser, entry_point
 
 CRD = Path(__file__).resolve().parent / "schemas" / "kubeflow.org_tfjobs.yaml"
 API_VERSION, KIND = "kubeflow.org/v1", "TFJob"
@@ -223,17 +224,6 @@ def problems(doc):
     return [line for error in errors for line in describe(error)] + operator_problems(doc)
 
 
-def load(path):
-    """The YAML documents of `path` (empty ones skipped); a missing or unparsable file is a UserError."""
-    try:
-        with open(path) as f:
-            return [doc for doc in yaml.safe_load_all(f) if doc is not None]
-    except OSError as err:
-        raise UserError(f"cannot read {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
-
-
 @entry_point
 def main(argv=None):
     parser = ArgumentParser(description="Validate TFJob manifests against the kubeflow.org/v1 CRD (strictly) "
@@ -242,7 +232,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     failed = False
     for path in args.files:
-        for doc in load(path):
+        for doc in yamlfile.documents(path):
             found = problems(doc)
             for line in found:
                 print(f"{path}: {line}", file=sys.stderr)

@@ -39,6 +39,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tfk8s import yamlfile
 from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point, fail
 from tfk8s.kube import reaper, tfjob_check
 from tfk8s.paths import REPO, RUNS
@@ -355,7 +356,7 @@ def main(argv=None):
     if not 0 <= args.restart_delay <= 3600:
         raise UsageError(f"--restart_delay must be between 0 and 3600 seconds, not {args.restart_delay:g}")
 
-    docs = tfjob_check.load(args.manifest)
+    docs = yamlfile.documents(args.manifest)
     if len(docs) != 1:
         raise UserError(f"{args.manifest} holds {len(docs)} documents; expected one TFJob")
     found = tfjob_check.problems(docs[0])
