@@ -16,15 +16,17 @@ def main(argv=None):
         if port and (what == "gRPC" or port != args.port) and ports.in_use(args.bind_address, port):
             raise UserError(f"cannot listen for {what} on {args.bind_address}:{port}: the port is in use (another "
                             "serve.py or model server?)")
+    first_config = None
     if args.model_config_file:  # read and checked before TensorFlow loads: a bad file is refused at once
         from tfk8s.serving import config_file
         from tfk8s.serving.protocol import ServingError
         try:
-            config_file.validate(config_file.read_file(args.model_config_file), args.model_config_file)
+            first_config = config_file.read_file(args.model_config_file)
+            config_file.validate(first_config, args.model_config_file)
         except ServingError as err:
             raise UserError(f"Failed to start server. Error: {err}") from None
     from tfk8s.serving.server import serve
-    serve(args)
+    serve(args, first_config)
 
 
 if __name__ == "__main__":

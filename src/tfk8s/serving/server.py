@@ -84,8 +84,11 @@ def wait_for_first_versions(server):
                         f"available: {errors}")
 
 
-def serve(args):
-    """Serve until Ctrl-C or SIGTERM; `args` are serve.py's flags (tfk8s.serving.flags)."""
+def serve(args, first_config=None):
+    """Serve until Ctrl-C or SIGTERM; `args` are serve.py's flags (tfk8s.serving.flags).
+
+    `first_config`: the ModelServerConfig serve.py already read from --model_config_file (read here if None).
+    """
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     options = options_from(args)
@@ -95,7 +98,7 @@ def serve(args):
         config = ModelConfigFile(args.model_config_file, server, options,
                                  args.allow_version_labels_for_unavailable_models)
         try:
-            config.apply(config.read())
+            config.apply(first_config if first_config is not None else config.read())
         except ServingError as err:
             raise UserError(f"Failed to start server. Error: {err}") from None
     else:
