@@ -41,6 +41,8 @@ from tfk8s.kube.resources import (
     workload_pods,
 )
 from tfk8s.paths import KUBE, TEMPLATED
+from tfk8s.sweep import trials
+from tfk8s.sweep import values as sweep_values
 
 MACHINE_TYPE = "e2-standard-16"  # the docs' cluster (fewest nodes for the fewest vCPUs at 20 attendees)
 SWEEP_PARALLEL = 2      # make/cluster.mk's default (tests/test_instructor.py keeps them equal)
@@ -135,15 +137,9 @@ def pods_of(doc, replicas=None):
 
 
 def sweep_trial():
-    """One trial of the sweep: kube/tfjob.yaml with the Worker count of templated/values.yaml (0: no Workers)."""
-    tfjob = only(manifest("tfjob.yaml"), "TFJob")
-    workers = int(yaml.safe_load((TEMPLATED / "values.yaml").read_text()).get("workers", 1))
-    specs = tfjob["spec"]["tfReplicaSpecs"]
-    if workers > 0:
-        specs["Worker"]["replicas"] = workers
-    else:
-        specs.pop("Worker", None)
-    return tfjob
+    """One trial of the sweep as templated/run.sh builds it from templated/values.yaml (its Worker count)."""
+    values = sweep_values.load(TEMPLATED / "values.yaml")
+    return trials.tfjob(trials.load_base(), {}, render.TRAINER_IMAGE, values["workers"], [])
 
 
 def hpa_maximum():
