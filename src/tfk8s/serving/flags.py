@@ -102,6 +102,9 @@ def parse_args(argv=None):
                       ("tensorflow_intra_op_parallelism", 0), ("tensorflow_inter_op_parallelism", 0)):
         if getattr(args, flag) < low:
             raise UsageError(f"--{flag} must be at least {low}, not {getattr(args, flag)}")
+    for flag in ("port", "rest_api_port"):
+        if getattr(args, flag) > 65535:
+            raise UsageError(f"--{flag} must be at most 65535 (a TCP port), not {getattr(args, flag)}")
     if args.rest_api_read_timeout_seconds <= 0:
         raise UsageError(f"--rest_api_read_timeout_seconds must be positive, not {args.rest_api_read_timeout_seconds}")
     if args.batching_parameters_file and not args.enable_batching:
