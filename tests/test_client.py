@@ -117,6 +117,13 @@ def test_an_unknown_model_or_signature_is_one_line(server, args, fragments):
     assert_one_line_error(client(server, "--image", SAMPLES / "0.png", *args, rest=rest), *fragments)
 
 
+@pytest.mark.parametrize("port", [0, 65536, 70000])
+def test_a_port_that_is_not_a_tcp_port_is_one_line(port):
+    result = run_script("client.py", "--port", port, "--image", SAMPLES / "0.png")
+    assert_one_line_error(result, f"--port must be between 1 and 65535 (a TCP port), not {port}")
+    assert result.returncode == 2
+
+
 def test_a_missing_or_unreadable_image_is_one_line_before_any_request(tmp_path):
     (tmp_path / "notes.png").write_text("a shopping list")
     port = free_port()  # nothing listens: the file errors must come first

@@ -340,6 +340,8 @@ def parse_args(argv=None):
         raise UsageError(f"--timeout must be positive, not {args.timeout}")
     if args.port is None:
         args.port = 8501 if args.rest else 8500
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535 (a TCP port), not {args.port}")
     return args
 
 
