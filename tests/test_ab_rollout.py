@@ -92,6 +92,18 @@ def test_a_new_version_is_loaded_first_and_labelled_after(tmp_path):
     assert versions(path) == [A, C]  # B, labelled no more, is unloaded
 
 
+@pytest.mark.parametrize("action", [["show"], ["promote"], ["load", "--version", "7"]])
+def test_a_config_that_is_missing_or_binary_is_one_line_and_left_as_it_was(tmp_path, action):
+    missing = tmp_path / "none.config"
+    assert_one_line_error(run_script("model_config.py", *action, "--config", missing),
+                          f"cannot read the model config {missing}")
+    binary = tmp_path / "binary.config"
+    binary.write_bytes(bytes(range(256)))
+    assert_one_line_error(run_script("model_config.py", *action, "--config", binary),
+                          f"the model config {binary} is not a text file (byte 128 is not UTF-8")
+    assert binary.read_bytes() == bytes(range(256)) and sorted(p.name for p in tmp_path.iterdir()) == ["binary.config"]
+
+
 def test_loading_a_version_into_a_config_that_lets_the_server_choose_needs_the_server(tmp_path):
     path = config_file(tmp_path)
     assert_one_line_error(run_script("model_config.py", "load", "--config", path, "--version", C), "--server")

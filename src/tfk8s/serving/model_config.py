@@ -86,9 +86,14 @@ def dumps(config):
 def read(path):
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"cannot read the model config {path}: {err.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"the model config {path} is not a text file (byte {err.start} is not UTF-8: a text "
+                          "protobuf is UTF-8 text)") from None
     return parse(text, str(path))
 
 
