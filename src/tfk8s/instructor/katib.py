@@ -4,22 +4,43 @@
 
 Katib's controller watches TFJobs only if their CRD exists when it starts, so
 the training operator must be there first (one line otherwise). Then Katib's
-standalone manifests, pinned; its four Deployments rolled out; and per
+standalone manifests, pinned; the workshop's katib-config over the stock one
+(templated/instructor/katib-config.yaml.j2: what Katib builds in an attendee's
+namespace passes Pod Security `restricted`, trials are TFJobs only) and
+katib-controller restarted to read it; the workshop's admission policies
+(templated/instructor/admission.yaml.j2); its four Deployments rolled out; and per
 attendee templated/instructor/katib.yaml.j2, rendered to
 <output_dir>/<name>-katib.yaml and applied server-side with a field manager of
 its own: the namespace label Katib's webhooks need (the namespace's other
-labels stay as they are) and the Role attendee-katib. Without a cluster in
+labels stay as they are), the Role attendee-katib and the two NetworkPolicies
+Katib's connections need. Without a cluster in
 kubectl's context it only renders the files.
 """
 from tfk8s.cli import UserError
 from tfk8s.instructor import namespaces
-from tfk8s.kube import kubectl
+from tfk8s.kube import cluster_model, kubectl
+from tfk8s.sweep.katib import ALGORITHMS
 
 # Katib v0.19.0, its standalone install (controller, DB, UI, webhooks in the namespace kubeflow).
 STANDALONE = "github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=v0.19.0"
 DEPLOYMENTS = ("katib-mysql", "katib-db-manager", "katib-controller", "katib-ui")
 CRDS = ("experiments.kubeflow.org", "trials.kubeflow.org", "suggestions.kubeflow.org")
 FIELD_MANAGER = "instructor-katib"
+# The suggestion images have no USER (their Dockerfiles, cmd/suggestion/*/v1beta1, v0.19.0): run them as nobody.
+SUGGESTION_USER = 65534
+
+
+def config_text():
+    """The workshop's katib-config ConfigMap (the KatibConfig under data.katib-config.yaml)."""
+    stock = cluster_model.STANDALONE_CONFIG["runtime"]
+    algorithms = [a for a in stock["suggestions"] if a["algorithmName"] in ALGORITHMS]
+    return namespaces.ENVIRONMENT.get_template("katib-config.yaml.j2").render(
+        algorithms=algorithms, collectors=stock["metricsCollectors"], suggestion_user=SUGGESTION_USER)
+
+
+def render_admission():
+    """The cluster's ValidatingAdmissionPolicies for attendee namespaces (templated/instructor/admission.yaml.j2)."""
+    return namespaces.ENVIRONMENT.get_template("admission.yaml.j2").render()
 
 
 def render(namespace):
@@ -30,7 +51,7 @@ def render(namespace):
 def install(names, out, manifests=STANDALONE):
     """Install Katib (after the training operator), then each attendee's access; only render without a cluster."""
     files = {f"{name}-katib.yaml": render(name) for name in names}
-    namespaces.write_files(files, out)
+    namespaces.write_files({**files, "katib-config.yaml": config_text(), "admission.yaml": render_admission()}, out)
     if not kubectl.has_context():
         print(f"no cluster in kubectl's context: rendered only. Apply: kubectl apply --server-side "
               f"--field-manager {FIELD_MANAGER} -f {out}/<name>-katib.yaml")
@@ -39,6 +60,11 @@ def install(names, out, manifests=STANDALONE):
         raise UserError("no TFJob CRD: install the training operator first (make instructor-operator); Katib "
                         "watches TFJobs only if their CRD exists when it starts")
     print(kubectl.run("apply", "-k", manifests, timeout=600).strip())
+    print(kubectl.run("apply", "--server-side", "--force-conflicts", "--field-manager", FIELD_MANAGER,
+                      "-f", out / "katib-config.yaml").strip())
+    print(kubectl.run("apply", "--server-side", "--field-manager", FIELD_MANAGER, "-f", out / "admission.yaml").strip())
+    # katib-controller reads init.controller (injectSecurityContext, trialResources) only when it starts.
+    print(kubectl.run("--namespace", "kubeflow", "rollout", "restart", "deployment/katib-controller").strip())
     for deployment in DEPLOYMENTS:
         print(kubectl.run("--namespace", "kubeflow", "rollout", "status", f"deployment/{deployment}",
                           "--timeout=10m", timeout=630).strip())

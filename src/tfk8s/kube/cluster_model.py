@@ -1,0 +1,403 @@
+"""What the cluster's own controllers create from what an attendee applies, built by their rules.
+
+Nothing here is applied by anyone: these are the objects the training
+operator, Katib, the CronJob controller and the autoscaler write, modelled
+from their code at the pinned versions so that every offline check (Pod
+Security, the quota, schemas, NetworkPolicy coverage) runs on what will
+really run, not only on what this repository writes.
+
+    python src/cluster_model.py --namespace alice --image REG/alice-mnist --tag v1 --output_dir runs/render/cluster-made
+
+Sources (each field below names its file):
+  training operator v1.9.4 (github.com/kubeflow/trainer, formerly kubeflow/training-operator):
+    pkg/controller.v1/common/pod.go createNewPod (lines 383-435), pkg/controller.v1/common/service.go
+    CreateNewService (211-244), pkg/controller.v1/common/job_controller.go GenLabels (236-242),
+    pkg/controller.v1/tensorflow/tfjob_controller.go SetClusterSpec (555-588), IsMasterRole (598-605),
+    pkg/core/service.go GetPortsFromJob (83-101).
+  Katib v0.19.0 (github.com/kubeflow/katib):
+    pkg/webhook/v1beta1/pod/inject_webhook.go Mutate (131-203), getMetricsCollectorContainer (206-252),
+    getMetricsCollectorArgs (309-345); pkg/webhook/v1beta1/pod/utils.go wrapWorkerContainer (155-199),
+    getMarkCompletedCommand (217-221), mutateMetricsCollectorVolume (230-264), mutatePodMetadata (266-284),
+    mutatePodEnv (286-311), getSidecarContainerName (313-319);
+    pkg/controller.v1beta1/suggestion/composer/composer.go DesiredDeployment (72-146), DesiredService
+    (149-182), desiredContainers (184-262); pkg/controller.v1beta1/util/labels.go SuggestionLabels (27-37);
+    pkg/controller.v1beta1/util/suggestion.go (names, 26-34); pkg/apis/config/v1beta1/defaults.go
+    (resources and pull policy, 20-38, 123-135); manifests/v1beta1/installs/katib-standalone/katib-config.yaml.
+  Kubernetes 1.30, pkg/controller/cronjob/utils.go getJobFromTemplate2: the Job of a CronJob.
+"""
+import copy
+from pathlib import Path
+
+import yaml
+
+from tfk8s.cli import ArgumentParser, UserError, entry_point
+from tfk8s.kube import katib_check, render
+from tfk8s.kube.tfjob_local import operator_tf_config, replica_specs
+from tfk8s.paths import KUBE, TEMPLATED
+
+KATIB_NAMESPACE = "kubeflow"
+DB_MANAGER = f"katib-db-manager.{KATIB_NAMESPACE}:6789"   # katibmanager GetDBManagerAddr (consts/const.go 159-169)
+SUGGESTION_PORT = 6789             # consts/const.go DefaultSuggestionPort, name suggestion-api
+TF_PORT, TF_PORT_NAME = 2222, "tfjob-port"
+EXAMPLE_TRIAL = "abcdefgh"         # Katib names a trial <experiment>-<8 random characters>
+HEADER = ("# Made by the cluster, not applied by anyone: what the training operator v1.9.4, Katib v0.19.0,\n"
+          "# the CronJob controller and the autoscaler create from the objects beside this directory\n"
+          "# (src/tfk8s/kube/cluster_model.py, from their code). Every offline check runs on these too.\n")
+
+# Katib's defaults for a container it builds from katib-config (pkg/apis/config/v1beta1/defaults.go 27-38):
+# a suggestion, an early-stopping or a metrics-collector container with no resources of its own gets these.
+DEFAULT_RESOURCES = {"requests": {"cpu": "50m", "memory": "10Mi", "ephemeral-storage": "500Mi"},
+                     "limits": {"cpu": "500m", "memory": "100Mi", "ephemeral-storage": "5Gi"}}
+PULL_POLICY = "IfNotPresent"       # defaults.go DefaultImagePullPolicy
+
+# The katib-standalone install's katib-config.yaml (v0.19.0), the entries the workshop can reach: its
+# collectors, the suggestion algorithms the values file allows (src/tfk8s/sweep/katib.py ALGORITHMS),
+# medianstop, and its trialResources. No securityContext anywhere and injectSecurityContext unset (false).
+STANDALONE_CONFIG = {
+    "init": {"controller": {"webhookPort": 8443, "trialResources": [
+        "TrainJob.v1alpha1.trainer.kubeflow.org", "Job.v1.batch", "TFJob.v1.kubeflow.org",
+        "PyTorchJob.v1.kubeflow.org", "MPIJob.v1.kubeflow.org", "XGBoostJob.v1.kubeflow.org"]},
+        "certGenerator": {"enable": True}},
+    "runtime": {
+        "metricsCollectors": [
+            {"kind": "StdOut", "image": "ghcr.io/kubeflow/katib/file-metrics-collector:v0.19.0"},
+            {"kind": "File", "image": "ghcr.io/kubeflow/katib/file-metrics-collector:v0.19.0"},
+            {"kind": "TensorFlowEvent", "image": "ghcr.io/kubeflow/katib/tfevent-metrics-collector:v0.19.0",
+             "resources": {"limits": {"memory": "1Gi"}}}],
+        "suggestions": [
+            {"algorithmName": "random", "image": "ghcr.io/kubeflow/katib/suggestion-hyperopt:v0.19.0"},
+            {"algorithmName": "grid", "image": "ghcr.io/kubeflow/katib/suggestion-optuna:v0.19.0"},
+            {"algorithmName": "bayesianoptimization", "image": "ghcr.io/kubeflow/katib/suggestion-skopt:v0.19.0"}],
+        "earlyStoppings": [
+            {"algorithmName": "medianstop", "image": "ghcr.io/kubeflow/katib/earlystopping-medianstop:v0.19.0"}],
+    },
+}
+
+
+def katib_config(text=None):
+    """The KatibConfig the cluster runs: the workshop's (templated/instructor/katib-config.yaml.j2, what
+    `make instructor-katib` installs) by default, or the one parsed from `text`."""
+    if text is None:
+        from tfk8s.instructor import katib  # the instructor's template renders it
+        text = yaml.safe_load(katib.config_text())["data"]["katib-config.yaml"]
+    return yaml.safe_load(text)
+
+
+def with_defaults(resources):
+    """defaults.go setResourceRequirements: each of cpu, memory, ephemeral-storage unset gets Katib's default."""
+    out = copy.deepcopy(resources or {})
+    for bound in ("requests", "limits"):
+        out[bound] = {**DEFAULT_RESOURCES[bound], **(out.get(bound) or {})}
+    return out
+
+
+def entry(items, key, value, what):
+    found = [item for item in items if item.get(key) == value]
+    if not found:  # katibconfig/config.go: "failed to find ... config for ..."
+        raise UserError(f"katib-config has no {what} {value!r}")
+    return found[-1]  # config.go keeps the last entry of that name
+
+
+# ---------------------------------------------------------------- the training operator
+
+def operator_labels(job):
+    """job_controller.go GenLabels: operator and job name (tfjob_controller.go controllerName)."""
+    return {"training.kubeflow.org/operator-name": "tfjob-controller",
+            "training.kubeflow.org/job-name": job.replace("/", "-")}
+
+
+def tfjob_objects(tfjob):
+    """The pods and headless Services the operator creates for a TFJob: [(kind, doc)] with kind Pod/Service."""
+    meta = tfjob["metadata"]
+    job, namespace = meta["name"], meta.get("namespace", "default")
+    specs = replica_specs(tfjob)
+    chief = any(t in specs for t in ("Chief", "Master"))
+    owner = [{"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "name": job, "controller": True,
+              "blockOwnerDeletion": True}]
+    out = []
+    for rtype, spec in specs.items():
+        rt = rtype.lower()
+        template = copy.deepcopy(spec["template"])
+        # core/service.go GetPortsFromJob: the `tensorflow` container's ports, by name.
+        ports = [p for c in template["spec"]["containers"] if c["name"] == "tensorflow" for p in c.get("ports", [])]
+        for index in range(spec.get("replicas", 1)):
+            name = f"{job}-{rt}-{index}"  # util.go GenGeneralName
+            labels = {**operator_labels(job), "training.kubeflow.org/replica-type": rt,
+                      "training.kubeflow.org/replica-index": str(index)}
+            pod_labels = dict(labels)
+            # tfjob_controller.go IsMasterRole: Chief/Master, or worker 0 when there is neither.
+            if (rtype in ("Chief", "Master")) if chief else (rtype == "Worker" and index == 0):
+                pod_labels["training.kubeflow.org/job-role"] = "master"
+            pod_meta = copy.deepcopy(template.get("metadata") or {})
+            pod_meta.update(name=name, namespace=namespace, ownerReferences=owner,
+                            labels={**(pod_meta.get("labels") or {}), **pod_labels})
+            pod_spec = copy.deepcopy(template["spec"])
+            # tfjob_controller.go SetClusterSpec: TF_CONFIG on the `tensorflow` container of a distributed job.
+            tf_config = operator_tf_config(tfjob, rtype, index)
+            if tf_config is not None:
+                container = next(c for c in pod_spec["containers"] if c["name"] == "tensorflow")
+                container["env"] = [*container.get("env", []), {"name": "TF_CONFIG", "value": tf_config}]
+            # core/pod.go SetRestartPolicy: ExitCode becomes Never on the pod (the operator decides restarts).
+            policy = spec.get("restartPolicy", "Never")
+            pod_spec["restartPolicy"] = "Never" if policy == "ExitCode" else policy
+            out.append({"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec})
+            # service.go CreateNewService: headless, selecting exactly this replica, the container's ports.
+            out.append({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": name, "namespace": namespace, "labels": labels,
+                                     "ownerReferences": owner},
+                        "spec": {"clusterIP": "None", "selector": labels,
+                                 "ports": [{"name": p["name"], "port": p["containerPort"]} for p in ports]}})
+    return out
+
+
+# ---------------------------------------------------------------- Katib
+
+def trial_name(experiment):
+    return f"{experiment['metadata']['name']}-{EXAMPLE_TRIAL}"
+
+
+def trial_job(experiment, name=None):
+    """The TFJob Katib's trial controller creates for one trial (katib_check.run_spec, parameters substituted)."""
+    defaulted = katib_check.defaults(experiment)
+    namespace = experiment["metadata"].get("namespace", "default")
+    job = katib_check.run_spec(defaulted, name or trial_name(experiment), namespace,
+                               katib_check.example_assignments(defaulted))
+    job["metadata"]["ownerReferences"] = [{"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial",
+                                           "name": job["metadata"]["name"], "controller": True}]
+    return job
+
+
+def collector_container(experiment, trial, primary, config):
+    """inject_webhook.go getMetricsCollectorContainer and getMetricsCollectorArgs, for the built-in collectors."""
+    spec = katib_check.defaults(experiment)["spec"]
+    collector = spec["metricsCollectorSpec"]
+    kind = collector["collector"]["kind"]
+    found = entry(config["runtime"]["metricsCollectors"], "kind", kind, "metrics collector")
+    objective = spec["objective"]
+    metrics = ";".join([objective["objectiveMetricName"], *objective.get("additionalMetricNames", [])])
+    args = ["-t", trial, "-m", metrics, "-o-type", objective["type"], "-s-db", DB_MANAGER]
+    path, _ = mount_path(collector)
+    if path:
+        args += ["-path", path]
+    source = collector.get("source") or {}
+    if (source.get("filter") or {}).get("metricsFormat"):
+        args += ["-f", ";".join(source["filter"]["metricsFormat"])]
+    if kind == "File" and source.get("fileSystemPath"):
+        args += ["-format", source["fileSystemPath"].get("format", "TEXT")]
+    if kind == "StdOut":
+        args += ["-format", "TEXT"]
+    if found.get("waitAllProcesses") is not None:
+        args += ["-w", str(found["waitAllProcesses"]).lower()]
+    container = {"name": "metrics-logger-and-collector" if kind in ("StdOut", "File") else "metrics-collector",
+                 "image": found["image"], "args": args, "imagePullPolicy": found.get("imagePullPolicy", PULL_POLICY),
+                 "resources": with_defaults(found.get("resources"))}
+    # inject_webhook.go 236-250: only with init.controller.injectSecurityContext, a copy of containers[0]'s.
+    if ((config.get("init") or {}).get("controller") or {}).get("injectSecurityContext"):
+        if primary.get("securityContext") is not None:
+            container["securityContext"] = copy.deepcopy(primary["securityContext"])
+    return container
+
+
+def mount_path(collector):
+    """utils.go getMountPath: (path, kind) of the built-in collectors."""
+    kind = collector["collector"]["kind"]
+    if kind == "StdOut":
+        return "/var/log/katib/metrics.log", "File"
+    files = (collector.get("source") or {}).get("fileSystemPath") or {}
+    if kind in ("File", "TensorFlowEvent"):
+        return files.get("path", ""), "File" if kind == "File" else "Directory"
+    return "", ""
+
+
+def inject(pod, experiment, config):
+    """A trial's pod after Katib's pod webhook (inject_webhook.go Mutate): trial labels and KATIB_TRIAL_NAME on
+    every pod of the trial; on its primary pod the collector container, the shared emptyDir, a shared process
+    namespace and the primary container's command wrapped in `sh -c` so that its end is marked for the collector."""
+    spec = katib_check.defaults(experiment)["spec"]
+    template = spec["trialTemplate"]
+    trial = pod["metadata"]["labels"]["training.kubeflow.org/job-name"]
+    out = copy.deepcopy(pod)
+    # utils.go mutatePodMetadata: the Trial's labels (the Experiment's, and katib.kubeflow.org/experiment).
+    labels = {**(experiment["metadata"].get("labels") or {}),
+              "katib.kubeflow.org/experiment": experiment["metadata"]["name"], "katib.kubeflow.org/trial": trial}
+    out["metadata"]["labels"] = {**out["metadata"]["labels"], **labels}
+    primary_name = template["primaryContainerName"]
+    containers = out["spec"]["containers"]
+    primary = next(c for c in containers if c["name"] == primary_name)
+    # utils.go mutatePodEnv.
+    primary["env"] = [*primary.get("env", []), {"name": "KATIB_TRIAL_NAME", "valueFrom": {
+        "fieldRef": {"fieldPath": "metadata.labels['katib.kubeflow.org/trial']"}}}]
+    wanted = template.get("primaryPodLabels")
+    if wanted and any(pod["metadata"]["labels"].get(k) != v for k, v in wanted.items()):
+        return out  # Mutate 161-163: not the primary pod
+    collector = spec["metricsCollectorSpec"]
+    original_first = pod["spec"]["containers"][0]
+    sidecar = collector_container(experiment, trial, original_first, config)
+    containers.append(sidecar)
+    out["spec"]["shareProcessNamespace"] = True
+    path, kind = mount_path(collector)
+    if path:
+        directory = str(Path(path).parent) if kind == "File" else path
+        mount = {"name": "metrics-volume", "mountPath": directory}
+        for container in containers:
+            if container["name"] in (sidecar["name"], primary_name):
+                container["volumeMounts"] = [*container.get("volumeMounts", []), mount]
+        out["spec"]["volumes"] = [*out["spec"].get("volumes", []), {"name": "metrics-volume", "emptyDir": {}}]
+        # utils.go wrapWorkerContainer (StdOut, File, TensorFlowEvent).
+        args = [*primary.get("command", []), *primary.get("args", [])]
+        command = ["sh", "-c"]
+        if args[:1] in (["sh"], ["bash"]) and args[1:2] == ["-c"]:
+            command, args = args[:2], args[2:]
+        if collector["collector"]["kind"] == "StdOut":
+            args.append(f"1>{path} 2>&1")
+        if spec.get("earlyStopping"):
+            args += ["||", f"if test -f {directory}/$$$$.pid && [ $(head -n 1 {directory}/$$.pid) = early-stopped ]; "
+                     "then echo Training Container was Early Stopped; else echo Training Container was Failed; "
+                     "exit 1; fi"]
+        args += ["&&", f"echo completed > {directory}/$$$$.pid"]
+        primary["command"], primary["args"] = command, [" ".join(args)]
+    return out
+
+
+def suggestion_objects(experiment, config):
+    """The suggestion Deployment and Service Katib's controller creates for an Experiment (composer.go)."""
+    meta, spec = experiment["metadata"], katib_check.defaults(experiment)["spec"]
+    name, namespace = meta["name"], meta.get("namespace", "default")
+    algorithm = spec["algorithm"]["algorithmName"]
+    found = entry(config["runtime"]["suggestions"], "algorithmName", algorithm, "suggestion algorithm")
+    deployment_name = f"{name}-{algorithm}"  # util/suggestion.go GetSuggestionDeploymentName
+    labels = {**(meta.get("labels") or {}), "katib.kubeflow.org/deployment": deployment_name,
+              "katib.kubeflow.org/experiment": name, "katib.kubeflow.org/suggestion": name,
+              "sidecar.istio.io/inject": "false"}  # util/labels.go SuggestionLabels
+    # composer.go desiredContainers: katib-config's entry is a whole Container (its securityContext
+    # included), named `suggestion`, with port 6789 and gRPC probes (enableGRPCProbeInSuggestion: true).
+    container = {k: copy.deepcopy(v) for k, v in found.items()
+                 if k not in ("algorithmName", "serviceAccountName", "volumeMountPath", "persistentVolumeClaimSpec",
+                              "persistentVolumeSpec", "persistentVolumeLabels")}
+    container.setdefault("name", "suggestion")
+    container["imagePullPolicy"] = container.get("imagePullPolicy", PULL_POLICY)
+    container["resources"] = with_defaults(container.get("resources"))
+    container["ports"] = [*container.get("ports", []), {"name": "suggestion-api", "containerPort": SUGGESTION_PORT}]
+    probe = {"grpc": {"port": SUGGESTION_PORT, "service": "manager.v1beta1.Suggestion"}, "initialDelaySeconds": 10}
+    container.setdefault("readinessProbe", {**probe, "periodSeconds": 10})
+    container.setdefault("livenessProbe", {**probe, "periodSeconds": 120, "failureThreshold": 12})
+    containers = [container]
+    ports = [{"name": "suggestion-api", "port": SUGGESTION_PORT}]
+    if spec.get("earlyStopping"):
+        # composer.go 245-260: the early-stopping container has only image, pull policy, port and resources,
+        # whatever katib-config says: no securityContext can reach it.
+        stopping = entry(config["runtime"].get("earlyStoppings", []), "algorithmName",
+                         spec["earlyStopping"]["algorithmName"], "early stopping algorithm")
+        containers.append({"name": "early-stopping", "image": stopping["image"],
+                           "imagePullPolicy": stopping.get("imagePullPolicy", PULL_POLICY),
+                           "ports": [{"name": "earlystop-api", "containerPort": 6788}],
+                           "resources": with_defaults(stopping.get("resources"))})
+        ports.append({"name": "earlystop-api", "port": 6788})
+    owner = [{"apiVersion": "kubeflow.org/v1beta1", "kind": "Suggestion", "name": name, "controller": True}]
+    pod_spec = {"containers": containers}
+    if spec.get("earlyStopping"):
+        pod_spec["serviceAccountName"] = deployment_name  # composer.go 137-139
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": deployment_name, "namespace": namespace, "labels": meta.get("labels") or {},
+                               "ownerReferences": owner},
+                  "spec": {"selector": {"matchLabels": labels},
+                           "template": {"metadata": {"labels": labels}, "spec": pod_spec}}}
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": deployment_name, "namespace": namespace, "ownerReferences": owner},
+               "spec": {"selector": labels, "ports": ports, "type": "ClusterIP"}}
+    return [deployment, service]
+
+
+def experiment_objects(experiment, config):
+    """Everything Katib and the operator create for one trial of the Experiment (its primary pod mutated) and
+    the Experiment's suggestion."""
+    made = []
+    for doc in tfjob_objects(trial_job(experiment)):
+        made.append(inject(doc, experiment, config) if doc["kind"] == "Pod" else doc)
+    return made + suggestion_objects(experiment, config)
+
+
+# ---------------------------------------------------------------- the other controllers
+
+def cronjob_job(cronjob, scheduled_minutes=0):
+    """The Job the CronJob controller creates (cronjob/utils.go getJobFromTemplate2): <cronjob>-<minutes since
+    the epoch of its scheduled time>, the job template's labels, annotations and spec, owned by the CronJob."""
+    template = cronjob["spec"]["jobTemplate"]
+    meta = template.get("metadata") or {}
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": f"{cronjob['metadata']['name']}-{scheduled_minutes}",
+                         "namespace": cronjob["metadata"].get("namespace", "default"),
+                         "labels": copy.deepcopy(meta.get("labels") or {}),
+                         "annotations": {**copy.deepcopy(meta.get("annotations") or {}),
+                                         "batch.kubernetes.io/cronjob-scheduled-timestamp": "1970-01-01T00:00:00Z"},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
+                                              "name": cronjob["metadata"]["name"], "controller": True}]},
+            "spec": copy.deepcopy(template["spec"])}
+
+
+def serving_at_maximum(deployment, hpa):
+    """The serving Deployment as the HorizontalPodAutoscaler may leave it: at maxReplicas."""
+    out = copy.deepcopy(deployment)
+    out["spec"]["replicas"] = hpa["spec"]["maxReplicas"]
+    return out
+
+
+# ---------------------------------------------------------------- all of it, for one namespace
+
+def only(docs, kind):
+    (found,) = [d for d in docs if d["kind"] == kind]
+    return found
+
+
+def cluster_made(namespace, image=render.TRAINER_IMAGE, tag="0.1.0", experiment=None, config=None):
+    """{file name: [docs]} of what the cluster creates in `namespace` from the workshop's manifests."""
+    load = lambda name: render.render(render.load([KUBE / name]), image, tag, namespace)  # noqa: E731
+    config = katib_config() if config is None else config
+    files = {name: tfjob_objects(only(load(name), "TFJob")) for name in ("tfjob.yaml", "tfjob-ps.yaml")}
+    files["retrain-cronjob.yaml"] = [cronjob_job(only(load("retrain-cronjob.yaml"), "CronJob"))]
+    files["serving-autoscale.yaml"] = [serving_at_maximum(only(load("serving.yaml"), "Deployment"),
+                                                          only(load("serving-autoscale.yaml"),
+                                                               "HorizontalPodAutoscaler"))]
+    if experiment is None:
+        experiment = workshop_experiment(namespace, f"{image}:{tag}")
+    files["katib.yaml"] = experiment_objects(experiment, config)
+    return files
+
+
+def workshop_experiment(namespace, image):
+    """The Experiment `make katib-sweep` creates from templated/values.yaml."""
+    from tfk8s.sweep import katib, trials
+    from tfk8s.sweep import values as sweep_values
+    from tfk8s.sweep.sweep import MAX_TRIALS
+    path = TEMPLATED / "values.yaml"
+    values = sweep_values.load(path)
+    return katib.render(values, values["name"], namespace, image, trials.load_base(), path, MAX_TRIALS).doc
+
+
+def dump(docs):
+    return HEADER + "".join("---\n" + yaml.safe_dump(doc, sort_keys=False, width=120) for doc in docs)
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description="Write what the cluster's controllers create from the workshop's manifests "
+                                   "(operator pods and Services, Katib's mutated trial pod and suggestion, the "
+                                   "CronJob's Job, serving at the autoscaler's maximum) to --output_dir.")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--image", default=render.TRAINER_IMAGE)
+    p.add_argument("--tag", default="0.1.0")
+    p.add_argument("--output_dir", type=render.directory, required=True)
+    return p.parse_args(argv)
+
+
+@entry_point
+def main(argv=None):
+    args = parse_args(argv)
+    files = cluster_made(args.namespace, args.image, args.tag)
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        for name, docs in files.items():
+            (args.output_dir / name).write_text(dump(docs))
+    except OSError as err:
+        raise UserError(f"cannot write to {args.output_dir}: {err.strerror}") from None
+    print(f"{args.output_dir}: what the cluster creates ({', '.join(files)}), not applied by anyone")
+
