@@ -152,15 +152,26 @@ def standing_pods():
             + pods_of(only(manifest("serving.yaml"), "Deployment"), replicas=hpa_maximum()))
 
 
+def katib_pods():
+    """Katib's busiest moment (step 9b): the Experiment `make katib-sweep` creates from templated/values.yaml,
+    as the cluster runs it: parallelTrialCount trials, each Chief with Katib's metrics collector, and the
+    suggestion pod (sweep.katib_cluster.pods, from the cluster model); and parallelTrialCount."""
+    from tfk8s.kube import cluster_model  # the Experiment renders through the sweep's modules
+    from tfk8s.sweep import katib_cluster
+    return katib_cluster.pods(cluster_model.workshop_experiment("default", f"{render.TRAINER_IMAGE}:0.1.0"))
+
+
 def steps(sweep_parallel=SWEEP_PARALLEL):
     """Every step of the labs with its own pods (the standing pods are added by `peaks`)."""
     trial = pods_of(sweep_trial())
+    katib, katib_parallel = katib_pods()
     return [
         Step("serve, predict, A/B (standing pods only)", "serve predict autoscale canary", []),
         Step("deploy: the training Job", "deploy job", pods_of(only(manifest("job.yaml"), "Job"))),
         Step("TFJob, Chief + 2 Workers", "tfjob", pods_of(only(manifest("tfjob.yaml"), "TFJob"))),
         Step("PS TFJob, Chief + 2 Workers + PS", "tfjob-ps", pods_of(only(manifest("tfjob-ps.yaml"), "TFJob"))),
         Step(f"sweep, {sweep_parallel} trials at once", "sweep", trial * sweep_parallel),
+        Step(f"Katib, {katib_parallel} trials + collectors + suggestion", "katib-sweep", katib),
         Step("retrain now (a Job of the CronJob)", "retrain-now",
              pods_of(only(manifest("retrain-cronjob.yaml"), "CronJob"))),
         Step("batch prediction Job", "batch-predict", pods_of(only(manifest("batch-predict.yaml"), "Job"))),

@@ -10,6 +10,8 @@ the Trials (their parameter assignments and observed metrics), which the
 attendee may read; the best is Katib's own choice, recomputed by its rule
 (katib_metrics) and checked against the Experiment's currentOptimalTrial.
 """
+import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,22 +20,18 @@ import yaml
 
 from tfk8s import versions
 from tfk8s.cli import UserError
-from tfk8s.kube import katib_check, kubectl
-from tfk8s.kube.resources import pod_usage, total
+from tfk8s.kube import cluster_model, katib_check, kubectl
+from tfk8s.kube.resources import pod_usage, total, workload_pods
 from tfk8s.sweep import cluster, katib_metrics, results
 from tfk8s.sweep.katib import OBJECTIVE, TEST_METRIC
 from tfk8s.sweep.trials import NFS
 
 EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"  # on every Trial of an Experiment
 DONE = ("Succeeded", "Failed")
-# What Katib adds to a namespace's load (katib-config of the standalone install, Katib's defaults):
-# each trial's primary pod gets a collector container, and the Experiment a suggestion pod (one container,
-# two with early stopping).
-DEFAULT_CONTAINER = {"requests": {"cpu": "50m", "memory": "10Mi", "ephemeral-storage": "500Mi"},
-                     "limits": {"cpu": "500m", "memory": "100Mi", "ephemeral-storage": "5Gi"}}
-COLLECTOR = {"TensorFlowEvent": {"requests": DEFAULT_CONTAINER["requests"],
-                                 "limits": {**DEFAULT_CONTAINER["limits"], "memory": "1Gi"}},
-             "File": DEFAULT_CONTAINER, "StdOut": DEFAULT_CONTAINER}
+# Beyond the trials' own deadlines: image pulls (the trainer's, the collector's, the suggestion's) and the
+# suggestion pod's start before the first trial.
+DEADLINE_MARGIN = 600
+DEADLINE_SCALE = "KATIB_DEADLINE_SCALE"   # environment: a factor on the deadline (tests shrink it)
 TRIAL_STATUS = {"Succeeded": results.FINISHED, "EarlyStopped": results.EARLY_STOPPED, "Failed": results.FAILED,
                 "Killed": results.FAILED, "MetricsUnavailable": results.FAILED, "Running": results.UNFINISHED}
 
@@ -42,18 +40,64 @@ def conditions(obj):
     return [c.get("type") for c in (obj.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
 
 
-def usage(doc):
-    """What the Experiment asks of the quota at its busiest (a Usage): parallelTrialCount trials, a metrics
-    collector container in each trial's chief (no pod of its own), and the suggestion pod."""
+def pods(doc):
+    """[Usage] of every pod the Experiment runs at its busiest, as the cluster makes them (cluster_model: the
+    operator's pods of parallelTrialCount trials, each Chief with Katib's metrics collector, and the suggestion
+    pod), under the workshop's katib-config; and parallelTrialCount. The capacity plan counts the same pods."""
     spec = katib_check.defaults(doc)["spec"]
-    trial = cluster.trial_usage(spec["trialTemplate"]["trialSpec"])
-    kind = spec["metricsCollectorSpec"]["collector"]["kind"]
-    collector = pod_usage({"containers": [{"resources": COLLECTOR[kind]}]})
-    collector.pods = 0
-    suggestion = pod_usage({"containers": [{"resources": DEFAULT_CONTAINER}] * (2 if spec.get("earlyStopping")
-                                                                                else 1)})
+    made = cluster_model.experiment_objects(doc, cluster_model.katib_config())
+    trial = [pod_usage(d["spec"], d["metadata"]["name"]) for d in made if d["kind"] == "Pod"]
+    suggestion = [u for d in made if d["kind"] == "Deployment" for _, u in workload_pods(d)]
     parallel = spec["parallelTrialCount"]
-    return total([trial, collector] * parallel + [suggestion]), parallel
+    return trial * parallel + suggestion, parallel
+
+
+def usage(doc):
+    """What the Experiment asks of the quota at its busiest (a Usage), and parallelTrialCount."""
+    found, parallel = pods(doc)
+    return total(found), parallel
+
+
+def deadline(doc):
+    """Seconds the Experiment may take: its trials in waves of parallelTrialCount, each wave at most a trial's
+    activeDeadlineSeconds, plus a margin for image pulls and the suggestion's start (times KATIB_DEADLINE_SCALE)."""
+    spec = katib_check.defaults(doc)["spec"]
+    run_policy = (spec["trialTemplate"]["trialSpec"].get("spec") or {}).get("runPolicy") or {}
+    trial = run_policy.get("activeDeadlineSeconds")
+    if trial is None:
+        raise UserError("the Experiment's trial has no runPolicy.activeDeadlineSeconds: nothing bounds it")
+    waves = math.ceil(spec["maxTrialCount"] / spec["parallelTrialCount"])
+    try:
+        scale = float(os.environ.get(DEADLINE_SCALE, "1"))
+    except ValueError:
+        raise UserError(f"{DEADLINE_SCALE}={os.environ[DEADLINE_SCALE]!r} is not a number") from None
+    return (waves * trial + DEADLINE_MARGIN) * scale
+
+
+def condition_lines(obj, what):
+    """One line per condition of a Katib object: type=status reason: message."""
+    found = (obj.get("status") or {}).get("conditions") or []
+    if not found:
+        return [f"  {what}: no conditions yet"]
+    return [f"  {what}: {c.get('type')}={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}".rstrip(": ")
+            for c in found]
+
+
+def explain(name, namespace):
+    """Print the Suggestion's and the trials' conditions: where a stuck or failed Experiment is stuck."""
+    print(f"Experiment {name}: what Katib says", flush=True)
+    suggestion = kubectl.get_optional("suggestion", name, "-n", namespace)
+    if suggestion is None:
+        print(f"  Suggestion {name}: none (Katib's controller has not made it: kubectl -n kubeflow logs "
+              "deployment/katib-controller)")
+    else:
+        for line in condition_lines(suggestion, f"Suggestion {name}"):
+            print(line)
+    trials = kubectl.items("trials", "-n", namespace, "-l", f"{EXPERIMENT_LABEL}={name}")
+    if not trials:
+        print("  trials: none yet")
+    for trial in trials:
+        print(condition_lines(trial, f"Trial {trial['metadata']['name']}")[-1])
 
 
 def get_experiment(name, namespace):
@@ -67,6 +111,10 @@ def submit(experiment, namespace, poll):
     if old is not None and not set(conditions(old)) & set(DONE):
         raise UserError(f"Experiment {name} is still running in namespace {namespace}: follow it (kubectl get "
                         f"experiment,trials -n {namespace}) or stop it (make katib-clean)")
+    if (doc.get("spec") or {}).get("earlyStopping"):
+        raise UserError("katib.earlyStopping cannot run in a restricted namespace: Katib v0.19 builds the "
+                        "early-stopping container with no securityContext, whatever katib-config says; set "
+                        "katib.earlyStopping: false in the values file")
     need, parallel = usage(doc)
     cluster.require_quota(namespace, need, parallel, hint="or lower katib.parallelTrialCount in the values file"
                           if parallel > 1 else "")
@@ -80,12 +128,14 @@ def submit(experiment, namespace, poll):
         print(kubectl.run("create", "-f", path).strip(), flush=True)
     print(f"follow it: kubectl get experiment,trials -n {namespace} -l {EXPERIMENT_LABEL}={name}   "
           f"(polling every {poll:g}s; Ctrl-C stops following, Katib goes on)", flush=True)
-    return follow(name, namespace, poll)
+    return follow(name, namespace, poll, deadline(doc))
 
 
-def follow(name, namespace, poll):
-    """Poll the Experiment until it succeeds or fails, printing its trial counts when they change."""
+def follow(name, namespace, poll, limit):
+    """Poll the Experiment until it succeeds or fails, printing its trial counts when they change; past `limit`
+    seconds, or when it fails, print the Suggestion's and trials' conditions and stop with one error line."""
     said = None
+    ends = time.monotonic() + limit
     while True:
         current = get_experiment(name, namespace)
         if current is None:
@@ -103,10 +153,16 @@ def follow(name, namespace, poll):
             if "Failed" in done:
                 reason = next((c.get("message", "") for c in status.get("conditions", [])
                                if c.get("type") == "Failed"), "")
+                explain(name, namespace)
                 raise UserError(f"Experiment {name} failed: {reason} (kubectl describe experiment {name} -n "
                                 f"{namespace}; kubectl get suggestion {name} -n {namespace} -o yaml)")
             return current
-        time.sleep(poll)
+        if time.monotonic() >= ends:
+            explain(name, namespace)
+            raise UserError(f"Experiment {name} did not finish within {limit:.0f}s (its trials' deadlines and "
+                            f"{DEADLINE_MARGIN:.0f}s for image pulls): Katib goes on; look at the conditions above "
+                            f"(kubectl describe suggestion {name} -n {namespace}) or stop it (make katib-clean)")
+        time.sleep(min(poll, max(ends - time.monotonic(), 0)))
 
 
 def number_or_text(text):
