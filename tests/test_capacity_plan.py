@@ -19,13 +19,27 @@ from tfk8s.kube.resources import GI, MI
 INSTRUCTOR_GUIDE = REPO / "docs" / "instructor.md"
 
 
+# Katib v0.19's defaults for a container it builds (pkg/apis/config/v1beta1/defaults.go), with katib-config's
+# 1Gi memory limit for the TensorFlowEvent collector.
+KATIB_DEFAULT = {"requests": {"cpu": "50m", "memory": "10Mi"}, "limits": {"cpu": "500m", "memory": "100Mi"}}
+COLLECTOR = {"requests": KATIB_DEFAULT["requests"], "limits": {"cpu": "500m", "memory": "1Gi"}}
+
+
+def katib_trial():
+    """A Katib trial's pods: kube/tfjob.yaml's, the Chief with the metrics collector container added."""
+    chief, *workers = pods_of("tfjob.yaml")
+    chief = {"spec": {"containers": [*chief["spec"]["containers"], {"resources": COLLECTOR}]}}
+    return [chief, *workers]
+
+
 def test_each_step_is_the_standing_pods_plus_its_own_as_the_manifests_say():
     most = plan.hpa_maximum()
     standing = pods_of("tensorboard.yaml") + pods_of("serving.yaml", replicas=most)
     trial = pods_of("tfjob.yaml")  # kube/tfjob.yaml: a Chief and 2 Workers, as templated/values.yaml's workers: 2
+    suggestion = {"spec": {"containers": [{"resources": KATIB_DEFAULT}]}}
     expected = {"deploy": pods_of("job.yaml"), "TFJob,": trial, "PS TFJob": pods_of("tfjob-ps.yaml"),
                 "sweep": trial * plan.SWEEP_PARALLEL, "retrain": pods_of("retrain-cronjob.yaml"),
-                "batch": pods_of("batch-predict.yaml"), "serve": []}
+                "batch": pods_of("batch-predict.yaml"), "serve": [], "Katib": katib_trial() * 2 + [suggestion]}
     rows = plan.peaks()
     assert len(rows) == len(expected)
     for step, usage in rows:
@@ -37,13 +51,15 @@ def test_each_step_is_the_standing_pods_plus_its_own_as_the_manifests_say():
         assert usage.limits_cpu / 1000 == pytest.approx(requested(pods, "limits", "cpu")), step.name
         assert usage.limits_memory == pytest.approx(requested(pods, "limits", "memory")), step.name
     busiest = max(rows, key=lambda row: row[1].requests_cpu)
-    assert busiest[0].targets == "sweep" and busiest[1].requests_cpu == 8100  # 6 trainers, 4 servers, TensorBoard
+    # 6 trainers, 2 collectors, the suggestion, 4 servers, TensorBoard
+    assert busiest[0].targets == "katib-sweep" and busiest[1].requests_cpu == 8250 and busiest[1].pods == 12
 
 
 def test_the_sweep_step_follows_sweep_parallel_and_the_values_files_workers():
     (sweep,) = [s for s in plan.steps(3) if s.targets == "sweep"]
     assert len(sweep.pods) == 3 * 3  # Chief + 2 Workers per trial
-    assert plan.quota(3).requests_cpu == plan.quota(2).requests_cpu + 3000  # one more trial of three 1-CPU pods
+    # one more trial of three 1-CPU pods (beyond Katib's two trials, which stay at values.yaml's parallelTrialCount)
+    assert plan.quota(3).requests_cpu == plan.quota(2).requests_cpu + 3000 - 150
 
 
 @pytest.mark.parametrize("machine,cpu,memory_mib", [
@@ -91,9 +107,11 @@ def plan_output(*args):
 
 def test_make_instructor_plan_prints_each_step_the_quota_the_nodes_and_the_cpu_quota():
     out = plan_output("ATTENDEES=20")
-    assert re.search(r"^  sweep, 2 trials at once\s+sweep\s+11\s+8\.1\s+14\.5\s+21\s+30  <- busiest$", out, re.M)
+    assert re.search(r"^  sweep, 2 trials at once\s+sweep\s+11\s+8\.1\s+14\.5\s+21\s+30$", out, re.M)
+    assert re.search(r"^  Katib, 2 trials \+ collectors \+ suggestion\s+katib-sweep\s+12\s+8\.25\s+14\.5\s+22\.5\s+32\.1"
+                     r"  <- busiest$", out, re.M)
     assert re.search(r"^  PS TFJob, Chief \+ 2 Workers \+ PS\s+tfjob-ps\s+9\s+6\.1\s+10\.5", out, re.M)
-    assert "requests.cpu 8100m, requests.memory 14848Mi, limits.cpu 21, limits.memory 30Gi, pods 11, " \
+    assert "requests.cpu 8250m, requests.memory 14878Mi, limits.cpu 22500m, limits.memory 32868Mi, pods 12, " \
            "requests.storage 10Gi" in out
     found = plan.make_plan(20, plan.MACHINE_TYPE)
     assert f"nodes: {found.nodes}," in out

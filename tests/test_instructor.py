@@ -67,6 +67,17 @@ def allows(role_doc, group, resource, verb):
 
 @pytest.mark.parametrize("rwx", [None, "standard-rwx"])
 @pytest.mark.parametrize("version", VERSIONS)
+def katib_busiest():
+    """Katib's step 9b at its busiest, as the cluster makes it: values.yaml's parallelTrialCount trials (the operator's
+    pods, each Chief with Katib's collector) and the suggestion pod (tfk8s.kube.cluster_model)."""
+    from tfk8s.kube import cluster_model
+    made = cluster_model.cluster_made("alice")["katib.yaml"]
+    parallel = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())["katib"]["parallelTrialCount"]
+    trial = [d for d in made if d["kind"] == "Pod"]
+    suggestion = [d["spec"]["template"] for d in made if d["kind"] == "Deployment"]
+    return trial * parallel + suggestion
+
+
 def test_every_object_the_instructor_applies_passes_strict_validation(version, rwx):
     docs = instructor_objects(rwx_storage_class=rwx)
     assert [d["kind"] for d in objects()] == ["Namespace", "ResourceQuota", "LimitRange", "ServiceAccount",
@@ -315,7 +326,7 @@ def test_quota_holds_every_step_with_serving_at_its_maximum_and_is_the_capacity_
     chief_and_workers = trial[:1] + trial[1:2] * values["workers"]
     steps = {"job": pods_of("job.yaml"), "tfjob": trial, "tfjob-ps": pods_of("tfjob-ps.yaml"),
              "sweep": chief_and_workers * plan.SWEEP_PARALLEL, "retrain": pods_of("retrain-cronjob.yaml"),
-             "batch": pods_of("batch-predict.yaml")}
+             "batch": pods_of("batch-predict.yaml"), "katib": katib_busiest()}
     for step, own in steps.items():
         pods = standing + own
         for bound in ("requests", "limits"):
@@ -323,9 +334,11 @@ def test_quota_holds_every_step_with_serving_at_its_maximum_and_is_the_capacity_
                 total = requested(pods, bound, resource)
                 assert total <= quantity(hard[f"{bound}.{resource}"]) + 1e-9, f"{step} {bound}.{resource}: {total:g}"
         assert len(pods) <= int(hard["pods"]), step
-    # The busiest step fills it: the sweep, at 8.1 CPU beside serving at 4 pods (measured from the manifests).
-    sweep = standing + steps["sweep"]
-    assert requested(sweep, "requests", "cpu") == pytest.approx(quantity(hard["requests.cpu"]))
+    # The busiest step fills it: Katib's, at 8.25 CPU and 12 pods beside serving at 4 pods (measured from the
+    # manifests and the cluster model's pods).
+    katib = standing + steps["katib"]
+    assert requested(katib, "requests", "cpu") == pytest.approx(quantity(hard["requests.cpu"])) == 8.25
+    assert len(katib) == int(hard["pods"]) == 12
     assert quantity(hard["requests.storage"]) == quantity(
         yaml.safe_load((KUBE / "storage.yaml").read_text())["spec"]["resources"]["requests"]["storage"])
     assert hard["persistentvolumeclaims"] == "1"

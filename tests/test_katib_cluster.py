@@ -139,7 +139,7 @@ def test_the_attendee_roles_allow_every_request_the_katib_targets_make(api):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_instructors_katib_access_passes_strict_validation(version):
     docs = [d for d in yaml.safe_load_all(katib_access.render("bob")) if d]
-    assert [d["kind"] for d in docs] == ["Namespace", "Role", "RoleBinding"]
+    assert [d["kind"] for d in docs] == ["Namespace", "Role", "RoleBinding", "NetworkPolicy", "NetworkPolicy"]
     for doc in docs:
         validate(doc, version)
     binding = docs[2]

@@ -76,6 +76,9 @@ def parse_args(argv=None):
     k.add_argument("--output_dir", type=render.directory, default=Path("runs/instructor"), help="where the files go")
     k.add_argument("--manifests", default=katib.STANDALONE, help="Katib's kustomization to apply")
 
+    sub.add_parser("connections", help="every connection the workshop needs or must never make, with its verdict "
+                                       "from the rendered NetworkPolicies (network-config-analyzer)")
+
     args = p.parse_args(argv)
     if getattr(args, "attendees", None) and isinstance(args.attendees, list):
         namespaces.check_names(args.attendees)
@@ -109,3 +112,6 @@ def main(argv=None):
         namespaces.delete(args.attendees)
     elif args.command == "katib":
         katib.install(args.attendees, args.output_dir, args.manifests)
+    elif args.command == "connections":
+        from tfk8s.instructor import connections  # the analyzer is a development dependency
+        connections.show()
