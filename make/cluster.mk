@@ -153,8 +153,9 @@ clean: check-cluster venv ## Delete all your steps created (training, sweep, Kat
 	@$(STEPS) clean-katib $(NAMESPACE)
 
 .PHONY: render
-render: venv ## Write every object your steps apply, as applied (NAMESPACE, IMAGE, TAG), to OUT=DIR; the sweep's trials to OUT/sweep, its Katib Experiment to OUT/katib
+render: venv ## Write every object your steps apply, as applied (NAMESPACE, IMAGE, TAG), to OUT=DIR; the sweep's trials to OUT/sweep, its Katib Experiment to OUT/katib, what the cluster makes of them to OUT/cluster-made
 	$(RENDER) --output_dir "$(OUT)" $(ATTENDEE_MANIFESTS)
+	$(PYTHON) src/cluster_model.py --namespace $(NAMESPACE) --image $(IMAGE) --tag $(TAG) --output_dir "$(OUT)/cluster-made"
 	$(SWEEP_RUN) --dry_run --output_dir $(OUT)/sweep --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
 	$(SWEEP_RUN) --katib --dry_run --output_dir $(OUT)/katib --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
 

@@ -269,7 +269,7 @@ def answer(state, args):
     if plural is None:
         return 1, "", f"error: the stand-in does not know {' '.join(args)}\n"
     name = words[2] if len(words) > 2 else None
-    found = [o for o in state["objects"][plural] if (name is None or o["metadata"]["name"] == name)
+    found = [o for o in state["objects"].setdefault(plural, []) if (name is None or o["metadata"]["name"] == name)
              and matches(o, selector)]
     if verb == "delete":
         if name and not found and "--ignore-not-found" in args:

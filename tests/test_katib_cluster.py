@@ -11,6 +11,7 @@ import yaml
 import fake_api
 from support import SWEEP_IMAGE as IMAGE
 from support import (
+    REPO,
     VERSIONS,
     assert_one_line_error,
     make,
@@ -176,3 +177,27 @@ def test_make_instructor_katib_refuses_before_the_training_operator_in_one_line(
     assert result.returncode != 0
     assert "no TFJob CRD: install the training operator first" in result.stderr and "Traceback" not in result.stderr
     assert not [c for c in calls() if c["args"][:1] == ["apply"]]
+
+
+def test_katib_sweep_ends_within_its_deadline_when_the_experiment_never_progresses(api, default):
+    """The deadline comes from the Experiment (9 trials, 2 at a time, 1800 s each, 600 s for pulls: 9600 s);
+    KATIB_DEADLINE_SCALE shrinks it for the test, so it is 0.96 s here, not the real 2 h 40 min."""
+    assert katib_cluster.deadline(default) == 5 * 1800 + 600
+    katib_namespace(api)
+    # Without a deadline this would poll forever (and the stand-in's make call time out).
+    result = make_katib(api, "katib-sweep", env={"FAKE_POLLS": "1000000", "KATIB_DEADLINE_SCALE": "0.0001"})
+    last = make_error(result, "Experiment mnist-sweep did not finish within 1s", "make katib-clean")
+    assert last.count("error:") == 1
+    assert "Experiment mnist-sweep: what Katib says" in result.stdout
+    assert "Suggestion mnist-sweep: none" in result.stdout and "trials: none yet" in result.stdout
+    polls = [c for c in api.calls() if c[:3] == ["get", "experiment", "mnist-sweep"]]
+    assert len(polls) >= 2  # it followed, then gave up
+
+
+def test_katib_sweep_refuses_early_stopping_which_restricted_cannot_run(api, tmp_path):
+    katib_namespace(api)
+    values = (REPO / "templated" / "values.yaml").read_text().replace("earlyStopping: false", "earlyStopping: true")
+    (tmp_path / "values.yaml").write_text(values)
+    result = make_katib(api, "katib-sweep", f"SWEEP_VALUES={tmp_path / 'values.yaml'}")
+    make_error(result, "katib.earlyStopping cannot run in a restricted namespace")
+    assert not [c for c in api.calls() if c[0] == "create"]

@@ -40,6 +40,7 @@ DB_MANAGER = f"katib-db-manager.{KATIB_NAMESPACE}:6789"   # katibmanager GetDBMa
 SUGGESTION_PORT = 6789             # consts/const.go DefaultSuggestionPort, name suggestion-api
 TF_PORT, TF_PORT_NAME = 2222, "tfjob-port"
 EXAMPLE_TRIAL = "abcdefgh"         # Katib names a trial <experiment>-<8 random characters>
+OWNER_UID = "00000000-0000-0000-0000-000000000000"  # the owner's uid, which only the API server knows
 HEADER = ("# Made by the cluster, not applied by anyone: what the training operator v1.9.4, Katib v0.19.0,\n"
           "# the CronJob controller and the autoscaler create from the objects beside this directory\n"
           "# (src/tfk8s/kube/cluster_model.py, from their code). Every offline check runs on these too.\n")
@@ -113,7 +114,7 @@ def tfjob_objects(tfjob):
     specs = replica_specs(tfjob)
     chief = any(t in specs for t in ("Chief", "Master"))
     owner = [{"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "name": job, "controller": True,
-              "blockOwnerDeletion": True}]
+              "blockOwnerDeletion": True, "uid": OWNER_UID}]
     out = []
     for rtype, spec in specs.items():
         rt = rtype.lower()
@@ -163,7 +164,7 @@ def trial_job(experiment, name=None):
     job = katib_check.run_spec(defaulted, name or trial_name(experiment), namespace,
                                katib_check.example_assignments(defaulted))
     job["metadata"]["ownerReferences"] = [{"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial",
-                                           "name": job["metadata"]["name"], "controller": True}]
+                                           "name": job["metadata"]["name"], "controller": True, "uid": OWNER_UID}]
     return job
 
 
@@ -293,7 +294,8 @@ def suggestion_objects(experiment, config):
                            "ports": [{"name": "earlystop-api", "containerPort": 6788}],
                            "resources": with_defaults(stopping.get("resources"))})
         ports.append({"name": "earlystop-api", "port": 6788})
-    owner = [{"apiVersion": "kubeflow.org/v1beta1", "kind": "Suggestion", "name": name, "controller": True}]
+    owner = [{"apiVersion": "kubeflow.org/v1beta1", "kind": "Suggestion", "name": name, "controller": True,
+              "uid": OWNER_UID}]
     pod_spec = {"containers": containers}
     if spec.get("earlyStopping"):
         pod_spec["serviceAccountName"] = deployment_name  # composer.go 137-139
@@ -331,7 +333,8 @@ def cronjob_job(cronjob, scheduled_minutes=0):
                          "annotations": {**copy.deepcopy(meta.get("annotations") or {}),
                                          "batch.kubernetes.io/cronjob-scheduled-timestamp": "1970-01-01T00:00:00Z"},
                          "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
-                                              "name": cronjob["metadata"]["name"], "controller": True}]},
+                                              "name": cronjob["metadata"]["name"], "controller": True,
+                                              "uid": OWNER_UID}]},
             "spec": copy.deepcopy(template["spec"])}
 
 
