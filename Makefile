@@ -35,7 +35,8 @@ lock: venv ## Pin requirements*.txt and every dependency, with hashes, into requ
 	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	  requirements.txt -o requirements.lock
 	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
-	  --constraint requirements.lock requirements-dev.txt -o requirements-dev.lock
+	  --constraint requirements.lock --override requirements-dev-overrides.txt requirements-dev.txt \
+	  -o requirements-dev.lock
 
 .PHONY: lint
 lint: venv ## Lint the Python code with ruff (rules in pyproject.toml)

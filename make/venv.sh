@@ -4,7 +4,9 @@
 #   make/venv.sh PYTHON VENV LOCK
 # With uv (on PATH, or installed into the venv at its pinned version) it takes seconds; where
 # uv cannot be had, pip installs the same lock (slower). Either way --require-hashes: a file
-# whose hash is not in the lock is refused.
+# whose hash is not in the lock is refused. The lock holds every package, so it is installed as it is
+# (--no-deps): a package's own pins are not resolved again (network-config-analyzer pins an older PyYAML
+# than the lock's, which make lock overrides: requirements-dev-overrides.txt).
 set -euo pipefail
 
 python=${1:?usage: make/venv.sh PYTHON VENV LOCK}
@@ -25,10 +27,10 @@ fi
 
 if [ -n "$uv" ]; then
   echo "installing $lock with uv into $venv"
-  "$uv" pip install --quiet --python "$venv/bin/python" --require-hashes -r "$lock"
+  "$uv" pip install --quiet --python "$venv/bin/python" --require-hashes --no-deps -r "$lock"
   "$uv" pip install --quiet --python "$venv/bin/python" --no-deps --no-build-isolation --editable .
 else
   echo "installing $lock with pip into $venv (uv could not be had)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r "$lock"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable .
 fi
