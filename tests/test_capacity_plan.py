@@ -108,8 +108,8 @@ def plan_output(*args):
 def test_make_instructor_plan_prints_each_step_the_quota_the_nodes_and_the_cpu_quota():
     out = plan_output("ATTENDEES=20")
     assert re.search(r"^  sweep, 2 trials at once\s+sweep\s+11\s+8\.1\s+14\.5\s+21\s+30$", out, re.M)
-    assert re.search(r"^  Katib, 2 trials \+ collectors \+ suggestion\s+katib-sweep\s+12\s+8\.25\s+14\.5\s+22\.5\s+32\.1"
-                     r"  <- busiest$", out, re.M)
+    assert re.search(r"^  Katib, 2 trials \+ collectors \+ suggestion\s+katib-sweep\s+12\s+8\.25\s+14\.5\s+22\.5"
+                     r"\s+32\.1  <- busiest$", out, re.M)
     assert re.search(r"^  PS TFJob, Chief \+ 2 Workers \+ PS\s+tfjob-ps\s+9\s+6\.1\s+10\.5", out, re.M)
     assert "requests.cpu 8250m, requests.memory 14878Mi, limits.cpu 22500m, limits.memory 32868Mi, pods 12, " \
            "requests.storage 10Gi" in out

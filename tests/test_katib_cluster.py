@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 import fake_api
-from support import SWEEP_IMAGE as IMAGE
 from support import (
     REPO,
     VERSIONS,
@@ -20,6 +19,7 @@ from support import (
     validate,
     workshop_namespace,
 )
+from support import SWEEP_IMAGE as IMAGE
 from support import katib_experiment as experiment
 from tfk8s.instructor import katib as katib_access
 from tfk8s.instructor import namespaces

@@ -354,7 +354,7 @@ def only(docs, kind):
 
 def cluster_made(namespace, image=render.TRAINER_IMAGE, tag="0.1.0", experiment=None, config=None):
     """{file name: [docs]} of what the cluster creates in `namespace` from the workshop's manifests."""
-    load = lambda name: render.render(render.load([KUBE / name]), image, tag, namespace)  # noqa: E731
+    load = lambda name: render.render(render.load([KUBE / name]), image, tag, namespace)
     config = katib_config() if config is None else config
     files = {name: tfjob_objects(only(load(name), "TFJob")) for name in ("tfjob.yaml", "tfjob-ps.yaml")}
     files["retrain-cronjob.yaml"] = [cronjob_job(only(load("retrain-cronjob.yaml"), "CronJob"))]
