@@ -151,7 +151,7 @@ def test_the_instructors_guide_shows_the_plans_cluster_command_quota_and_busiest
         assert f"{key} {hard[key]}" in guide, key
     assert f"{found.nodes * found.machine.vcpus} CPUS" in guide
     busiest = max(found.rows, key=lambda row: row[1].requests_cpu)[1]
-    assert f"{busiest.requests_cpu / 1000:g} vCPU and {busiest.requests_memory / GI:g} GiB" in guide
+    assert f"{busiest.requests_cpu / 1000:g} vCPU and {round(busiest.requests_memory / GI, 2):g} GiB" in guide
 
 
 def test_memory_figures_are_whole_mebibytes():

@@ -65,8 +65,6 @@ def allows(role_doc, group, resource, verb):
                for rule in role_doc["rules"])
 
 
-@pytest.mark.parametrize("rwx", [None, "standard-rwx"])
-@pytest.mark.parametrize("version", VERSIONS)
 def katib_busiest():
     """Katib's step 9b at its busiest, as the cluster makes it: values.yaml's parallelTrialCount trials (the operator's
     pods, each Chief with Katib's collector) and the suggestion pod (tfk8s.kube.cluster_model)."""
@@ -78,6 +76,8 @@ def katib_busiest():
     return trial * parallel + suggestion
 
 
+@pytest.mark.parametrize("rwx", [None, "standard-rwx"])
+@pytest.mark.parametrize("version", VERSIONS)
 def test_every_object_the_instructor_applies_passes_strict_validation(version, rwx):
     docs = instructor_objects(rwx_storage_class=rwx)
     assert [d["kind"] for d in objects()] == ["Namespace", "ResourceQuota", "LimitRange", "ServiceAccount",
@@ -263,8 +263,9 @@ def test_pods_reach_their_own_namespace_and_dns_and_nothing_of_anyone_else(polic
     assert not connection(policies, bobs, serving, 8500)
     assert not connection(policies, chief, nfs, 2049) and not connection(policies, bobs, nfs, 2049)
     assert not connection(policies, chief, metadata, 80)
-    # The NFS servers are not isolated: the nodes' kubelets mount them, from outside any pod.
-    assert STORAGE not in policies and connection(policies, (None, {}, "10.132.0.9"), nfs, 2049)
+    # The NFS servers admit NFS only, from anywhere: the nodes' kubelets mount them, from outside any pod.
+    assert connection(policies, (None, {}, "10.132.0.9"), nfs, 2049)
+    assert not connection(policies, (None, {}, "10.132.0.9"), nfs, 111)
 
 
 # ---------------------------------------------------------------- RBAC
