@@ -13,7 +13,7 @@ Sources (each field below names its file):
     pkg/controller.v1/common/pod.go createNewPod (lines 383-435), pkg/controller.v1/common/service.go
     CreateNewService (211-244), pkg/controller.v1/common/job_controller.go GenLabels (236-242),
     pkg/controller.v1/tensorflow/tfjob_controller.go SetClusterSpec (555-588), IsMasterRole (598-605),
-    pkg/core/service.go GetPortsFromJob (83-101).
+    pkg/core/service.go GetPortsFromJob (83-101), pkg/core/pod.go SetRestartPolicy (81-88).
   Katib v0.19.0 (github.com/kubeflow/katib):
     pkg/webhook/v1beta1/pod/inject_webhook.go Mutate (131-203), getMetricsCollectorContainer (206-252),
     getMetricsCollectorArgs (309-345); pkg/webhook/v1beta1/pod/utils.go wrapWorkerContainer (155-199),
@@ -138,7 +138,7 @@ def tfjob_objects(tfjob):
             if tf_config is not None:
                 container = next(c for c in pod_spec["containers"] if c["name"] == "tensorflow")
                 container["env"] = [*container.get("env", []), {"name": "TF_CONFIG", "value": tf_config}]
-            # core/pod.go SetRestartPolicy: ExitCode becomes Never on the pod (the operator decides restarts).
+            # pkg/core/pod.go SetRestartPolicy (81-88): ExitCode becomes Never on the pod (the operator decides restarts).
             policy = spec.get("restartPolicy", "Never")
             pod_spec["restartPolicy"] = "Never" if policy == "ExitCode" else policy
             out.append({"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec})
@@ -192,7 +192,7 @@ def collector_container(experiment, trial, primary, config):
     container = {"name": "metrics-logger-and-collector" if kind in ("StdOut", "File") else "metrics-collector",
                  "image": found["image"], "args": args, "imagePullPolicy": found.get("imagePullPolicy", PULL_POLICY),
                  "resources": with_defaults(found.get("resources"))}
-    # inject_webhook.go 236-250: only with init.controller.injectSecurityContext, a copy of containers[0]'s.
+    # inject_webhook.go 244-250: only with init.controller.injectSecurityContext, a copy of containers[0]'s.
     if ((config.get("init") or {}).get("controller") or {}).get("injectSecurityContext"):
         if primary.get("securityContext") is not None:
             container["securityContext"] = copy.deepcopy(primary["securityContext"])
