@@ -138,7 +138,7 @@ def tfjob_objects(tfjob):
             if tf_config is not None:
                 container = next(c for c in pod_spec["containers"] if c["name"] == "tensorflow")
                 container["env"] = [*container.get("env", []), {"name": "TF_CONFIG", "value": tf_config}]
-            # pkg/core/pod.go SetRestartPolicy (81-88): ExitCode becomes Never on the pod (the operator decides restarts).
+            # core/pod.go SetRestartPolicy (81-88): ExitCode becomes Never on the pod (the operator restarts it).
             policy = spec.get("restartPolicy", "Never")
             pod_spec["restartPolicy"] = "Never" if policy == "ExitCode" else policy
             out.append({"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec})
