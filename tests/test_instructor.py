@@ -372,7 +372,8 @@ def instructor(*args, path=None):
 def test_render_writes_the_storage_namespace_and_one_file_per_attendee(tmp_path):
     result = instructor("render", "--output_dir", tmp_path, "alice", "bob")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.yaml", "bob.yaml", f"{STORAGE}.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["admission.yaml", "alice.yaml", "bob.yaml",
+                                                          f"{STORAGE}.yaml"]
     for name in ("alice", "bob"):
         docs = [d for d in yaml.safe_load_all((tmp_path / f"{name}.yaml").read_text()) if d]
         assert {d["metadata"].get("namespace", name) for d in docs if d["kind"] != "PersistentVolume"} \
@@ -422,7 +423,11 @@ def test_create_applies_namespace_then_server_then_volume_on_its_clusterip_then_
              "--namespace alice wait --for=jsonpath={.status.phase}=Bound persistentvolumeclaim/mnist-nfs",
              "create token attendee --namespace alice --duration 12h"]
     assert [s for s in alice if s in order] == order
-    assert steps[0] == f"apply Namespace//{STORAGE}"
+    # The admission policies first (they hold for every attendee namespace by its label), then storage.
+    assert steps[:4] == [f"apply {kind}//{name}" for name in ("workshop-experiment-template-own-namespace",
+                                                              "workshop-disruption-allowed")
+                         for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")]
+    assert steps[4] == f"apply Namespace//{STORAGE}"
     for name in ("alice", "bob"):
         kubeconfig = out / f"{name}.kubeconfig"
         assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600

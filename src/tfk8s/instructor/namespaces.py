@@ -64,6 +64,11 @@ def render_storage_namespace():
     return ENVIRONMENT.get_template("storage-namespace.yaml.j2").render(storage_namespace=STORAGE_NAMESPACE)
 
 
+def render_admission():
+    """The cluster's ValidatingAdmissionPolicies for attendee namespaces (templated/instructor/admission.yaml.j2)."""
+    return ENVIRONMENT.get_template("admission.yaml.j2").render()
+
+
 def render_nfs_server(namespace, server=None):
     """The attendee's NFS server (disk, Deployment, Service) and PersistentVolume; `server`: the ClusterIP."""
     return ENVIRONMENT.get_template("nfs-server.yaml.j2").render(
@@ -82,9 +87,11 @@ def render_kubeconfig(namespace, cluster, server, ca_data, token, expires):
 
 
 def rendered_files(names, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti"):
-    """{file name: YAML} for everything the instructor applies: the storage namespace (NFS only), then per
-    attendee its namespace's objects, its storage and its claim, in the order they are applied."""
-    files = {} if rwx_storage_class else {f"{STORAGE_NAMESPACE}.yaml": render_storage_namespace()}
+    """{file name: YAML} for everything the instructor applies: the admission policies, the storage namespace
+    (NFS only), then per attendee its namespace's objects, its storage and its claim, in the order they are applied."""
+    files = {"admission.yaml": render_admission()}
+    if not rwx_storage_class:
+        files[f"{STORAGE_NAMESPACE}.yaml"] = render_storage_namespace()
     for name in names:
         parts = [render_namespace(name, sweep_parallel, rwx_storage_class, rwx_size)]
         if not rwx_storage_class:
@@ -133,6 +140,9 @@ def create(names, out, duration, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage
     if not kubectl.has_context():
         print(f"no cluster in kubectl's context: rendered only. Apply: kubectl apply -f {out}/<name>.yaml")
         return
+    # Admission rules for every attendee namespace (by its label): no PodDisruptionBudget that blocks drains, no
+    # Experiment reading another namespace's ConfigMap.
+    kubectl.run("apply", "-f", "-", stdin=render_admission())
     if not rwx_storage_class:
         kubectl.run("apply", "-f", "-", stdin=render_storage_namespace())
     for name in names:
