@@ -3,7 +3,7 @@ rendered instructor and attendee NetworkPolicies: every needed connection allowe
 import pytest
 import yaml
 
-from support import assert_one_line_error, run_script
+from support import REPO, assert_one_line_error, run_script
 from tfk8s.instructor import connections
 from tfk8s.instructor import katib as katib_access
 
@@ -69,5 +69,7 @@ def test_python_instructor_connections_prints_the_table():
     assert any(line.startswith("never") and "169.254.169.254" in line and line.endswith("denied") for line in lines)
     assert result.stderr == ""
     assert lines[-1].startswith("every needed connection allowed, every forbidden one denied")
+    # The instructor's guide shows the table as it is.
+    assert "\n".join(line.rstrip() for line in lines) in (REPO / "docs" / "instructor.md").read_text()
     refused = run_script("instructor.py", "connections", "alice")
     assert_one_line_error(refused, "unrecognized arguments")
