@@ -8,7 +8,9 @@ containers as Kubernetes counts them): the standing pods (TensorBoard, and
 TensorFlow Serving at its autoscaler's maximum, since `make autoscale` may be
 on at any step), plus the step's own pods: the Job, the TFJobs, the sweep's
 SWEEP_PARALLEL trials (kube/tfjob.yaml with templated/values.yaml's Worker
-count), the retrain and the batch Job. The largest of each figure over the
+count), Katib's busiest moment (its parallel trials, each Chief with Katib's metrics collector,
+and the suggestion pod, as tfk8s.kube.cluster_model builds them from Katib's code), the retrain
+and the batch Job. The largest of each figure over the
 steps is the attendee's ResourceQuota (templated/instructor/namespace.yaml.j2
 gets it from here). Then the cluster: every attendee at a step at once, plus
 the NFS servers of the storage namespace and the cluster's own add-ons,
