@@ -207,7 +207,8 @@ def test_instructor_namespaces_without_a_cluster_renders_the_files_only(tmp_path
 def test_instructor_render_writes_what_the_instructor_applies(tmp_path):
     result = make("instructor-render", "ATTENDEES=alice bob", f"OUT={tmp_path}")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.yaml", "bob.yaml", "workshop-storage.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["admission.yaml", "alice.yaml", "bob.yaml",
+                                                          "workshop-storage.yaml"]
     result = make("instructor-render", "ATTENDEES=alice")
     assert result.returncode != 0 and "error: --output_dir is empty" in result.stderr
 
