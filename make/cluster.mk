@@ -78,7 +78,7 @@ check-image:
 # it, a build adds only your code to it, and a push uploads only that layer. Empty: the whole image is built
 # here (Python, TensorFlow, the data: over a gigabyte to push).
 BASE_IMAGE ?=
-BUILD_ARGS  = --platform $(PLATFORM) $(if $(BASE_IMAGE),--build-arg RUNTIME=$(BASE_IMAGE))
+BUILD_ARGS  = --platform $(PLATFORM)$(if $(BASE_IMAGE), --build-arg RUNTIME=$(BASE_IMAGE))
 
 .PHONY: build
 build: check-image ## Step 2: build the trainer image IMAGE:TAG for PLATFORM (on BASE_IMAGE, the instructor's base, if given)

@@ -112,9 +112,50 @@ def test_tfjob_containers_get_the_operators_tf_config_and_service_names(tmp_path
 
 def test_a_bad_replicas_flag_is_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
-        docker_run.main(["kube/tfjob.yaml", "--image", "img", "--replicas", "Driver=2"])
+        docker_run.main([str(REPO / "kube" / "tfjob.yaml"), "--image", "img", "--replicas", "Driver=2"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.startswith("error: --replicas Driver=2: expected TYPE=N")
+
+
+# ---------------------------------------------------------------- make/docker.sh build (a stand-in docker)
+
+DOCKER_STAND_IN = """#!/bin/sh
+case "$1" in
+  info|buildx) exit 0 ;;
+  image) exit 1 ;;                       # no image here
+  pull) exit 1 ;;                        # no registry answers
+  build) printf '%s\\n' "$@" > "$(dirname "$0")/build-args" ;;
+esac
+"""
+
+
+def script_build(tmp_path, *args, **env):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text(DOCKER_STAND_IN)
+    (bin_dir / "docker").chmod(0o755)
+    clean = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "PIP_CERT", "BASE")}
+    result = subprocess.run([str(REPO / "make" / "docker.sh"), "build", *args],
+                            env={**clean, "PATH": f"{bin_dir}:{os.environ['PATH']}", **env},
+                            capture_output=True, text=True, timeout=60)
+    built = bin_dir / "build-args"
+    return result, built.read_text().splitlines() if built.exists() else None
+
+
+def test_the_build_gets_a_ca_bundle_as_a_secret_only_when_the_environment_names_one(tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    base = "b.example.com/python@sha256:" + "0" * 64
+    result, args = script_build(tmp_path, "-t", "x:1", BASE=base)
+    assert result.returncode == 0, result.stderr
+    assert "--secret" not in args and flags(args, "--build-arg") == [f"BASE={base}"]
+    assert flags(args, "--network") == ["host"] and args[-3:] == ["-t", "x:1", "."]
+    for variable in ("SSL_CERT_FILE", "PIP_CERT"):
+        result, args = script_build(tmp_path, "-t", "x:1", BASE=base, **{variable: str(bundle)})
+        assert flags(args, "--secret") == [f"id=ca,src={bundle}"], result.stderr
+    # On the instructor's base no base is looked for; a bundle named but missing is one line.
+    result, args = script_build(tmp_path, "--build-arg", "RUNTIME=r@sha256:1", SSL_CERT_FILE=str(tmp_path / "no"))
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith("error: the CA bundle")
 
 
 # ---------------------------------------------------------------- make build-remote (a stand-in gcloud)
