@@ -324,7 +324,8 @@ def test_the_jobs_container_trains_and_exports_as_uid_1000_on_a_read_only_root(j
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     command = next(line for line in result.stdout.splitlines() if line.startswith("[job] docker run"))
     assert "--read-only" in command.split() and "--user 1000:1000" in command
-    assert "num_replicas_in_sync=1" in result.stdout and "step 300" in result.stdout
+    assert re.search(r"chief-0: single training on \d+ images \(mini\).*num_replicas_in_sync=1", result.stdout)
+    assert re.search(r"step +300/300", result.stdout)
     (export,) = exports(root / "claims")
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in [export, *export.rglob("*")]}
     assert owners == {(1000, 1000)}, owners
@@ -334,7 +335,8 @@ def test_the_jobs_container_trains_and_exports_as_uid_1000_on_a_read_only_root(j
 def test_a_chief_and_a_worker_as_two_containers_train_one_model(image, tmp_path):
     result = run("kube/tfjob.yaml", "--image", image, "--root", tmp_path, "--replicas", "Worker=1", "--", *TRAIN)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "[chief-0] chief: " in result.stdout and "num_replicas_in_sync=2" in result.stdout
+    assert re.search(r"\[chief-0\] chief-0: multi_worker training on .*num_replicas_in_sync=2", result.stdout)
+    assert re.search(r"\[chief-0\] step +300/300", result.stdout)
     assert "job mnist-tfjob succeeded" in result.stdout
     assert len(exports(tmp_path / "claims")) == 1
     assert docker("ps", "--all", "--quiet", "--filter", f"label={docker_run.LABEL}").stdout == ""
