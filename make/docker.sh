@@ -10,7 +10,7 @@
 #                                 machine's CA bundle as the build secret `ca` when SSL_CERT_FILE or PIP_CERT
 #                                 names one (never a layer of the image)
 #
-# Environment: BASE (skip the choice: build FROM this), DOCKER_STATE (where `start` notes what it started;
+# Environment: BASE (skip the choice: build FROM this), STANDIN_IMAGE (the stand-in's name), DOCKER_STATE (where `start` notes what it started;
 # default /tmp/tfk8s-docker), DOCKER_NETWORK (the build's network; default host: a RUN step reaches the
 # network as this machine does).
 set -euo pipefail
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 STATE=${DOCKER_STATE:-/tmp/tfk8s-docker}
 # The stand-in for python:3.11-slim-bookworm where no registry answers: Debian 12's own python3 (3.11),
 # from Debian's packages, with what the Dockerfile counts on: `python` and `pip` on PATH, `python -m venv`.
-STANDIN=tfk8s/python-standin:3.11-bookworm
+STANDIN=${STANDIN_IMAGE:-tfk8s/python-standin:3.11-bookworm}
 STANDIN_PACKAGES=python3,python3-venv,python3-pip,ca-certificates
 
 say() { echo "== docker: $*" >&2; }
@@ -74,7 +74,7 @@ standin() {
   command -v debootstrap >/dev/null 2>&1 || die "no registry answers and debootstrap is missing: make/docker.sh start installs it"
   local rootfs began=$SECONDS
   rootfs=$(mktemp -d /var/tmp/tfk8s-standin.XXXXXX)
-  trap 'as_root rm -rf "$rootfs"' RETURN
+  trap 'as_root rm -rf "$rootfs"; trap - RETURN' RETURN
   say "no registry answers: making the stand-in base $STANDIN from Debian's packages (about 2 minutes)"
   as_root debootstrap --variant=minbase --include="$STANDIN_PACKAGES" bookworm "$rootfs" >"$rootfs.log" 2>&1 \
     || { tail -5 "$rootfs.log" >&2; die "debootstrap failed (log: $rootfs.log)"; }
