@@ -62,4 +62,4 @@ test: venv ## Before handing in: every test, the README's steps included (what C
 readme-steps: venv ## Only the README's local steps, run from README.md and the laptop labs and checked against their Expected output
 	$(PYTEST) -m readme tests/test_readme.py
 
-include make/local.mk make/cluster.mk make/instructor.mk
+include make/local.mk make/cluster.mk make/docker.mk make/instructor.mk

@@ -74,10 +74,33 @@ check-cluster: ## Step 1: check that kubectl is installed and its context is you
 check-image:
 	@if [ "$(IMAGE)" = "ghcr.io/example/mnist-trainer" ]; then echo "error: IMAGE is the placeholder $(IMAGE): give a registry you can push to, e.g. export IMAGE=europe-docker.pkg.dev/PROJECT/workshop/$(NAMESPACE)-mnist" >&2; exit 1; fi
 
+# The instructor's published base (make instructor-base; the instructor gives it, pinned by digest): with
+# it, a build adds only your code to it, and a push uploads only that layer. Empty: the whole image is built
+# here (Python, TensorFlow, the data: over a gigabyte to push).
+BASE_IMAGE ?=
+BUILD_ARGS  = --platform $(PLATFORM)$(if $(BASE_IMAGE), --build-arg RUNTIME=$(BASE_IMAGE))
+
 .PHONY: build
-build: check-image ## Step 2: build the trainer image IMAGE:TAG for PLATFORM (the full MNIST set inside)
-	@command -v docker >/dev/null 2>&1 || { echo "error: docker is not installed: see https://docs.docker.com/get-docker/" >&2; exit 1; }
-	docker build --platform $(PLATFORM) -f src/Dockerfile -t $(IMAGE):$(TAG) .
+build: check-image ## Step 2: build the trainer image IMAGE:TAG for PLATFORM (on BASE_IMAGE, the instructor's base, if given)
+	@command -v docker >/dev/null 2>&1 || { echo "error: docker is not installed: see https://docs.docker.com/get-docker/ (or build in the cloud: make build-remote)" >&2; exit 1; }
+	make/docker.sh build $(BUILD_ARGS) -t $(IMAGE):$(TAG)
+
+# Cloud Build: the same Dockerfile, the same tag, built and pushed by Google Cloud; what is uploaded is
+# what .gcloudignore lets through (the files the image copies). The pushed digest goes where `make push`
+# writes it, for the steps that apply the image.
+GCLOUD ?= gcloud
+
+.PHONY: build-remote
+build-remote: check-image ## Step 2 without Docker: build and push IMAGE:TAG with Cloud Build (gcloud builds submit; src/cloudbuild.yaml)
+	@command -v $(GCLOUD) >/dev/null 2>&1 || { echo "error: gcloud is not installed: see docs/cluster/01-connect.md" >&2; exit 1; }
+	@mkdir -p $(RUNS)
+	$(GCLOUD) builds submit --config src/cloudbuild.yaml \
+	  --substitutions _IMAGE=$(IMAGE),_TAG=$(TAG),_RUNTIME=$(or $(BASE_IMAGE),runtime) \
+	  --format 'value(results.images[0].digest)' . > $(RUNS)/.build-remote-digest
+	@digest=$$(tr -d '[:space:]' < $(RUNS)/.build-remote-digest); rm -f $(RUNS)/.build-remote-digest; \
+	  echo "$$digest" | grep -Eqx 'sha256:[0-9a-f]{64}' || { \
+	    echo "error: Cloud Build reported no image digest ('$$digest'): see the build's log above" >&2; exit 1; }; \
+	  echo "$(IMAGE):$(TAG)@$$digest" > $(RUNS)/pushed-image; echo "pushed $(IMAGE):$(TAG)@$$digest"
 
 .PHONY: push
 push: check-image ## Step 2: push IMAGE:TAG to its registry (log in to it first)

@@ -49,7 +49,7 @@ def test_build_push_deploy_dry_run_uses_the_given_image_tag_and_namespace():
     result = make("-n", "build", "push", "deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "docker build --platform linux/amd64 -f src/Dockerfile -t registry.example.com/me/mnist:v9 ." in out
+    assert "make/docker.sh build --platform linux/amd64 -t registry.example.com/me/mnist:v9" in out
     assert "docker push registry.example.com/me/mnist:v9" in out
     assert "ghcr.io/example/mnist-trainer --tag" not in out and "--namespace default" not in out
     renders = [line.split(" | ")[0].split(" || ")[-1] for line in out.splitlines()

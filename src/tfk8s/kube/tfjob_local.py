@@ -356,17 +356,27 @@ def main(argv=None):
     if not 0 <= args.restart_delay <= 3600:
         raise UsageError(f"--restart_delay must be between 0 and 3600 seconds, not {args.restart_delay:g}")
 
-    docs = yamlfile.documents(args.manifest)
-    if len(docs) != 1:
-        raise UserError(f"{args.manifest} holds {len(docs)} documents; expected one TFJob")
-    found = tfjob_check.problems(docs[0])
-    if found:
-        raise UserError(f"{args.manifest} is not a valid TFJob: {'; '.join(found)}")
-    doc = docs[0]
+    doc = load_tfjob(args.manifest)
     name = doc["metadata"]["name"]
     root = (args.root or RUNS / "tfjob-local" / name).resolve()
     say(f"TFJob {name}: volumes and logs under {root}")
-    replicas = plan_replicas(doc, root, trainer_args)
+    run_job(doc, plan_replicas(doc, root, trainer_args), args.restart_delay)
+
+
+def load_tfjob(manifest):
+    """The one valid TFJob a manifest holds; UserError otherwise."""
+    docs = yamlfile.documents(manifest)
+    if len(docs) != 1:
+        raise UserError(f"{manifest} holds {len(docs)} documents; expected one TFJob")
+    found = tfjob_check.problems(docs[0])
+    if found:
+        raise UserError(f"{manifest} is not a valid TFJob: {'; '.join(found)}")
+    return docs[0]
+
+
+def run_job(doc, replicas, restart_delay=RESTART_DELAY):
+    """Run the planned replicas to the job's end by the operator's rules; exit non-zero unless it succeeded."""
+    name = doc["metadata"]["name"]
     clean_pod_policy = doc["spec"].get("runPolicy", {}).get("cleanPodPolicy", "None")
     cleanup = (f"cleanPodPolicy {clean_pod_policy}" if clean_pod_policy != "None" else
                "cleanPodPolicy None (on a cluster these pods would keep running)")
@@ -377,7 +387,7 @@ def main(argv=None):
     watchdog = reaper.Watchdog(max(r.grace for r in replicas))
     try:
         try:
-            succeeded, reason, culprit = supervise(doc, replicas, watchdog, args.restart_delay)
+            succeeded, reason, culprit = supervise(doc, replicas, watchdog, restart_delay)
         except Interrupted as stopped:
             stop(replicas, "interrupted", watchdog)
             fail(f"job {name} interrupted ({stopped}) after {time.monotonic() - started:.0f}s: stopped every "
