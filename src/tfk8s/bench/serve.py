@@ -1,16 +1,19 @@
-"""How fast does serve.py answer? One-image gRPC requests at 1 to 32 in flight, and one 10,000-image request.
+"""How fast does serve.py answer? One-image requests at 1 to 32 in flight, and one 10,000-image request.
 
     python src/bench.py serve                                        # trains a 200-step model into runs/bench if needed
     python src/bench.py serve --model_base_path runs/local/export
     python src/bench.py serve --batching off                         # only TensorFlow Serving's default
     python src/bench.py serve --server_args="--grpc_max_threads=8"
+    python src/bench.py serve --api both                             # gRPC, then the same requests over REST
 
 It starts src/serve.py on free loopback ports, sends MNIST test images the
 way `client.py --num_tests` does (client and server share this machine's
 cores), and prints a table: first with TensorFlow Serving's defaults (no
 batching), then with --enable_batching and the parameters of
-BATCHING_PARAMETERS (--batching on: only that; both: the default). Nothing is
-asserted: the figures depend on the machine and on what else runs on it.
+BATCHING_PARAMETERS (--batching on: only that; both: the default). --api rest
+sends the same requests as JSON to the REST API (a new connection per request,
+as `client.py --rest` does). Nothing is asserted: the figures depend on the
+machine and on what else runs on it.
 """
 import argparse
 import shlex
@@ -58,6 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--concurrency", default="1,2,4,8,16,32", help="requests in flight, comma-separated levels")
     p.add_argument("--batching", choices=("both", "off", "on"), default="both",
                    help="measure without server-side batching, with it (BATCHING_PARAMETERS), or both")
+    p.add_argument("--api", choices=("grpc", "rest", "both"), default="grpc",
+                   help="send the requests over gRPC, REST (JSON), or one after the other")
     p.add_argument("--server_args", default="", help="extra flags for serve.py, e.g. --grpc_max_threads=8")
     args = p.parse_args(argv)
     try:
@@ -69,16 +74,18 @@ def parse_args(argv=None):
     return args
 
 
-def measure(grpc_port, images, labels, levels, requests, whole_set=True):
-    """Print one row per concurrency level, then time one request of every test image."""
-    model = client.GrpcModel("127.0.0.1", grpc_port, "mnist", "predict", timeout=60)
+def measure(model, images, labels, levels, requests, whole_set=True):
+    """Print one row per concurrency level, then time one request of every test image (whole_set None: not)."""
     model.connect()
     client.run_load_test(model, images, labels, min(500, requests), 8)  # warm up both sides
+    print(model.protocol)
     print(f"{'in flight':>9}  {'predictions/s':>13}  {'p50 ms':>7}  {'p99 ms':>7}  {'errors':>6}  {'accuracy':>8}")
     for concurrency in levels:
         r = client.run_load_test(model, images, labels, requests, concurrency)
         print(f"{concurrency:>9}  {r['throughput']:>13,.0f}  {r['p50_ms']:>7.1f}  {r['p99_ms']:>7.1f}  "
               f"{r['error_rate']:>6.1%}  {r['accuracy']:>8.2%}", flush=True)
+    if whole_set is None:  # the 10,000-image request is timed over gRPC only
+        return
     if whole_set is False:
         print(f"one request of {len(images):,} images: not sent (larger than max_batch_size: TensorFlow Serving "
               "refuses it with batching on, and so does serve.py)")
@@ -106,10 +113,15 @@ def main(argv=None):
             flags = [*runs[name], *shlex.split(args.server_args)]
             what = "--enable_batching, " + " ".join(BATCHING_PARAMETERS.split()) if name == "on" else "no batching"
             print(f"\nserve.py ({what}{', ' + args.server_args if args.server_args else ''}) serving {base_path}; "
-                  f"{args.requests} one-image gRPC requests per row", flush=True)
+                  f"{args.requests} one-image requests per row", flush=True)
             try:
                 with process.running(base_path, "mnist", flags) as server:
-                    measure(server.grpc_port, images, labels, args.levels, args.requests, whole_set=name == "off")
+                    if args.api in ("grpc", "both"):
+                        model = client.GrpcModel("127.0.0.1", server.grpc_port, "mnist", "predict", timeout=60)
+                        measure(model, images, labels, args.levels, args.requests, whole_set=name == "off")
+                    if args.api in ("rest", "both"):
+                        model = client.RestModel("127.0.0.1", server.rest_port, "mnist", "predict", timeout=60)
+                        measure(model, images, labels, args.levels, args.requests, whole_set=None)
             except RuntimeError as err:  # process.running: the server exited or never answered
                 raise UserError(f"serve.py did not start: {' '.join(str(err).split())[:400]}") from None
 
