@@ -350,3 +350,35 @@ def test_the_server_never_imports_the_client():
     code = "import sys; import tfk8s.serving.server; print('tfk8s.serving.client' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=child_env())
     assert result.stdout.split()[-1] == "False", result.stderr
+
+
+def test_a_rest_body_is_checked_against_the_signature_and_the_budget_before_its_tensor_is_built(monkeypatch):
+    """The shapes come from the nesting of lists; the check sees them before any tensor is built (a 627 MB
+    tensor was built, then refused). No TensorFlow: json_tensor works on the signature's TensorInfo only."""
+    from tfk8s.serving import json_tensor
+    from tfk8s.serving.protocol import ServingError, too_large
+
+    info = apis.meta_graph_pb2.TensorInfo(dtype=DT.DT_FLOAT)
+    for size in (-1, 28, 28, 1):
+        info.tensor_shape.dim.add(size=size)
+    signature = type("Signature", (), {"inputs": {"image": info}})()
+    image = [[[0.0]] * 28] * 28  # one image; the rows below share it, so the document itself is small
+    seen = []
+
+    def check(dims):
+        seen.append(dims)
+        refusal = too_large("image", dims["image"], 4 * int(np.prod(dims["image"])), None, 100 * 2**20)
+        if refusal:
+            raise refusal
+
+    def built(*args, **kwargs):
+        raise AssertionError("a tensor was built before the check refused it")
+
+    monkeypatch.setattr(json_tensor, "to_tensor", built)
+    monkeypatch.setattr(json_tensor, "_fast", built)
+    for doc in ({"instances": [image] * 200_000}, {"instances": [{"image": image}] * 200_000},
+                {"inputs": [image] * 200_000}, {"inputs": {"image": [image] * 200_000}}):
+        with pytest.raises(ServingError) as caught:
+            json_tensor.predict_inputs(doc, signature, False, check)
+        assert caught.value.code == Code.RESOURCE_EXHAUSTED and "memory budget" in caught.value.message
+        assert seen[-1] == {"image": [200_000, 28, 28, 1]}
