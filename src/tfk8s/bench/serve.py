@@ -4,22 +4,26 @@
     python src/bench.py serve --model_base_path runs/local/export
     python src/bench.py serve --batching off                         # only TensorFlow Serving's default
     python src/bench.py serve --server_args="--grpc_max_threads=8"
-    python src/bench.py serve --api both                             # gRPC, then the same requests over REST
+    python src/bench.py serve --api grpc --shutdown                  # gRPC only, then SIGTERM under load
 
 It starts src/serve.py on free loopback ports, sends MNIST test images the
 way `client.py --num_tests` does (client and server share this machine's
 cores), and prints a table: first with TensorFlow Serving's defaults (no
 batching), then with --enable_batching and the parameters of
-BATCHING_PARAMETERS (--batching on: only that; both: the default). --api rest
-sends the same requests as JSON to the REST API (a new connection per request,
-as `client.py --rest` does). Nothing is asserted: the figures depend on the
-machine and on what else runs on it.
+BATCHING_PARAMETERS (--batching on: only that; both: the default). Each table
+is measured over gRPC, then the same requests as JSON over REST (a new
+connection per request, as `client.py --rest` does; --api picks one).
+--shutdown then sends SIGTERM under load and reports the time to exit and the
+requests that failed. Nothing is asserted: the figures depend on the machine
+and on what else runs on it.
 """
 import argparse
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,8 +65,10 @@ def parse_args(argv=None):
     p.add_argument("--concurrency", default="1,2,4,8,16,32", help="requests in flight, comma-separated levels")
     p.add_argument("--batching", choices=("both", "off", "on"), default="both",
                    help="measure without server-side batching, with it (BATCHING_PARAMETERS), or both")
-    p.add_argument("--api", choices=("grpc", "rest", "both"), default="grpc",
+    p.add_argument("--api", choices=("grpc", "rest", "both"), default="both",
                    help="send the requests over gRPC, REST (JSON), or one after the other")
+    p.add_argument("--shutdown", action="store_true",
+                   help="then send SIGTERM under load: the time to exit, and the requests that failed")
     p.add_argument("--server_args", default="", help="extra flags for serve.py, e.g. --grpc_max_threads=8")
     args = p.parse_args(argv)
     try:
@@ -100,6 +106,47 @@ def measure(model, images, labels, levels, requests, whole_set=True):
           f"(median {np.median(seconds):.2f} s, {len(images) / min(seconds):,.0f} images/s), accuracy {accuracy:.2%}")
 
 
+def measure_shutdown(server, images, concurrency=32):
+    """SIGTERM under load (`concurrency` one-image gRPC requests in flight, sent without pause): how long the
+    server takes to exit, and how many requests sent before the signal failed (none should)."""
+    model = client.GrpcModel("127.0.0.1", server.grpc_port, "mnist", "predict", timeout=60)
+    model.connect()
+    slots, lock, outcomes, signalled = threading.BoundedSemaphore(concurrency), threading.Lock(), [], [None]
+
+    def send(i):
+        sent = time.monotonic()
+
+        def done(result):
+            with lock:
+                outcomes.append((sent, not isinstance(result, client.ServerError)))
+            slots.release()
+
+        model.predict_async(images[i % len(images):i % len(images) + 1], done)
+
+    def load():
+        i = 0
+        while server.process.poll() is None:
+            slots.acquire()
+            send(i)
+            i += 1
+
+    sender = threading.Thread(target=load, daemon=True)
+    sender.start()
+    time.sleep(3)  # under load
+    signalled[0] = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(120)
+    seconds = time.monotonic() - signalled[0]
+    sender.join(60)
+    for _ in range(concurrency):  # the answers (or failures) of the last requests
+        slots.acquire(timeout=60)
+    before = [ok for sent, ok in outcomes if sent < signalled[0]]
+    after = [ok for sent, ok in outcomes if sent >= signalled[0]]
+    print(f"SIGTERM with {concurrency} gRPC requests in flight: exit {server.process.returncode} after "
+          f"{seconds:.2f} s; of {len(before)} requests sent before the signal {before.count(False)} failed; "
+          f"{after.count(False)} of {len(after)} sent after it were refused", flush=True)
+
+
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
@@ -122,6 +169,8 @@ def main(argv=None):
                     if args.api in ("rest", "both"):
                         model = client.RestModel("127.0.0.1", server.rest_port, "mnist", "predict", timeout=60)
                         measure(model, images, labels, args.levels, args.requests, whole_set=None)
+                    if args.shutdown:
+                        measure_shutdown(server, images, max(args.levels))
             except RuntimeError as err:  # process.running: the server exited or never answered
                 raise UserError(f"serve.py did not start: {' '.join(str(err).split())[:400]}") from None
 
