@@ -291,13 +291,14 @@ def raw_call(server, request):
 
 
 def post(path, body):
-    return b"POST %s HTTP/1.1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (path, len(body), body)
+    return b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (path, len(body), body)
 
 
 LONG_VERSION = b"9" * 5000  # more digits than Python's int() takes by default (sys.get_int_max_str_digits)
 NOT_UTF8 = [  # (request, HTTP status, bytes the error holds): TensorFlow Serving's names and strings are bytes
-    (b"GET /v1/models/%FF HTTP/1.1\r\nConnection: close\r\n\r\n", 404, b"Could not find any versions of model \xff"),
-    (b"GET /v1/models/%ED%A0%80/metadata HTTP/1.1\r\nConnection: close\r\n\r\n", 404,
+    (b"GET /v1/models/%FF HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 404,
+     b"Could not find any versions of model \xff"),
+    (b"GET /v1/models/%ED%A0%80/metadata HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 404,
      b"Servable not found for request: Latest("),
     (post(b"/v1/models/%FF:predict", b'{"instances": [1]}'), 404, b"Servable not found for request: Latest(\xff)"),
     (post(b"/v1/models/m/labels/%FF:predict", b'{"instances": [1]}'), 400,
@@ -310,7 +311,7 @@ NOT_UTF8 = [  # (request, HTTP status, bytes the error holds): TensorFlow Servin
      b'Serving signature name: "\xff" not found in signature def'),
     (post(b"/v1/models/m:classify", b'{"signature_name": "classify_x_to_y", "examples": [{"\xff": 1.0}]}'), 400,
      b"not valid UTF-8"),
-    (b"GET /v1/models/m/versions/" + LONG_VERSION + b" HTTP/1.1\r\nConnection: close\r\n\r\n", 400,
+    (b"GET /v1/models/m/versions/" + LONG_VERSION + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 400,
      b"Failed to convert version: " + LONG_VERSION + b" to numeric."),
     (post(b"/v1/models/m/versions/" + LONG_VERSION + b":predict", b'{"instances": [1]}'), 400,
      b"Failed to convert version: 9999"),
@@ -331,7 +332,7 @@ def test_strings_that_are_not_utf8_are_taken_as_bytes(server):
                                        b'{"signature_name": "strings", "instances": ["\xff"]}'))
     assert (code, json.loads(body)) == (200, {"predictions": [{"length": 1, "s_bytes": {"b64": "/w=="}}]})
     # A raw byte in the request line: an HTTP error in JSON, never a 500.
-    code, body = raw_call(server, b"GET /v1/models/\xff HTTP/1.1\r\nConnection: close\r\n\r\n")
+    code, body = raw_call(server, b"GET /v1/models/\xff HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert code in (400, 404) and b'"error"' in body
 
 
