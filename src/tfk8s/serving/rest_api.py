@@ -22,6 +22,7 @@ once, lets the requests in flight finish and answer (with Connection: close)
 for up to `grace` seconds, then closes everything.
 """
 import asyncio
+import concurrent.futures
 import json
 import re
 import threading
@@ -30,7 +31,6 @@ import traceback
 import types
 import urllib.parse
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web, web_protocol
 from google.protobuf import json_format
@@ -251,7 +251,7 @@ class RestServer:
 
     def __init__(self, api, workers, read_timeout, cors=False, max_body=2**31 - 1):
         self.api, self.read_timeout, self.cors, self.max_body = api, read_timeout, cors, max_body
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
         self.loop = asyncio.new_event_loop()
         self.listener = self.http = None
 
@@ -271,7 +271,10 @@ class RestServer:
 
         Returns True when every request in flight answered. Call from another thread than the loop's.
         """
-        return asyncio.run_coroutine_threadsafe(self._stop(grace), self.loop).result(grace + 5)
+        try:
+            return asyncio.run_coroutine_threadsafe(self._stop(grace), self.loop).result(grace + 5)
+        except (TimeoutError, concurrent.futures.TimeoutError):  # the loop itself is stuck: exit regardless
+            return False
 
     async def _stop(self, grace):
         self.listener.close()
