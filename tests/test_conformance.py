@@ -11,6 +11,8 @@ file by file, so that each can be compared with its source.
 """
 import http.client
 import json
+import re
+import socket
 
 import grpc
 import numpy as np
@@ -271,6 +273,67 @@ def test_non_api_paths_options_and_head(server):
     assert call(server, "OPTIONS", "/v1/models/m", headers={"Origin": "http://a"})[0] == 200
     code, headers, text = call(server, "HEAD", "/v1/models/m")
     assert (code, text) == (400, "")
+
+
+def raw_call(server, request):
+    """(status, body bytes) of one request sent as raw bytes (bodies that are not UTF-8 stay bytes)."""
+    with socket.create_connection(("127.0.0.1", server["rest"]), timeout=30) as s:
+        s.sendall(request)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+            head, _, body = reply.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)Content-Length: (\d+)", head)
+            if length and len(body) >= int(length[1]):
+                break
+    assert b"application/json" in head, reply
+    return int(head.split(b" ")[1]), body
+
+
+def post(path, body):
+    return b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (path, len(body), body)
+
+
+LONG_VERSION = b"9" * 5000  # more digits than Python's int() takes by default (sys.get_int_max_str_digits)
+NOT_UTF8 = [  # (request, HTTP status, bytes the error holds): TensorFlow Serving's names and strings are bytes
+    (b"GET /v1/models/%FF HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 404,
+     b"Could not find any versions of model \xff"),
+    (b"GET /v1/models/%ED%A0%80/metadata HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 404,
+     b"Servable not found for request: Latest("),
+    (post(b"/v1/models/%FF:predict", b'{"instances": [1]}'), 404, b"Servable not found for request: Latest(\xff)"),
+    (post(b"/v1/models/m/labels/%FF:predict", b'{"instances": [1]}'), 400,
+     b"Unrecognized servable version label: \xff"),
+    (post(b"/v1/models/m:predict", b'{"signature_name": "\\ud800", "instances": [1]}'), 400,
+     b"JSON Parse error: The surrogate pair in string is invalid. at offset: 20"),
+    (post(b"/v1/models/m:predict", b'{"instances": [1], "x": "\\uDBFF\\u0041"}'), 400,
+     b"The surrogate pair in string is invalid. at offset: 25"),
+    (post(b"/v1/models/m:predict", b'{"signature_name": "\xff", "instances": [1]}'), 400,
+     b'Serving signature name: "\xff" not found in signature def'),
+    (post(b"/v1/models/m:classify", b'{"signature_name": "classify_x_to_y", "examples": [{"\xff": 1.0}]}'), 400,
+     b"not valid UTF-8"),
+    (b"GET /v1/models/m/versions/" + LONG_VERSION + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 400,
+     b"Failed to convert version: " + LONG_VERSION + b" to numeric."),
+    (post(b"/v1/models/m/versions/" + LONG_VERSION + b":predict", b'{"instances": [1]}'), 400,
+     b"Failed to convert version: 9999"),
+]
+
+
+@pytest.mark.parametrize("request_, status, fragment", NOT_UTF8, ids=[c[0][:60].decode("latin-1") for c in NOT_UTF8])
+def test_names_strings_and_versions_python_cannot_take_are_400_or_404_as_tensorflow_servings(
+        server, request_, status, fragment):
+    code, body = raw_call(server, request_)
+    assert code == status and fragment in body, body[:300]
+    assert "Traceback" not in server["log"]()
+
+
+def test_strings_that_are_not_utf8_are_taken_as_bytes(server):
+    """A raw byte that is not UTF-8 in a string input is that byte, as rapidjson (no encoding check) reads it."""
+    code, body = raw_call(server, post(b"/v1/models/m:predict",
+                                       b'{"signature_name": "strings", "instances": ["\xff"]}'))
+    assert (code, json.loads(body)) == (200, {"predictions": [{"length": 1, "s_bytes": {"b64": "/w=="}}]})
+    # A raw byte in the request line: an HTTP error in JSON, never a 500.
+    code, body = raw_call(server, b"GET /v1/models/\xff HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert code in (400, 404) and b'"error"' in body
 
 
 # ---------------------------------------------------------------- gRPC

@@ -155,13 +155,14 @@ def test_hostile_http_clients_get_json_errors_and_cannot_hold_the_workers(export
                         return reply.decode()
 
         for request, status, fragment in [
-            (b"POST /v1/models/m:predict HTTP/1.1\r\nContent-Length: abc\r\n\r\n", "400", "not a number"),
-            (b"POST /v1/models/m:predict HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", "400",
+            (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n", "400", "not a number"),
+            (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999\r\n\r\n", "400",
              "a body of 99999999999 bytes"),
-            (b"POST /v1/models/m:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
              b"5\r\n{\"ins\r\nf\r\ntances\": [1.0]}\r\n0\r\n\r\n", "200", '"predictions": [2.5'),
-            (b"TRACE /v1/models/m HTTP/1.1\r\n\r\n", "501", '"error"'),
+            (b"TRACE /v1/models/m HTTP/1.1\r\nHost: a\r\n\r\n", "501", '"error"'),
             (b"GARBAGE\r\n\r\n", "400", '"error"'),
+            (b"GET /v1/models/m HTTP/1.1\r\n\r\n", "400", "Missing 'Host' header"),  # RFC 9112 3.2 (libevent: 200)
         ]:
             reply = raw(request)
             assert reply.split(" ")[1] == status and fragment in reply, reply
@@ -169,16 +170,17 @@ def test_hostile_http_clients_get_json_errors_and_cannot_hold_the_workers(export
         # 12 clients that never finish their request, six per worker: each is freed after the read timeout.
         slow = [socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) for _ in range(12)]
         for s in slow:
-            s.sendall(b"POST /v1/models/m:predict HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{")
+            s.sendall(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n{")
         body = json.dumps({"instances": [1.0]}).encode()
-        reply = raw(b"POST /v1/models/m:predict HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        reply = raw(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         assert '"predictions": [2.5' in reply
         assert threads(pid) <= baseline + 2  # the pool's two workers, not a thread per connection
         for s in slow:
             assert s.recv(1024) is not None  # closed by the server (b"") or answered: not held forever
             s.close()
         nested = b'{"instances": [1.0], "x": ' + b"[" * 200000 + b"]" * 200000 + b"}"
-        reply = raw(b"POST /v1/models/m:predict HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(nested) + nested)
+        reply = raw(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(nested)
+                    + nested)
         assert '"predictions": [2.5' in reply
         assert answer(server) == (2.5, 2) and "Traceback" not in server.log()
 
@@ -350,3 +352,35 @@ def test_the_server_never_imports_the_client():
     code = "import sys; import tfk8s.serving.server; print('tfk8s.serving.client' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=child_env())
     assert result.stdout.split()[-1] == "False", result.stderr
+
+
+def test_a_rest_body_is_checked_against_the_signature_and_the_budget_before_its_tensor_is_built(monkeypatch):
+    """The shapes come from the nesting of lists; the check sees them before any tensor is built (a 627 MB
+    tensor was built, then refused). No TensorFlow: json_tensor works on the signature's TensorInfo only."""
+    from tfk8s.serving import json_tensor
+    from tfk8s.serving.protocol import ServingError, too_large
+
+    info = apis.meta_graph_pb2.TensorInfo(dtype=DT.DT_FLOAT)
+    for size in (-1, 28, 28, 1):
+        info.tensor_shape.dim.add(size=size)
+    signature = type("Signature", (), {"inputs": {"image": info}})()
+    image = [[[0.0]] * 28] * 28  # one image; the rows below share it, so the document itself is small
+    seen = []
+
+    def check(dims):
+        seen.append(dims)
+        refusal = too_large("image", dims["image"], 4 * int(np.prod(dims["image"])), None, 100 * 2**20)
+        if refusal:
+            raise refusal
+
+    def built(*args, **kwargs):
+        raise AssertionError("a tensor was built before the check refused it")
+
+    monkeypatch.setattr(json_tensor, "to_tensor", built)
+    monkeypatch.setattr(json_tensor, "_fast", built)
+    for doc in ({"instances": [image] * 200_000}, {"instances": [{"image": image}] * 200_000},
+                {"inputs": [image] * 200_000}, {"inputs": {"image": [image] * 200_000}}):
+        with pytest.raises(ServingError) as caught:
+            json_tensor.predict_inputs(doc, signature, False, check)
+        assert caught.value.code == Code.RESOURCE_EXHAUSTED and "memory budget" in caught.value.message
+        assert seen[-1] == {"image": [200_000, 28, 28, 1]}

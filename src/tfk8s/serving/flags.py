@@ -88,7 +88,12 @@ def parse_args(argv=None):
     p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
                    help="REST: a model run longer than this is 504 (0: no limit)")
     p.add_argument("--rest_api_read_timeout_seconds", type=float, default=30.0,
-                   help="REST: a connection that sends nothing for this long is closed (serve.py only)")
+                   help="REST: each request must arrive whole within this many seconds of the connection opening "
+                        "or of the previous answer, else the connection is closed (serve.py only)")
+    p.add_argument("--shutdown_grace_seconds", type=float, default=20.0,
+                   help="on SIGTERM or Ctrl-C: seconds requests in flight get to finish before the server exits "
+                        "(a second signal exits at once; keep it under the pod's terminationGracePeriodSeconds, "
+                        "30 by default) (serve.py only)")
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
                    help="threads for one operation (0: one per core)")
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
@@ -107,6 +112,9 @@ def parse_args(argv=None):
             raise UsageError(f"--{flag} must be at most 65535 (a TCP port), not {getattr(args, flag)}")
     if args.rest_api_read_timeout_seconds <= 0:
         raise UsageError(f"--rest_api_read_timeout_seconds must be positive, not {args.rest_api_read_timeout_seconds}")
+    if not 0 < args.shutdown_grace_seconds < float("inf"):  # nan fails both comparisons
+        raise UsageError(f"--shutdown_grace_seconds must be a finite number of seconds above 0, not "
+                         f"{args.shutdown_grace_seconds}")
     if args.batching_parameters_file and not args.enable_batching:
         raise UsageError("server_options.batching_parameters_file is set without setting "
                          "server_options.enable_batching to true.")

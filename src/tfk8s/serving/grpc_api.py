@@ -62,7 +62,7 @@ class PredictionService(apis.prediction_service_pb2_grpc.PredictionServiceServic
         loaded = self.server.resolve(spec)
         signature = loaded.predict_signature(spec.signature_name)
         outputs = signature.predict_protos(request.inputs, list(request.output_filter), _cancelled(context),
-                                           self.options.max_tensor_bytes)
+                                           self.options.max_tensor_bytes, self.options.memory_budget)
         response = apis.predict_pb2.PredictResponse(model_spec=make_spec(spec.name, loaded.version, signature.name))
         for alias, value in outputs.items():
             response.outputs[alias].CopyFrom(to_tensor_proto(value, self.options.tensor_content))

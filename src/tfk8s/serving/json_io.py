@@ -67,12 +67,28 @@ def parse(body):
     if start == len(text):
         raise invalid(f"JSON Parse error: The document is empty. at offset: {start}")
     try:
-        value, _ = json.JSONDecoder().raw_decode(text, start)  # kParseStopWhenDoneFlag: the rest is ignored
+        value, end = json.JSONDecoder().raw_decode(text, start)  # kParseStopWhenDoneFlag: the rest is ignored
     except json.JSONDecodeError as err:
         raise _syntax_error(text, err) from None
     except RecursionError:
-        value = _parse_deep(text, start)
+        value, end = _parse_deep(text, start)
+    _refuse_lone_high_surrogates(text, end)
     return value
+
+
+# A \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one. Python's json takes it as a lone surrogate;
+# rapidjson 1.1.0 (reader.h ParseStringToStream) refuses it: kParseErrorStringUnicodeSurrogateInvalid at the
+# escape's backslash. A lone low surrogate escape it encodes as is, and so do we.
+_LONE_HIGH = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def _refuse_lone_high_surrogates(text, end):
+    if "\\u" not in text:
+        return
+    for match in _LONE_HIGH.finditer(text, 0, end):
+        backslashes = len(text[:match.start()]) - len(text[:match.start()].rstrip("\\"))
+        if backslashes % 2 == 0:  # the backslash is not itself escaped: it is an escape inside a string
+            raise invalid(f"JSON Parse error: The surrogate pair in string is invalid. at offset: {match.start()}")
 
 
 _TOKEN = re.compile(r'\s*(?:(?P<open>[\[{])|(?P<close>[\]}])|(?P<comma>,)|(?P<colon>:)|'
@@ -106,7 +122,7 @@ def _parse_deep(text, pos):
             except json.JSONDecodeError:
                 raise invalid(f"JSON Parse error: Invalid value. at offset: {match.start(kind)}") from None
         if not stack:
-            return value
+            return value, pos
         container = stack[-1][0]
         if isinstance(container, list):
             container.append(value)

@@ -183,10 +183,32 @@ def _element(value):
     return isinstance(value, dict) and not is_b64(value)
 
 
-def predict_inputs(doc, signature, booleans=True):
-    """FillPredictRequestFromJson's body part: ({alias: ndarray}, "row" or "columnar")."""
+def _planned_dims(doc, infos):
+    """{alias: dims} the body's tensors will have, read from the nesting of lists alone (the first row of
+    "instances" stands for every row: a row that differs is refused while the tensor is built)."""
+    if "instances" in doc:
+        instances = doc["instances"]
+        first = instances[0]
+        if _element(first):
+            return {alias: [len(instances), *_dense_shape(value)] for alias, value in first.items() if alias in infos}
+        return {next(iter(infos)): [len(instances), *_dense_shape(first)]}
+    inputs = doc["inputs"]
+    if not isinstance(inputs, dict) or is_b64(inputs):
+        return {next(iter(infos)): _dense_shape(inputs)}
+    return {alias: _dense_shape(inputs[alias]) for alias in infos if alias in inputs}
+
+
+def predict_inputs(doc, signature, booleans=True, check=None):
+    """FillPredictRequestFromJson's body part: ({alias: ndarray}, "row" or "columnar").
+
+    check({alias: dims}), when given, sees the shapes the tensors will have before any is built: a shape
+    the signature refuses, or a size over the memory budget, costs no memory.
+    """
     infos = signature.inputs
     instances, inputs = doc.get("instances"), doc.get("inputs")
+    if check is not None and infos and ((isinstance(instances, list) and instances and "inputs" not in doc) or
+                                        ("inputs" in doc and "instances" not in doc)):
+        check(_planned_dims(doc, infos))
     if "instances" in doc and "inputs" in doc:
         raise format_error(doc, "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to "
                                  "exist ")

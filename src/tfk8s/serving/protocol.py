@@ -74,3 +74,17 @@ class _Skipped:
 
 
 skipped = _Skipped()
+
+
+def too_large(alias, dims, size, max_bytes, budget):
+    """RESOURCE_EXHAUSTED when an input of `size` bytes passes the message limit or the memory budget, else
+    None: checked from the shape alone, before any value is read or any memory allocated."""
+    shape = "[" + ",".join(map(str, dims)) + "]"
+    if max_bytes is not None and size > max_bytes:
+        return ServingError(Code.RESOURCE_EXHAUSTED, f"input {alias} of shape {shape} takes {size} bytes, more than "
+                            f"the {max_bytes} this server takes in a message (grpc.max_receive_message_length)")
+    if budget is not None and size > budget:
+        return ServingError(Code.RESOURCE_EXHAUSTED, f"input {alias} of shape {shape} takes {size} bytes, more than "
+                            f"this server's memory budget for one input ({budget} bytes: a quarter of the memory "
+                            "it had available at start-up)")
+    return None

@@ -20,12 +20,20 @@ unless --bind_address says otherwise; a port in use is an error at start-up
 process); a --model_base_path that does not exist is an error, not a wait.
 It is a development server: one process, no TLS, no authentication.
 
+Stopping, as a pod is stopped: SIGTERM or Ctrl-C closes both ports to new
+requests and connections, closes idle REST connections, and gives the
+requests in flight (gRPC and REST) up to --shutdown_grace_seconds to answer;
+then the process exits 0, within the grace period and a second or so. A
+second signal exits at once (128 + the signal's number), without waiting.
+
 The parts: flags (no TensorFlow), models and config_file (versions, policies,
 labels), signatures and inference (Predict, Classify, Regress), json_io and
 json_tensor (the REST API's JSON), grpc_api and rest_api, batching.
 """
+import os
 import signal
 import sys
+import threading
 import time
 import types
 
@@ -38,7 +46,7 @@ from tfk8s.serving.grpc_api import start_grpc
 from tfk8s.serving.models import ModelServer, ServedModel
 from tfk8s.serving.protocol import ServingError, log
 from tfk8s.serving.rest_api import start_rest
-from tfk8s.serving.tensors import MAX_MESSAGE_BYTES
+from tfk8s.serving.tensors import MAX_MESSAGE_BYTES, memory_budget
 
 
 def options_from(args):
@@ -59,7 +67,8 @@ def options_from(args):
         tensor_content=args.enable_serialization_as_tensor_content,
         grpc_channel_arguments=args.grpc_channel_arguments, grpc_max_threads=args.grpc_max_threads,
         rest_api_num_threads=args.rest_api_num_threads, rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
-        rest_api_read_timeout=args.rest_api_read_timeout_seconds)
+        rest_api_read_timeout=args.rest_api_read_timeout_seconds, shutdown_grace=args.shutdown_grace_seconds,
+        memory_budget=memory_budget())
 
 
 def wait_for_first_versions(server):
@@ -119,25 +128,54 @@ def serve(args, first_config=None):
     rest = f", REST API on http://{args.bind_address}:{args.rest_api_port}/v1/models/" if httpd else ""
     log(f"gRPC API on {args.bind_address}:{args.port}{rest} (Ctrl-C stops)")
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` and Kubernetes stop it like Ctrl-C
+    stop = Stop()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # `kill`, Ctrl-C and Kubernetes stop it the same way
+        signal.signal(signum, stop.signalled)
     # What to do again, and every how many seconds (0: never).
     every = {server.poll: args.file_system_poll_wait_seconds}
     if config:
         every[config.reload] = args.model_config_file_poll_wait_seconds
     due = {action: time.monotonic() + seconds for action, seconds in every.items() if seconds > 0}
     try:
-        while True:
-            time.sleep(0.2)
+        while stop.signum is None:
+            stop.wake.wait(0.2)
             now = time.monotonic()
-            for action in [a for a, t in due.items() if now >= t]:
+            for action in [a for a, t in due.items() if now >= t and stop.signum is None]:
                 due[action] = now + every[action]
                 action()
             if not due and any(m.retry_at for m in server.models.values()):
                 server.poll()  # load retries come due even when the file system is not polled
-    except (KeyboardInterrupt, SystemExit):
-        pass
     finally:
-        if httpd:
-            httpd.shutdown()
-        grpc_server.stop(grace=2).wait()
-        log("stopped")
+        drain(grpc_server, httpd, options.shutdown_grace if stop.signum else 0, stop.signum)
+    os._exit(0)  # the workers of a request cut off at the grace period must not hold the exit
+
+
+class Stop:
+    """The first SIGTERM or SIGINT asks for a graceful stop; the second exits at once."""
+
+    def __init__(self):
+        self.signum, self.wake = None, threading.Event()
+
+    def signalled(self, signum, frame):
+        if self.signum is not None:
+            os.write(2, f"{signal.Signals(signum).name} again: exiting now, without waiting for the requests "
+                        "in flight\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum  # the main loop logs it: printing here could interrupt a print of its own
+        self.wake.set()
+
+
+def drain(grpc_server, rest, grace, signum):
+    """Stop accepting on both APIs, let the requests in flight answer for up to `grace` seconds."""
+    began = time.monotonic()
+    if signum:
+        log(f"{signal.Signals(signum).name}: stopping; no new requests, those in flight get up to {grace:g} s "
+            "(a second signal exits at once)")
+    grpc_stopped = grpc_server.stop(grace)  # refuses new calls at once, cancels those left after `grace`
+    rest_drained = rest.stop(grace) if rest else True
+    grpc_drained = grpc_stopped.wait(max(0.0, grace - (time.monotonic() - began)) + 1)
+    left = "" if rest_drained and grpc_drained else "; requests still running at the end of the grace period " \
+                                                    "were cut off"
+    log(f"stopped in {time.monotonic() - began:.1f} s{left}")
+    sys.stdout.flush()
+    sys.stderr.flush()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfk8s.serving.protocol import DEFAULT_SIGNATURE, Code, ServingError, invalid, skipped
+from tfk8s.serving.protocol import DEFAULT_SIGNATURE, Code, ServingError, invalid, skipped, too_large
 from tfk8s.serving.tensors import (
     DT,
     DTYPES,
@@ -163,18 +163,17 @@ class Signature:
             parts.append(part)
         return {alias: np.concatenate([p[alias] for p in parts]) for alias in parts[0]}
 
-    def predict_protos(self, protos, output_filter=(), cancelled=None, max_bytes=MAX_MESSAGE_BYTES):
-        """gRPC Predict: {alias: TensorProto} -> {alias: ndarray}."""
+    def predict_protos(self, protos, output_filter=(), cancelled=None, max_bytes=MAX_MESSAGE_BYTES, budget=None):
+        """gRPC Predict: {alias: TensorProto} -> {alias: ndarray}; an input over the message limit or the
+        memory budget (a few float_val may stand for a huge shape) is refused before it is built."""
         self.check_input_count(protos)
         dims = self.check_inputs(protos)
         aliases = self.check_output_filter(output_filter)
         self.check_types_and_shapes({a: protos[a].dtype for a in dims}, dims)
         for alias, shape in dims.items():
-            size = nbytes(protos[alias].dtype, shape)
-            if size > max_bytes:
-                raise ServingError(Code.RESOURCE_EXHAUSTED, f"input {alias} of shape {shape_text(shape)} takes {size} "
-                                   f"bytes, more than the {max_bytes} this server takes in a message "
-                                   "(grpc.max_receive_message_length)")
+            refusal = too_large(alias, shape, nbytes(protos[alias].dtype, shape), max_bytes, budget)
+            if refusal:
+                raise refusal
         arrays = {alias: to_ndarray(protos[alias], max_bytes) for alias in dims}
         return self.run(arrays, aliases, cancelled)
 

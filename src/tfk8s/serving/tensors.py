@@ -15,6 +15,7 @@ padded with the last one, none means zeros, extra values are dropped.
 import importlib.util
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 
@@ -88,6 +89,28 @@ NUMPY_TO_DT = {np.dtype(np_type): dt for dt, (np_type, _) in DTYPES.items() if d
 MAX_MESSAGE_BYTES = 2**31 - 1
 GRPC_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+
+
+def memory_budget():
+    """The bytes one request's input tensors may take: a quarter of the memory this process may still use
+    (the cgroup's memory.max less memory.current when there is a limit, else /proc/meminfo's MemAvailable),
+    read once at start-up. A quarter: an input is held as numpy, then as a TensorFlow tensor, and its
+    outputs come on top. None when neither can be read (no budget but the message limit)."""
+    available = None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            available = int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
+    except (OSError, ValueError):
+        pass
+    if available is None:
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+    return max(available // 4, 1) if available is not None else None
 
 
 class TensorError(ValueError):
