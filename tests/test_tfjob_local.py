@@ -392,7 +392,7 @@ def test_a_replica_count_below_one_is_refused_before_anything_runs(tmp_path, cou
 @pytest.mark.parametrize("delay", [-1, "nan", 3601])
 def test_a_restart_delay_out_of_range_is_one_line(tmp_path, delay):
     result = run_local(fake_tfjob(tmp_path, {"Chief": (1, "Never")}), tmp_path / "run", restart_delay=delay)
-    assert_one_line_error(result, "--restart_delay must be between 0 and 3600 seconds")
+    assert_one_line_error(result, "argument --restart_delay: must be a finite number of seconds from 0 up to 3600")
     assert result.returncode == 2 and not (tmp_path / "run").exists()
 
 

@@ -163,6 +163,6 @@ def parse_args(argv=None):
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
-    docs = [doc for path in args.files for doc in yamlfile.documents(path)]
+    docs = [doc for path in args.files for doc in yamlfile.documents(path, must_hold="a TFJob")]
     print(check(docs, args.namespace))
 

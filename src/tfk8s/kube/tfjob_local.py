@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfk8s import yamlfile
-from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point, fail
+from tfk8s.cli import ArgumentParser, UserError, child_env, duration, entry_point, fail
 from tfk8s.kube import reaper, tfjob_check
 from tfk8s.paths import REPO, RUNS
 from tfk8s.ports import free_ports
@@ -449,14 +449,13 @@ def main(argv=None):
     parser.add_argument("manifest", help="a YAML file holding one TFJob")
     parser.add_argument("--root", type=Path, metavar="DIR",
                         help="where volumes and logs go (default: runs/tfjob-local/<job name>)")
-    parser.add_argument("--restart_delay", type=float, default=RESTART_DELAY, metavar="SECONDS",
+    parser.add_argument("--restart_delay", type=duration(zero=True, maximum=3600), default=RESTART_DELAY,
+                        metavar="SECONDS",
                         help=f"seconds before a failed replica is started again (default {RESTART_DELAY:g}; "
                              "on a cluster a new pod takes a few)")
     args = parser.parse_args(own)
-    if not 0 <= args.restart_delay <= 3600:
-        raise UsageError(f"--restart_delay must be between 0 and 3600 seconds, not {args.restart_delay:g}")
 
-    docs = yamlfile.documents(args.manifest)
+    docs = yamlfile.documents(args.manifest, must_hold="a TFJob")
     if len(docs) != 1:
         raise UserError(f"{args.manifest} holds {len(docs)} documents; expected one TFJob")
     found = tfjob_check.problems(docs[0])

@@ -25,7 +25,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from tfk8s import mnist, rest
-from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
+from tfk8s.cli import ArgumentParser, UsageError, UserError, duration, entry_point
 from tfk8s.serving import preprocess
 from tfk8s.serving.tensors import DT, DTYPES, GRPC_OPTIONS, NUMERIC, apis, dtype_name, to_ndarray, to_tensor_proto
 
@@ -327,7 +327,7 @@ def parse_args(argv=None):
     p.add_argument("--num_tests", type=int, metavar="N",
                    help="load test: N one-image requests of MNIST test images, reporting latency and accuracy")
     p.add_argument("--concurrency", type=int, default=1, help="requests in flight during --num_tests")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    p.add_argument("--timeout", type=duration(), default=10.0, help="seconds to wait for each answer")
     args = p.parse_args(argv)
     if (args.image is None) == (args.num_tests is None):
         raise UsageError("give either --image FILE_OR_DIR or --num_tests N")
