@@ -93,7 +93,7 @@ def test_a_manifest_missing_binary_malformed_or_too_deep_is_one_line(tmp_path, n
 
 # Every time flag of every command (tfk8s.cli.duration): a finite number in range, or one line and exit 2.
 TIME_FLAGS = [
-    ("run.sh", ["--local"], "--poll"),
+    ("run.sh", ["--results", "--root", "/nonexistent"], "--poll"),  # refused before any work
     ("instructor.py", ["status"], "--interval"),
     ("serve.py", ["--model_base_path", "."], "--rest_api_read_timeout_seconds"),
     ("serve.py", ["--model_base_path", "."], "--file_system_poll_wait_seconds"),
