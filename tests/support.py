@@ -381,3 +381,44 @@ class Namespace:
     def close(self):
         self.keeper.kill()
         self.keeper.wait()
+
+
+# ---------------------------------------------------------------- a server that answers what a test says
+
+class FakeRest:
+    """A JSON server on loopback standing for a model server's REST API: every GET answers `get`, every POST
+    answers `post` after `delay` seconds (200, JSON), whatever their shape."""
+
+    def __init__(self, get, post=None, delay=0.0):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def reply(self, body):
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self.reply(get)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delay)
+                self.reply(post)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

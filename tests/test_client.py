@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import REPO, SRC, assert_one_line_error, copy_export, run_script, variants
+from support import REPO, SRC, FakeRest, assert_one_line_error, copy_export, run_script, variants
 from tfk8s.ports import free_port
 from tfk8s.serving import process as serve
 
@@ -195,45 +195,6 @@ METADATA = {"model_spec": {"name": "mnist", "version": "1"}, "metadata": {"signa
                     {"size": "-1"}, {"size": "10"}]}}}}}}}}
 
 
-class FakeServing:
-    """A REST server on loopback that answers metadata as TensorFlow Serving does and :predict with `answer`,
-    after `delay` seconds."""
-
-    def __init__(self, answer, delay=0.0):
-        import http.server
-        import threading
-        import time
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def reply(self, body):
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self.reply(METADATA)
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                time.sleep(delay)
-                self.reply(answer)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.mark.parametrize("answer, fragment", [
     ({"outputs": 5}, "answered scores of shape [] for 1 image; expected [1, classes]"),
     ([], "answered without a readable 'probabilities' output"),
@@ -245,7 +206,7 @@ class FakeServing:
 @pytest.mark.parametrize("mode", [["--num_tests", 20, "--concurrency", 4], ["--image", SAMPLES / "1.png"]],
                          ids=["load-test", "image"])
 def test_a_server_answering_the_wrong_shape_is_one_line_not_a_hang(answer, fragment, mode):
-    fake = FakeServing(answer)
+    fake = FakeRest(METADATA, answer)
     try:
         result = run_script("client.py", "--rest", "--host", "127.0.0.1", "--port", fake.port, *mode, timeout=60)
     finally:
@@ -254,7 +215,7 @@ def test_a_server_answering_the_wrong_shape_is_one_line_not_a_hang(answer, fragm
 
 
 def test_timeout_is_a_deadline_for_the_whole_run_not_for_each_answer():
-    fake = FakeServing({"outputs": [[0.1] * 10]}, delay=0.5)  # each answer well within 2 s; 100 of them are not
+    fake = FakeRest(METADATA, {"outputs": [[0.1] * 10]}, delay=0.5)  # each answer well within 2 s; 100 of them are not
     try:
         result = run_script("client.py", "--rest", "--host", "127.0.0.1", "--port", fake.port, "--num_tests", 100,
                             "--concurrency", 1, "--timeout", 2, timeout=30)  # per answer: 50 s
