@@ -162,3 +162,14 @@ def test_a_manifest_checker_given_an_empty_file_says_so_in_one_line(tmp_path, na
     result = run_command(name, *MANIFEST_READERS[name], path)
     said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
     assert result.returncode == 1 and said == [f"error: {path} is empty: it must hold {holds}"], said
+
+
+@pytest.mark.parametrize("name", ["quota_check.py", "tfjob_local.py"])
+def test_a_huge_replica_count_is_refused_before_any_pod_is_planned(tmp_path, name):
+    path = tmp_path / "big.yaml"
+    path.write_text("apiVersion: kubeflow.org/v1\nkind: TFJob\nmetadata: {name: big}\nspec:\n  tfReplicaSpecs:\n"
+                    "    Worker:\n      replicas: 1000000000\n      template:\n        spec:\n          containers:\n"
+                    "          - {name: tensorflow, image: 'ghcr.io/example/mnist-trainer:0.1.0', command: [python]}\n")
+    result = run_command(name, *MANIFEST_READERS[name], path)  # planned pod by pod, it took minutes
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode in (1, 2) and len(said) == 1 and "1000000000 replicas" in said[0], said

@@ -23,6 +23,8 @@ MAX_LABEL = 63
 DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 MAX_IMAGE_NAME = 255
 
+MAX_WORKERS = 15  # a trial is a Chief and its workers: tfjob_local.MAX_REPLICAS (16) replicas at most
+
 
 def did_you_mean(word, candidates):
     close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1)
@@ -103,6 +105,9 @@ def load(path):
     workers = values.get("workers", 0)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise UsageError(f"{path}: workers must be a whole number, 0 or more, not {workers!r}")
+    if workers > MAX_WORKERS:  # checked before any trial is planned (10**9 workers took minutes, or MemoryError)
+        raise UsageError(f"{path}: workers {workers} is more than {MAX_WORKERS}, the most a trial runs beside its "
+                         "Chief (the local runner's bound; a namespace's quota holds far fewer)")
     grid, flags = values.get("grid"), values.get("flags") or {}
     if not isinstance(grid, dict) or not grid:
         raise UsageError(f"{path}: grid must map at least one trainer flag to a list of values")
