@@ -507,7 +507,7 @@ def read_cmdline(pid):
 def test_a_local_sweep_killed_or_terminated_leaves_no_process(tmp_path, signum):
     values, root = write_values(tmp_path, ONE_TRIAL), tmp_path / "root"
     sweep = subprocess.Popen([str(RUN), "--values", str(values), "--local", "--root", str(root), "--", "--steps",
-                              5000], cwd=REPO, env={**child_env(), "VENV": sys.prefix}, stdout=subprocess.DEVNULL,
+                              "5000"], cwd=REPO, env={**child_env(), "VENV": sys.prefix}, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     trainer = f"{root}/nfs/runs/tiny"  # in the trainer's --model_dir
     try:
