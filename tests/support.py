@@ -339,3 +339,86 @@ def katib_experiment(values_text=None, tmp_path=None, name=None, max_trials=30):
     values = sweep_values.load(path)
     return katib_sweep.render(values, name or values["name"], "alice", SWEEP_IMAGE, sweep_trials.load_base(), str(path),
                               max_trials)
+
+
+# ---------------------------------------------------------------- mounts of a test's own
+
+class Namespace:
+    """A user and mount namespace of this test's own, where it mounts what it likes and runs the trainer.
+
+    A process (sleep) keeps the namespace alive; commands enter it with
+    nsenter, and the test sees its mounts through /proc/<that pid>/root.
+    """
+
+    def __init__(self):
+        self.keeper = subprocess.Popen(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                                        "echo ready; exec sleep 3600"], stdout=subprocess.PIPE, text=True)
+        assert self.keeper.stdout.readline() == "ready\n"
+        self.enter = ["nsenter", "-t", str(self.keeper.pid), "-U", "-m", "--preserve-credentials"]
+
+    def sh(self, script):
+        subprocess.run([*self.enter, "sh", "-c", script], check=True)
+
+    def tmpfs(self, path, size):
+        path.mkdir(parents=True, exist_ok=True)
+        self.sh(f"mount -t tmpfs -o size={size} tmpfs {path}")
+
+    def read_only(self, path):
+        self.sh(f"mount --bind {path} {path} && mount -o remount,bind,ro {path}")
+
+    def inside(self, path):
+        """`path` as this namespace sees it, from outside."""
+        return Path(f"/proc/{self.keeper.pid}/root") / Path(path).relative_to("/")
+
+    def run(self, argv, timeout=300):
+        return subprocess.run([*self.enter, *argv], capture_output=True, text=True, env=child_env(),
+                              timeout=timeout)
+
+    def popen(self, argv):
+        return subprocess.Popen([*self.enter, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=child_env())
+
+    def close(self):
+        self.keeper.kill()
+        self.keeper.wait()
+
+
+# ---------------------------------------------------------------- a server that answers what a test says
+
+class FakeRest:
+    """A JSON server on loopback standing for a model server's REST API: every GET answers `get`, every POST
+    answers `post` after `delay` seconds (200, JSON), whatever their shape."""
+
+    def __init__(self, get, post=None, delay=0.0):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def reply(self, body):
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self.reply(get)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delay)
+                self.reply(post)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -293,7 +293,7 @@ def test_serve_py_serves_both_labels_and_an_edited_config_moves_stable_without_a
     (["--model_config_file", "{bad}"], 'no field named "base_pth"'),
     (["--model_config_file", "{binary}"], "is not UTF-8"),
     (["--model_config_file", "{config}", "--model_config_file_poll_wait_seconds", "-1"],
-     "--model_config_file_poll_wait_seconds must be at least 0"),
+     "--model_config_file_poll_wait_seconds: must be a whole number of seconds from 0"),
     (["--model_config_file", "{config}", "--port", "70000"], "--port must be at most 65535 (a TCP port), not 70000"),
     (["--model_config_file", "{config}", "--rest_api_port", "65536"], "--rest_api_port must be at most 65535"),
 ])

@@ -8,6 +8,7 @@ and re-centres each digit, which on MNIST's already centred digits moves a
 few of them by a pixel: a handful of answers may change, no more.
 """
 import csv
+import os
 import re
 import shutil
 
@@ -122,3 +123,41 @@ def test_mistakes_are_one_line_errors_and_no_csv_is_left_behind(tmp_path, args, 
             argv += [flag, value]
     assert_one_line_error(run_script("batch_predict.py", *argv), fragment)
     assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob(".out.csv.*"))
+
+
+@pytest.mark.slow
+def test_a_file_name_that_is_not_utf8_is_an_error_row_and_the_rest_are_scored(tmp_path, trained_model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(REPO / "data" / "3.png", folder / "a-three.png")
+    shutil.copy(REPO / "data" / "7.png", os.fsdecode(bytes(folder) + b"/b-\xff\xfe.png"))  # Latin-1 bytes, say
+    shutil.copy(REPO / "data" / "2.png", folder / "c-two.png")
+    out = tmp_path / "p.csv"
+    result = run_script("batch_predict.py", "--model_base_path", trained_model["export_dir"], "--input", folder,
+                        "--output", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = {row["path"].rsplit("/", 1)[-1]: row for row in rows(out)}
+    assert list(table) == ["a-three.png", "b-\\xff\\xfe.png", "c-two.png"]
+    assert (table["a-three.png"]["digit"], table["c-two.png"]["digit"]) == ("3", "2")
+    assert "the file name is not UTF-8" in table["b-\\xff\\xfe.png"]["error"]
+    assert "3 rows (2 scored, 1 with an error)" in result.stdout
+
+
+@pytest.mark.slow
+def test_an_export_whose_predict_signature_is_another_models_is_one_line(tmp_path):
+    import tensorflow as tf
+
+    class Other(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def predict(self, x):
+            return {"y": x * 2.0}
+
+    other = Other()
+    tf.saved_model.save(other, str(tmp_path / "export" / "1"), signatures={"predict": other.predict})
+    shutil.copy(REPO / "data" / "3.png", tmp_path / "three.png")
+    result = run_script("batch_predict.py", "--model_base_path", tmp_path / "export", "--input",
+                        tmp_path / "three.png", "--output", tmp_path / "p.csv")
+    assert_one_line_error(result, "its 'predict' signature is not an MNIST classifier's",
+                          "it takes x float32(None, 3) and returns y")
+    assert len(result.stderr.splitlines()) < 40, result.stderr  # TensorFlow's start-up notices, not a traceback
+    assert not (tmp_path / "p.csv").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import REPO, SRC, assert_one_line_error, copy_export, run_script, variants
+from support import REPO, SRC, FakeRest, assert_one_line_error, copy_export, run_script, variants
 from tfk8s.ports import free_port
 from tfk8s.serving import process as serve
 
@@ -183,3 +183,51 @@ def test_the_client_starts_without_loading_the_tensorflow_runtime():
     code = "import sys, client; print(sorted(m for m in sys.modules if m.startswith('tensorflow.python')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=SRC)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- servers that answer wrongly, or slowly
+
+METADATA = {"model_spec": {"name": "mnist", "version": "1"}, "metadata": {"signature_def": {"signature_def": {
+    "predict": {"method_name": "tensorflow/serving/predict",
+                "inputs": {"image": {"name": "x", "dtype": "DT_FLOAT", "tensor_shape": {"dim": [
+                    {"size": "-1"}, {"size": "28"}, {"size": "28"}, {"size": "1"}]}}},
+                "outputs": {"probabilities": {"name": "y", "dtype": "DT_FLOAT", "tensor_shape": {"dim": [
+                    {"size": "-1"}, {"size": "10"}]}}}}}}}}
+
+
+@pytest.mark.parametrize("answer, fragment", [
+    ({"outputs": 5}, "answered scores of shape [] for 1 image; expected [1, classes]"),
+    ([], "answered without a readable 'probabilities' output"),
+    ({"outputs": []}, "answered scores of shape [0] for 1 image"),
+    ({"outputs": [[0.1] * 10, [0.9] * 10]}, "answered scores of shape [2, 10] for 1 image"),
+    ({"outputs": {"probabilities": "ten"}}, "answered without a readable 'probabilities' output"),
+    ({"outputs": [[]]}, "answered scores of shape [1, 0] for 1 image"),
+], ids=["five", "list", "empty", "two-rows", "string", "no-classes"])
+@pytest.mark.parametrize("mode", [["--num_tests", 20, "--concurrency", 4], ["--image", SAMPLES / "1.png"]],
+                         ids=["load-test", "image"])
+def test_a_server_answering_the_wrong_shape_is_one_line_not_a_hang(answer, fragment, mode):
+    fake = FakeRest(METADATA, answer)
+    try:
+        result = run_script("client.py", "--rest", "--host", "127.0.0.1", "--port", fake.port, *mode, timeout=60)
+    finally:
+        fake.close()
+    assert_one_line_error(result, fragment)
+
+
+def test_timeout_is_a_deadline_for_the_whole_run_not_for_each_answer():
+    fake = FakeRest(METADATA, {"outputs": [[0.1] * 10]}, delay=0.5)  # each answer well within 2 s; 100 of them are not
+    try:
+        result = run_script("client.py", "--rest", "--host", "127.0.0.1", "--port", fake.port, "--num_tests", 100,
+                            "--concurrency", 1, "--timeout", 2, timeout=30)  # per answer: 50 s
+    finally:
+        fake.close()
+    assert_one_line_error(result, "within --timeout 2s")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--batch_size", 10**6], "--batch_size 1000000 makes requests of 3,136,000,000 bytes"),
+])
+def test_a_request_past_the_memory_budget_is_refused_before_anything_is_read(args, fragment):
+    result = run_script("client.py", "--image", SAMPLES, *args, timeout=60)
+    assert_one_line_error(result, fragment)
+    assert result.returncode == 2

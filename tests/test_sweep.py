@@ -3,7 +3,10 @@ on validation accuracy from event files or TensorBoard (the cluster run: test_sw
 import csv
 import itertools
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,17 +19,19 @@ from PIL import Image
 
 from support import (
     REPO,
+    RUN,
     assert_one_line_error,
     container,
     flag,
     make,
     run_sweep,
     tf_events,
+    wait_for,
     write_values,
 )
 from support import SWEEP_IMAGE as IMAGE
 from support import TINY_VALUES as TINY
-from tfk8s.cli import UsageError
+from tfk8s.cli import UsageError, UserError, child_env
 from tfk8s.kube import tfjob_check
 from tfk8s.ports import free_port
 from tfk8s.sweep import trials
@@ -119,9 +124,10 @@ def test_a_trial_is_kube_tfjob_yaml_but_for_its_name_labels_image_and_trainer_fl
     ("name: s\ngrid: {learning_rate: [0.1]}\nflags: {help: true}\n", ["flags.help is not a flag of the trainer"]),
     ("- just\n- a list\n", ["expected a mapping"]),
     ("name: s\ngrid: {learning_rate: [0.1]\n", ["is not valid YAML"]),
+    ("name: s\nworkers: 1000000000\ngrid: {learning_rate: [0.1]}\n", ["workers 1000000000 is more than 15"]),
 ], ids=["unknown-key", "unknown-grid-flag", "unknown-fixed-flag", "empty-list", "negative-learning-rate",
         "hidden-layers-7", "not-an-int", "sweep-owned-flag", "metrics-dir", "illegal-name", "help", "a-list",
-        "bad-yaml"])
+        "bad-yaml", "huge-workers"])
 def test_a_mistake_in_the_values_file_is_one_line_and_renders_nothing(tmp_path, text, fragments):
     values = write_values(tmp_path, text)
     result = run_sweep("--values", values, "--dry_run", "--output_dir", tmp_path / "out")
@@ -413,3 +419,105 @@ def test_results_from_a_tensorboard_that_is_not_there_are_one_line(tmp_path):
     port = free_port()
     result = run_sweep("--results", "--tensorboard", f"http://127.0.0.1:{port}", "--output_dir", tmp_path)
     assert_one_line_error(result, f"cannot reach TensorBoard at http://127.0.0.1:{port}", "make tensorboard")
+
+
+# ---------------------------------------------------------------- sweeps side by side, and stopped
+
+ONE_TRIAL = TINY.replace("[0.05, 0.0001]", "[0.05]")
+
+
+def test_a_local_run_claims_an_id_no_other_run_has(tmp_path, monkeypatch):
+    """Runs started in the same second: the first gets <time>, the next <time>-2, ... (mkdir is atomic), and the
+    ids sort as the runs started."""
+    monkeypatch.setattr(trials, "new_run_id", lambda: "20250102-030405")
+    claimed = [trials.claim_run(tmp_path) for _ in range(11)]
+    assert claimed[:3] == ["20250102-030405", "20250102-030405-2", "20250102-030405-3"]
+    assert len(set(claimed)) == 11 and all(trials.RUN_ID.fullmatch(run) for run in claimed)
+    assert sorted(sorted(claimed), key=trials.run_order) == claimed  # -10 and -11 after -9, not after -1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(claimed)
+    with pytest.raises(UserError, match="run 20250102-030405 already exists"):
+        trials.claim_run(tmp_path, "20250102-030405")
+
+
+@pytest.mark.slow
+def test_two_local_sweeps_at_once_each_get_their_own_run_and_results(tmp_path):
+    values, root = write_values(tmp_path, ONE_TRIAL), tmp_path / "root"
+    command = [str(RUN), "--values", str(values), "--local", "--root", str(root), *map(str, SHORT_TRAINING)]
+    env = {**child_env(), "VENV": sys.prefix}
+    sweeps = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True) for _ in range(2)]
+    outputs = [s.communicate(timeout=600)[0] for s in sweeps]
+    assert [s.returncode for s in sweeps] == [0, 0], outputs
+    runs = [re.search(r"all 1 trials of run (\S+) succeeded", out)[1] for out in outputs]
+    assert runs[0] != runs[1] and all(trials.RUN_ID.fullmatch(r) for r in runs), runs
+    for run in runs:
+        log = (root / "logs" / run / "tiny-t01.log").read_text()
+        assert f"/runs/tiny/{run}/t01" in log and log.count("[tfjob] started chief-0") == 1, log
+        assert f"run: {run}" in (root / "manifests" / run / "tiny-t01.yaml").read_text()
+        result = run_sweep("--values", values, "--results", "--run_id", run, "--root", root,
+                           "--output_dir", tmp_path / run)
+        assert result.returncode == 0, result.stderr
+        assert f"sweep tiny, run {run}" in result.stdout and f"/exports/tiny/{run}/t01" in result.stdout
+
+
+def family(pid):
+    """`pid` and every process descended from it (from /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    found, frontier = {pid}, [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier and p not in found]
+        found.update(children)
+        frontier = children
+    return found
+
+
+def alive(pids):
+    left = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    left.append(pid)
+        except OSError:
+            pass
+    return left
+
+
+def marked(marker):
+    """Live processes whose command line holds `marker`."""
+    return alive([int(e) for e in os.listdir("/proc") if e.isdigit() and marker in read_cmdline(e)])
+
+
+def read_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").replace("\0", " ")
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_local_sweep_killed_or_terminated_leaves_no_process(tmp_path, signum):
+    values, root = write_values(tmp_path, ONE_TRIAL), tmp_path / "root"
+    sweep = subprocess.Popen([str(RUN), "--values", str(values), "--local", "--root", str(root), "--", "--steps",
+                              "5000"], cwd=REPO, env={**child_env(), "VENV": sys.prefix}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    trainer = f"{root}/nfs/runs/tiny"  # in the trainer's --model_dir
+    try:
+        wait_for(lambda: marked(trainer), "the trial's trainer", timeout=120)
+        members = family(sweep.pid)  # the sweep, the trial's runner, its watchdog, the trainer
+        assert len(members) >= 4, [read_cmdline(p) for p in members]
+        sweep.send_signal(signum)
+        sweep.wait(timeout=60)
+        wait_for(lambda: not alive(members) and not marked(str(root)), "every process of the sweep to end",
+                 timeout=30)
+    finally:
+        for pid in marked(str(root)) + alive(family(sweep.pid)):
+            os.kill(pid, signal.SIGKILL)

@@ -21,7 +21,7 @@ import time
 import pytest
 import yaml
 
-from support import REPO, SRC, assert_one_line_error, run_script
+from support import REPO, SRC, Namespace, assert_one_line_error, run_script
 from tfk8s import versions, yamlfile
 from tfk8s.cli import child_env
 from tfk8s.kube import tfjob_check, tfjob_local
@@ -392,7 +392,7 @@ def test_a_replica_count_below_one_is_refused_before_anything_runs(tmp_path, cou
 @pytest.mark.parametrize("delay", [-1, "nan", 3601])
 def test_a_restart_delay_out_of_range_is_one_line(tmp_path, delay):
     result = run_local(fake_tfjob(tmp_path, {"Chief": (1, "Never")}), tmp_path / "run", restart_delay=delay)
-    assert_one_line_error(result, "--restart_delay must be between 0 and 3600 seconds")
+    assert_one_line_error(result, "argument --restart_delay: must be a finite number of seconds from 0 up to 3600")
     assert result.returncode == 2 and not (tmp_path / "run").exists()
 
 
@@ -403,6 +403,88 @@ def test_a_failed_replica_starts_again_after_the_restart_delay(tmp_path):
     assert_one_line_error(result, "runPolicy.backoffLimit 1 is spent")
     # The runner waited 5 s before the second run; with its default of 1 s the whole test took 3.0 s here.
     assert time.monotonic() - started >= 5
+
+
+# ---------------------------------------------------------------- what the runner is given: its output, disk, sizes
+
+@pytest.mark.parametrize("reader, first", [
+    ("head -1", "[tfjob] TFJob fake: volumes and logs under"),  # before any replica started
+    ("grep -m1 '^.worker-1. TF_CONFIG'", "[worker-1] TF_CONFIG"),  # once they all run, and print no more
+], ids=["head", "grep"])
+def test_a_closed_stdout_ends_the_run_and_leaves_no_replica(tmp_path, reader, first):
+    mark = f"head-{os.getpid()}"
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")}, grace=1)
+    runner = f"{sys.executable} {SRC / 'tfjob_local.py'} {manifest} --root {tmp_path / 'run'} --"
+    script = f"{runner} chief-0=family worker-0=block worker-1=block | {reader}; echo \"exit ${{PIPESTATUS[0]}}\""
+    try:
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                                env={**child_env(), MARK: mark})
+    finally:
+        for pid in marked_processes(mark):  # a runner that kept going would be left to the next tests
+            os.kill(pid, signal.SIGKILL)
+    line, code = result.stdout.splitlines()
+    assert line.startswith(first)
+    assert code == "exit 141", result.stderr  # 128 + SIGPIPE, as a shell tool whose reader went away
+    assert "Traceback" not in result.stderr, result.stderr
+    assert_nothing_left(mark, timeout=2)
+
+
+LOUD = "while True: print('x' * 1000, flush=True)"
+
+
+def test_a_full_root_fails_the_job_in_one_line_instead_of_hanging(tmp_path):
+    mark = f"full-{os.getpid()}"
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (1, "Never")},
+                          commands={"Chief": ["python", "-c", LOUD]}, grace=1)
+    root = tmp_path / "run"
+    namespace = Namespace()
+    try:
+        namespace.tmpfs(root, "1m")  # the replica's log fills it in a moment
+        result = subprocess.run([*namespace.enter, sys.executable, str(SRC / "tfjob_local.py"), str(manifest),
+                                 "--root", str(root), "--", "worker-0=block"], capture_output=True, text=True,
+                                timeout=60, env={**child_env(), MARK: mark})
+    finally:
+        namespace.close()
+        for pid in marked_processes(mark):
+            os.kill(pid, signal.SIGKILL)
+    assert_one_line_error(result, "job fake failed after", "chief-0: cannot write its log",
+                          "No space left on device")
+    assert "job failed; cleanPodPolicy Running: stopping chief-0, worker-0" in result.stdout
+    assert_nothing_left(mark, timeout=2)
+
+
+@pytest.mark.parametrize("count", [17, 10**9])
+def test_a_replica_count_past_the_bound_is_refused_before_anything_is_planned(tmp_path, count):
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (1, "Never")})
+    doc = yaml.safe_load(manifest.read_text())
+    doc["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] = count - 1
+    manifest.write_text(yaml.safe_dump(doc))
+    result = run_local(manifest, tmp_path / "run", timeout=30)  # planned first, 10**9 took minutes or MemoryError
+    assert_one_line_error(result, f"TFJob fake has {count} replicas: this runner starts at most "
+                          f"{tfjob_local.MAX_REPLICAS}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("sub_path, fragment", [
+    ("../../outside", "it must be a relative path without '..'"),
+    ("a/../../outside", "it must be a relative path without '..'"),
+    ("/tmp/outside", "it must be a relative path without '..'"),
+    ("link/inside", "outside --root"),
+])
+def test_a_sub_path_is_kept_inside_the_root(tmp_path, sub_path, fragment):
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never")})
+    doc = yaml.safe_load(manifest.read_text())
+    doc["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["subPath"] = \
+        sub_path
+    manifest.write_text(yaml.safe_dump(doc))
+    root, outside = tmp_path / "run", tmp_path / "elsewhere"
+    (root / "nfs").mkdir(parents=True)
+    outside.mkdir()
+    (root / "nfs" / "link").symlink_to(outside)  # a link under --root that leads out of it
+    result = run_local(manifest, root)
+    assert_one_line_error(result, "chief-0: volumeMount nfs", fragment)
+    assert not (tmp_path / "outside").exists() and not (tmp_path.parent / "outside").exists()
+    assert list(outside.iterdir()) == [] and not (root / "logs").exists()
 
 
 def exports(root):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from support import SRC, assert_one_line_error, run_script
+from support import SRC, Namespace, assert_one_line_error, run_script
 from tfk8s import versions
 from tfk8s.cli import child_env
 from tfk8s.trainer.lock import LOCK_NAME
@@ -27,46 +27,6 @@ SHORT = ("--hidden_layers", 2, "--eval_every", 10, "--checkpoint_every", 10)
 
 def trainer(*args):
     return [sys.executable, str(SRC / "main.py"), *map(str, args)]
-
-
-class Namespace:
-    """A user and mount namespace of this test's own, where it mounts what it likes and runs the trainer.
-
-    A process (sleep) keeps the namespace alive; commands enter it with
-    nsenter, and the test sees its mounts through /proc/<that pid>/root.
-    """
-
-    def __init__(self):
-        self.keeper = subprocess.Popen(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                                        "echo ready; exec sleep 3600"], stdout=subprocess.PIPE, text=True)
-        assert self.keeper.stdout.readline() == "ready\n"
-        self.enter = ["nsenter", "-t", str(self.keeper.pid), "-U", "-m", "--preserve-credentials"]
-
-    def sh(self, script):
-        subprocess.run([*self.enter, "sh", "-c", script], check=True)
-
-    def tmpfs(self, path, size):
-        path.mkdir(parents=True, exist_ok=True)
-        self.sh(f"mount -t tmpfs -o size={size} tmpfs {path}")
-
-    def read_only(self, path):
-        self.sh(f"mount --bind {path} {path} && mount -o remount,bind,ro {path}")
-
-    def inside(self, path):
-        """`path` as this namespace sees it, from outside."""
-        return Path(f"/proc/{self.keeper.pid}/root") / Path(path).relative_to("/")
-
-    def run(self, argv, timeout=300):
-        return subprocess.run([*self.enter, *argv], capture_output=True, text=True, env=child_env(),
-                              timeout=timeout)
-
-    def popen(self, argv):
-        return subprocess.Popen([*self.enter, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=child_env())
-
-    def close(self):
-        self.keeper.kill()
-        self.keeper.wait()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ traceback. Exit codes follow the Kubeflow training operator's rules for
 """
 import argparse
 import functools
+import math
 import os
 import sys
 
@@ -75,3 +76,30 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         fail(f"{message} (see {self.prog} --help)", EXIT_USAGE)
+
+
+# One day: longer than any wait, poll or timeout here needs, and short enough for time.sleep and deadlines
+# (time.sleep(1e30) is an OverflowError, time.monotonic() + inf a deadline that never comes).
+MAX_SECONDS = 86400
+
+
+def duration(unit="seconds", zero=False, maximum=None, integer=False):
+    """The one rule for a time flag: an argparse `type` accepting a finite number of `unit`s, positive (or 0
+    with `zero`, where 0 means "never" or "at once"), at most `maximum` (a day by default); nan, inf, negative
+    and huge values are one line (exit 2), as every other bad flag."""
+    scale = {"seconds": 1, "ms": 1e3, "micros": 1e6}[unit]
+    maximum = MAX_SECONDS * scale if maximum is None else maximum
+
+    def parse(text):
+        try:
+            value = int(text) if integer else float(text)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not math.isfinite(value) or value < 0 or (value == 0 and not zero) or value > maximum:
+            kind = "whole number" if integer else "finite number"
+            low = "from 0" if zero else "more than 0 and"
+            raise argparse.ArgumentTypeError(f"must be a {kind} of {unit} {low} up to {maximum:g}, not {text!r}")
+        return value
+
+    parse.__name__ = "duration"  # argparse names the type in its messages
+    return parse

@@ -10,7 +10,7 @@
 """
 from pathlib import Path
 
-from tfk8s.cli import ArgumentParser, UsageError, entry_point
+from tfk8s.cli import ArgumentParser, UsageError, duration, entry_point
 from tfk8s.instructor import katib, namespaces, plan, status
 from tfk8s.kube import render
 
@@ -65,7 +65,7 @@ def parse_args(argv=None):
 
     s = sub.add_parser("status", help="one row per attendee: storage, image, training, serving, sweep, quota")
     s.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    s.add_argument("--interval", type=float, default=10.0, help="seconds between refreshes with --watch")
+    s.add_argument("--interval", type=duration(), default=10.0, help="seconds between refreshes with --watch")
 
     d = sub.add_parser("delete", help="delete the attendees' namespaces, volumes and NFS servers")
     d.add_argument("attendees", nargs="+", metavar="NAME")

@@ -20,6 +20,7 @@ from tfk8s.kube.resources import KEYS, cores, gib, millicores, pod_usage, total,
 JOB_LABEL = "training.kubeflow.org/job-name"
 BATCH_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 ALIASES = {"cpu": "requests.cpu", "memory": "requests.memory"}  # a quota's short keys
+MAX_PODS = 1000  # the replicas of one TFJob this check plans pod by pod; a workshop namespace holds a few dozen
 
 
 def quota_figures(values):
@@ -163,6 +164,13 @@ def parse_args(argv=None):
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
-    docs = [doc for path in args.files for doc in yamlfile.documents(path)]
+    docs = [doc for path in args.files for doc in yamlfile.documents(path, must_hold="a TFJob")]
+    for doc in docs:  # before any pod is planned: 10**9 replicas took minutes
+        specs = ((doc.get("spec") or {}).get("tfReplicaSpecs") or {}) if isinstance(doc, dict) else {}
+        count = sum(s.get("replicas", 1) for s in specs.values() if isinstance(s, dict)
+                    and isinstance(s.get("replicas", 1), int))
+        if count > MAX_PODS:
+            raise UserError(f"{(doc.get('metadata') or {}).get('name')}: {count} replicas, more pods than any "
+                            f"namespace quota here holds (at most {MAX_PODS} are planned)")
     print(check(docs, args.namespace))
 

@@ -645,7 +645,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     failed = False
     for path in args.files:
-        for doc in yamlfile.documents(path):
+        for doc in yamlfile.documents(path, must_hold="a Katib Experiment"):
             found = problems(doc)
             if not found and (doc["spec"].get("trialTemplate") or {}).get("trialSpec"):
                 found = trial_problems(doc, example_assignments(doc))

@@ -211,7 +211,7 @@ def main(argv=None):
     args = parse_args(argv)
     failed = 0
     for path in args.files:
-        docs = [d for d in yamlfile.documents(path) if isinstance(d, dict)]
+        docs = [d for d in yamlfile.documents(path, must_hold="Kubernetes objects") if isinstance(d, dict)]
         found = violations(docs, args.level, args.version)
         for line in found:
             print(f"{path}: {line}", file=sys.stderr)

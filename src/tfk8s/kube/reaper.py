@@ -72,8 +72,9 @@ PR_SET_PDEATHSIG = 1
 LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def die_with_runner():
-    """A preexec_fn that has the kernel SIGKILL the child when this runner dies (Linux; None elsewhere).
+def die_with_runner(signum=signal.SIGKILL):
+    """A preexec_fn that has the kernel send the child `signum` (SIGKILL) when this runner dies (Linux; None
+    elsewhere); a runner that died before the request took effect: the child sends it to itself.
 
     PR_SET_PDEATHSIG fires when the *thread* that forked the child ends: replicas
     are started from the main thread only (supervise), which lives as long as the runner.
@@ -83,9 +84,9 @@ def die_with_runner():
     runner = os.getpid()
 
     def preexec():
-        LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        LIBC.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
         if os.getppid() != runner:  # the runner died before the request took effect
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signum)
 
     return preexec
 

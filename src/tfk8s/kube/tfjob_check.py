@@ -232,7 +232,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     failed = False
     for path in args.files:
-        for doc in yamlfile.documents(path):
+        for doc in yamlfile.documents(path, must_hold="a TFJob"):
             found = problems(doc)
             for line in found:
                 print(f"{path}: {line}", file=sys.stderr)

@@ -30,7 +30,11 @@ printed with its name (`[worker-1] ...`) and kept in <root>/logs/<pod>.log,
 where a pod is named as on the cluster: <job>-<type>-<index>.
 """
 import json
+import os
+import posixpath
+import select
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -40,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfk8s import yamlfile
-from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point, fail
+from tfk8s.cli import ArgumentParser, UserError, child_env, duration, entry_point, fail
 from tfk8s.kube import reaper, tfjob_check
 from tfk8s.paths import REPO, RUNS
 from tfk8s.ports import free_ports
@@ -58,6 +62,9 @@ RESTART_DELAY = 1.0   # default seconds before a failed replica is started again
 # terminationGracePeriodSeconds, or this (shorter than Kubernetes' 30: the trainer needs no more).
 GRACE_PERIOD = 10.0
 TAIL_LINES = 12       # lines of a failed replica's output shown in the failure report
+# The most replicas this runner starts: each is a TensorFlow process on this one machine, and the operator's
+# TF_CONFIG lists every replica in every replica's environment. Checked before anything is planned.
+MAX_REPLICAS = 16
 
 
 def operator_tf_config(doc, replica_type, index):
@@ -92,6 +99,8 @@ def tensorflow_container(spec):
 def localize(value, mounts):
     """Rewrite a path (or `--flag=path`) that lies under a mount point to the local directory behind it."""
     flag, eq, path = value.partition("=") if value.startswith("-") else ("", "", value)
+    if path.startswith("/"):
+        path = posixpath.normpath(path)  # /mnt/nfs/../etc is /etc, in a container as here: under no mount
     for mount_path, local in mounts:
         if path == mount_path or path.startswith(mount_path.rstrip("/") + "/"):
             return flag + eq + str(Path(local) / path[len(mount_path):].lstrip("/"))
@@ -115,6 +124,7 @@ class Replica:
     state: str = "pending"  # pending, running, succeeded, failed
     restart_at: float = None
     tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    output_error: str = None  # why its output could not be kept (a full --root): the run fails on it
 
     @property
     def name(self):
@@ -140,6 +150,32 @@ class Replica:
         return f"exited with code {code}"
 
 
+def count_replicas(doc):
+    """How many pods the job has; more than MAX_REPLICAS: one line, before any is planned."""
+    total = sum(spec.get("replicas", 1) for spec in doc["spec"]["tfReplicaSpecs"].values())
+    if total > MAX_REPLICAS:
+        raise UserError(f"TFJob {doc['metadata']['name']} has {total} replicas: this runner starts at most "
+                        f"{MAX_REPLICAS} on one machine (each is a TensorFlow process); lower the replicas")
+    return total
+
+
+def volume_dir(root, pod, mount, per_pod):
+    """The local directory behind a volumeMount, kept inside --root.
+
+    Kubernetes refuses a subPath that is absolute or holds `..` (k8s.io/kubernetes pkg/apis/core/validation,
+    validateLocalDescendingPath); so does this runner, and a symbolic link under --root that leads out of it.
+    """
+    sub = mount.get("subPath", "")
+    if posixpath.isabs(sub) or ".." in sub.split("/"):
+        raise UserError(f"{pod}: volumeMount {mount['name']} has subPath {sub!r}: it must be a relative path "
+                        "without '..', as Kubernetes requires")
+    local = root / ("pods/" + pod if per_pod else "") / mount["name"] / sub
+    if not local.resolve().is_relative_to(root):
+        raise UserError(f"{pod}: volumeMount {mount['name']} (subPath {sub!r}) leads to {local.resolve()}, "
+                        f"outside --root {root}")
+    return local
+
+
 def plan_replicas(doc, root, trainer_args):
     """One Replica per pod the operator would create, with its command, environment and directories."""
     specs, job = replica_specs(doc), doc["metadata"]["name"]
@@ -162,8 +198,11 @@ def plan_replicas(doc, root, trainer_args):
         mounts = []
         for mount in container.get("volumeMounts", []):
             per_pod = "emptyDir" in volumes.get(mount["name"], {})  # an emptyDir belongs to one pod; claims are shared
-            local = root / ("pods/" + pod if per_pod else "") / mount["name"] / mount.get("subPath", "")
-            local.mkdir(parents=True, exist_ok=True)
+            local = volume_dir(root, pod, mount, per_pod)
+            try:
+                local.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise UserError(f"cannot create {local} for {pod}'s volume {mount['name']}: {err.strerror}") from None
             mounts.append((mount["mountPath"], local))
         mounts.append((IMAGE_WORKDIR, REPO))
         mounts.sort(key=lambda m: -len(m[0]))  # the most specific mount point wins
@@ -189,11 +228,39 @@ def plan_replicas(doc, root, trainer_args):
 
 
 PRINT_LOCK = threading.Lock()
+OUTPUT_CLOSED = threading.Event()  # our stdout's reader went away (`| head -1`): the run ends, replicas stopped
+OUTPUT_ERROR = []  # or stdout could not be written (a full disk): the run fails, saying so
 
 
 def say(message, replica="tfjob"):
     with PRINT_LOCK:
-        print(f"[{replica}] {message}", flush=True)
+        if OUTPUT_CLOSED.is_set():
+            return
+        try:
+            print(f"[{replica}] {message}", flush=True)
+        except (OSError, ValueError) as err:
+            # Whatever is still buffered goes nowhere; the main loop sees the event and stops every replica.
+            if not isinstance(err, BrokenPipeError):
+                OUTPUT_ERROR.append(getattr(err, "strerror", None) or str(err))
+            OUTPUT_CLOSED.set()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class OutputClosedError(Exception):
+    """The runner's stdout was closed."""
+
+
+def reader_gone():
+    """Whether our stdout is a pipe whose reader has closed it (`| head -1`), noticed without writing to it:
+    Linux's poll() reports POLLERR on a pipe's write end once its read end is closed."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 # ---------------------------------------------------------------- replicas as process groups
@@ -204,8 +271,11 @@ def start(replica, watchdog):
     A thread copies its output, prefixed, to ours and to its log. A command
     that cannot be run makes a replica that ended at once (exit code 128).
     """
-    replica.log_path.parent.mkdir(parents=True, exist_ok=True)
     replica.state, replica.restart_at, replica.start_error = "running", None, None
+    try:
+        replica.log_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {replica.log_path.parent} for {replica.name}'s log: {err.strerror}") from None
     try:
         replica.process = subprocess.Popen(
             replica.argv, env=replica.env, cwd=replica.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -221,16 +291,39 @@ def start(replica, watchdog):
     say(f"started {replica.name} (pid {replica.process.pid}): {' '.join(replica.argv[1:])}")
 
     def copy_output(process=replica.process):
-        with open(replica.log_path, "a") as log:
+        # It must not die silently: the replica would block on a full pipe and the run hang. A log that cannot be
+        # written (a full --root) is recorded, the run fails on it, and the pipe is drained until the replica ends.
+        log = None
+        try:
+            log = open(replica.log_path, "a")
             for line in process.stdout:
                 line = line.rstrip("\n")
                 replica.tail.append(line)
-                log.write(line + "\n")
-                log.flush()
+                if log is not None:
+                    try:
+                        log.write(line + "\n")
+                        log.flush()
+                    except OSError as err:
+                        replica.output_error = f"cannot write its log {replica.log_path}: {err.strerror}"
+                        log = close_quietly(log)
                 say(line, replica.name)
+        except Exception as err:  # noqa: BLE001 (any failure is the run's, reported by the main loop)
+            replica.output_error = replica.output_error or f"its output could not be read ({err})"
+            for _ in process.stdout:
+                pass
+        finally:
+            close_quietly(log)
 
     replica.reader = threading.Thread(target=copy_output, daemon=True)
     replica.reader.start()
+
+
+def close_quietly(f):
+    try:
+        if f is not None:
+            f.close()
+    except OSError:
+        pass
 
 
 def finish(replica, watchdog):
@@ -294,9 +387,16 @@ def supervise(doc, replicas, watchdog, restart_delay=RESTART_DELAY):
     started, restarts = time.monotonic(), 0
 
     for replica in replicas:
+        if OUTPUT_CLOSED.is_set():
+            raise OutputClosedError()
         start(replica, watchdog)
     while True:
         time.sleep(0.2)
+        if OUTPUT_CLOSED.is_set() or reader_gone():
+            raise OutputClosedError()
+        broken = next((r for r in replicas if r.output_error), None)
+        if broken is not None:
+            return False, f"{broken.name}: {broken.output_error}", None
         now = time.monotonic()
         for r in replicas:
             if r.state == "pending" and r.restart_at is not None and now >= r.restart_at:
@@ -349,15 +449,15 @@ def main(argv=None):
     parser.add_argument("manifest", help="a YAML file holding one TFJob")
     parser.add_argument("--root", type=Path, metavar="DIR",
                         help="where volumes and logs go (default: runs/tfjob-local/<job name>)")
-    parser.add_argument("--restart_delay", type=float, default=RESTART_DELAY, metavar="SECONDS",
+    parser.add_argument("--restart_delay", type=duration(zero=True, maximum=3600), default=RESTART_DELAY,
+                        metavar="SECONDS",
                         help=f"seconds before a failed replica is started again (default {RESTART_DELAY:g}; "
                              "on a cluster a new pod takes a few)")
     args = parser.parse_args(own)
-    if not 0 <= args.restart_delay <= 3600:
-        raise UsageError(f"--restart_delay must be between 0 and 3600 seconds, not {args.restart_delay:g}")
 
     doc = load_tfjob(args.manifest)
     name = doc["metadata"]["name"]
+    count_replicas(doc)
     root = (args.root or RUNS / "tfjob-local" / name).resolve()
     say(f"TFJob {name}: volumes and logs under {root}")
     run_job(doc, plan_replicas(doc, root, trainer_args), args.restart_delay)
@@ -365,7 +465,7 @@ def main(argv=None):
 
 def load_tfjob(manifest):
     """The one valid TFJob a manifest holds; UserError otherwise."""
-    docs = yamlfile.documents(manifest)
+    docs = yamlfile.documents(manifest, must_hold="a TFJob")
     if len(docs) != 1:
         raise UserError(f"{manifest} holds {len(docs)} documents; expected one TFJob")
     found = tfjob_check.problems(docs[0])
@@ -392,6 +492,11 @@ def run_job(doc, replicas, restart_delay=RESTART_DELAY):
             stop(replicas, "interrupted", watchdog)
             fail(f"job {name} interrupted ({stopped}) after {time.monotonic() - started:.0f}s: stopped every "
                  "replica; run it again to resume from the last checkpoint", 128 + stopped.signum)
+        except OutputClosedError:
+            stop(replicas, "output closed", watchdog)
+            if OUTPUT_ERROR:
+                fail(f"job {name} stopped: cannot write its output ({OUTPUT_ERROR[0]}); stopped every replica")
+            sys.exit(141)  # as a shell tool whose reader went away (128 + SIGPIPE), every replica stopped
         stop(replicas, cleanup if succeeded else f"job failed; {cleanup}", watchdog)
     finally:
         watchdog.close()

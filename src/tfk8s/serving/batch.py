@@ -93,14 +93,39 @@ def load_signature(path):
     if SIGNATURE not in loaded.signatures:
         raise UserError(f"{path} has no {SIGNATURE!r} signature; it has {', '.join(loaded.signatures) or 'none'}")
     signature = loaded.signatures[SIGNATURE]
+    check_signature(path, signature)
     (input_name,) = signature.structured_input_signature[1]
     return loaded, signature, input_name
+
+
+def check_signature(path, signature):
+    """The export's `predict` must be this workshop's: one float image input [n, 28, 28, 1] (or of unknown size),
+    and a `probabilities` output; another model's export is one line naming what it has."""
+    inputs = signature.structured_input_signature[1]
+    outputs = signature.structured_outputs
+    spec = next(iter(inputs.values())) if len(inputs) == 1 else None
+    shape = spec.shape.as_list() if spec is not None and spec.shape.rank is not None else None
+    fits = (spec is not None and spec.dtype.is_floating and shape is not None and len(shape) == 4
+            and all(want is None or got in (None, want) for got, want in zip(shape, [None, 28, 28, 1])))
+    if not fits or not isinstance(outputs, dict) or "probabilities" not in outputs:
+        has = ", ".join(f"{name} {s.dtype.name}{s.shape}" for name, s in inputs.items()) or "no input"
+        out = ", ".join(outputs) if isinstance(outputs, dict) else type(outputs).__name__
+        raise UserError(f"{path}: its {SIGNATURE!r} signature is not an MNIST classifier's (one float image input "
+                        f"[n, 28, 28, 1] and a 'probabilities' output): it takes {has} and returns {out}")
+
+
+def shown(path):
+    """`path` as the CSV shows it: a file name that is not UTF-8 keeps its bytes as \\x escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def read_images(paths):
     """Preprocess each file: (indices of the good ones, their float32 [n, 28, 28, 1] pixels, {index: error})."""
     good, pixels, errors = [], [], {}
     for i, path in enumerate(paths):
+        if shown(path) != str(path):
+            errors[i] = f"{shown(path)}: the file name is not UTF-8: rename the file"
+            continue
         try:
             pixels.append(preprocess.to_mnist(path))
             good.append(i)
@@ -153,9 +178,9 @@ def main(argv=None):
                 for i, path in enumerate(chunk):
                     if i in scores:
                         digit = int(np.argmax(scores[i]))
-                        writer.writerow((path, digit, f"{scores[i][digit]:.6f}", ""))
+                        writer.writerow((shown(path), digit, f"{scores[i][digit]:.6f}", ""))
                     else:
-                        writer.writerow((path, "", "", failed[i]))
+                        writer.writerow((shown(path), "", "", failed[i]))
                 errors += len(failed)
                 done, now = start + len(chunk), time.perf_counter()
                 if now - last_note >= PROGRESS_EVERY or done == len(paths):

@@ -25,11 +25,14 @@ import numpy as np
 from google.protobuf import json_format
 
 from tfk8s import mnist, rest
-from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
+from tfk8s.cli import ArgumentParser, UsageError, UserError, duration, entry_point
 from tfk8s.serving import preprocess
 from tfk8s.serving.tensors import DT, DTYPES, GRPC_OPTIONS, NUMERIC, apis, dtype_name, to_ndarray, to_tensor_proto
 
 TEST_SET = mnist.DATASETS["mini"][2:]  # the official 10,000 test images and labels, shipped in data/
+IMAGE_BYTES = 28 * 28 * 4        # one float32 image as the client holds and sends it
+MAX_REQUEST_BYTES = 64 * 2**20   # one request's input tensor (REST sends it as JSON, several times larger)
+MAX_IMAGES_BYTES = 2**30         # every image of --image held at once: checked before any is read
 
 
 class ServerError(UserError):
@@ -66,6 +69,27 @@ def read_signature(signature_defs, name, model):
                      "probabilities" if "probabilities" in scores else sorted(scores)[0])
 
 
+def check_scores(scores, batch, where):
+    """The answer's scores must be [n, classes] for the n images asked: anything else is one line."""
+    if scores.ndim != 2 or scores.shape[0] != len(batch) or scores.shape[1] < 1:
+        raise ServerError(f"{where} answered scores of shape {list(scores.shape)} for {len(batch)} image"
+                          f"{'s' * (len(batch) != 1)}; expected [{len(batch)}, classes]")
+    return scores
+
+
+class Deadline:
+    """--timeout as a total deadline: every call gets what is left of it, none starts once it has passed."""
+
+    def __init__(self, seconds):
+        self.seconds, self.end = seconds, time.monotonic() + seconds
+
+    def left(self, address):
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise ServerError(f"no complete answer from {address} within --timeout {self.seconds:g}s")
+        return left
+
+
 def shape_for(signature, batch):
     """Fit a batch of [n, 28, 28, 1] images to the input shape the signature declares ([n, 784], ...)."""
     shape = list(signature.input_shape)
@@ -84,6 +108,7 @@ class GrpcModel:
 
     def __init__(self, host, port, model, signature_name, version=None, label=None, timeout=10.0):
         self.address, self.model, self.timeout = f"{host}:{port}", model, timeout
+        self.deadline = Deadline(timeout)
         self.channel = grpc.insecure_channel(self.address, options=GRPC_OPTIONS)
         self.stub = apis.prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.spec = apis.model_pb2.ModelSpec(name=model, signature_name=signature_name)
@@ -106,7 +131,7 @@ class GrpcModel:
 
     def _call(self, method, request):
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.deadline.left(self.address))
         except grpc.RpcError as err:
             raise self._error(err) from None
 
@@ -126,24 +151,29 @@ class GrpcModel:
         request.inputs[self.signature.input_name].CopyFrom(to_tensor_proto(shape_for(self.signature, batch)))
         return request
 
-    def _scores(self, response):
+    def _scores(self, response, batch):
         try:
-            return to_ndarray(response.outputs[self.signature.scores_name]), response.model_spec.version.value
+            scores = to_ndarray(response.outputs[self.signature.scores_name])
         except (KeyError, ValueError) as err:
             raise ServerError(f"{self.address} answered without a readable {self.signature.scores_name!r} "
                               f"output ({err})") from None
+        return check_scores(scores, batch, self.address), response.model_spec.version.value
 
     def predict(self, batch):
         """float32 [n, 28, 28, 1] -> (scores [n, classes], the version that answered)."""
-        return self._scores(self._call(self.stub.Predict, self._predict_request(batch)))
+        return self._scores(self._call(self.stub.Predict, self._predict_request(batch)), batch)
 
     def predict_async(self, batch, done):
         """Send without waiting; gRPC's own thread calls done(result or ServerError) when the answer comes."""
-        future = self.stub.Predict.future(self._predict_request(batch), timeout=self.timeout)
+        try:
+            future = self.stub.Predict.future(self._predict_request(batch), timeout=self.deadline.left(self.address))
+        except ServerError as err:
+            done(err)
+            return
 
         def finished(f):
             try:
-                result = self._scores(f.result())
+                result = self._scores(f.result(), batch)
             except grpc.RpcError as err:
                 result = self._error(err)
             except ServerError as err:
@@ -160,6 +190,7 @@ class RestModel:
 
     def __init__(self, host, port, model, signature_name, version=None, label=None, timeout=10.0):
         self.address, self.model, self.timeout = f"{host}:{port}", model, timeout
+        self.deadline = Deadline(timeout)
         self.signature_name, self.signature = signature_name, None
         path = f"/v1/models/{model}"
         if version is not None:
@@ -171,7 +202,7 @@ class RestModel:
 
     def _call(self, url, body=None):
         try:
-            status, answer = rest.call(url, body, self.timeout)
+            status, answer = rest.call(url, body, self.deadline.left(self.address))
         except rest.NotHttpError:
             raise ServerError(f"{self.address} did not answer in HTTP/1.1: is it a gRPC port? (drop --rest, or give "
                               "the REST port, 8501 by default)") from None
@@ -217,10 +248,11 @@ class RestModel:
         try:
             outputs = answer["outputs"]
             scores = outputs[self.signature.scores_name] if isinstance(outputs, dict) else outputs
-            return np.asarray(scores, dtype=np.float32), self.version
+            scores = np.asarray(scores, dtype=np.float32)
         except (KeyError, TypeError, ValueError) as err:
             raise ServerError(f"{self.address} answered without a readable {self.signature.scores_name!r} "
-                              f"output ({err})") from None
+                              f"output ({' '.join(str(err).split())[:120]})") from None
+        return check_scores(scores, batch, self.address), self.version
 
 
 def top_k(scores, k):
@@ -277,13 +309,18 @@ def run_load_test(model, images, labels, num_tests, concurrency):
         j, began = i % len(images), time.perf_counter()
 
         def done(result):
+            # Runs on a gRPC or pool thread: whatever happens, the request is counted and its slot freed, or the
+            # load test would wait for it for ever.
             elapsed = time.perf_counter() - began
             with lock:
-                if isinstance(result, ServerError):
-                    failures.append(str(result))
-                else:
-                    latencies.append(elapsed)
-                    correct[0] += int(np.argmax(result[0][0]) == labels[j])
+                try:
+                    if isinstance(result, ServerError):
+                        failures.append(str(result))
+                    else:
+                        correct[0] += int(np.argmax(result[0][0]) == labels[j])
+                        latencies.append(elapsed)
+                except Exception as err:  # noqa: BLE001 (an answer of a shape no check foresaw)
+                    failures.append(f"unreadable answer ({type(err).__name__}: {err})")
                 answered[0] += 1
                 if answered[0] == num_tests:
                     finished.set()
@@ -293,9 +330,11 @@ def run_load_test(model, images, labels, num_tests, concurrency):
 
     began = time.perf_counter()
     for i in range(num_tests):
-        slots.acquire()
+        if not slots.acquire(timeout=model.deadline.left(model.address)):
+            raise model_deadline(model)
         send(i)
-    finished.wait()
+    if not finished.wait(timeout=max(0.0, model.deadline.end - time.monotonic())):
+        raise model_deadline(model)
     wall = time.perf_counter() - began
     ms = np.asarray(latencies) * 1000
     return {
@@ -307,6 +346,11 @@ def run_load_test(model, images, labels, num_tests, concurrency):
         "accuracy": correct[0] / len(latencies) if latencies else 0.0,
         "first_failure": failures[0] if failures else None,
     }
+
+
+def model_deadline(model):
+    return ServerError(f"the load test did not finish within --timeout {model.deadline.seconds:g}s "
+                       f"({model.protocol} {model.address})")
 
 
 def parse_args(argv=None):
@@ -327,7 +371,9 @@ def parse_args(argv=None):
     p.add_argument("--num_tests", type=int, metavar="N",
                    help="load test: N one-image requests of MNIST test images, reporting latency and accuracy")
     p.add_argument("--concurrency", type=int, default=1, help="requests in flight during --num_tests")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    p.add_argument("--timeout", type=duration(), metavar="SECONDS",
+                   help="seconds the whole run may take, every answer within it (default: 10, and for a load test "
+                        "10 more per 1,000 requests)")
     args = p.parse_args(argv)
     if (args.image is None) == (args.num_tests is None):
         raise UsageError("give either --image FILE_OR_DIR or --num_tests N")
@@ -336,8 +382,11 @@ def parse_args(argv=None):
             raise UsageError(f"--{flag} must be at least 1, not {getattr(args, flag)}")
     if args.num_tests is not None and args.num_tests < 1:
         raise UsageError(f"--num_tests must be at least 1, not {args.num_tests}")
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive, not {args.timeout}")
+    if args.batch_size * IMAGE_BYTES > MAX_REQUEST_BYTES:
+        raise UsageError(f"--batch_size {args.batch_size} makes requests of {args.batch_size * IMAGE_BYTES:,} bytes, "
+                         f"more than {MAX_REQUEST_BYTES:,}: at most {MAX_REQUEST_BYTES // IMAGE_BYTES}")
+    if args.timeout is None:
+        args.timeout = 10.0 + 10.0 * (args.num_tests or 0) / 1000
     if args.port is None:
         args.port = 8501 if args.rest else 8500
     if not 1 <= args.port <= 65535:
@@ -350,6 +399,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.image:  # a missing or broken file fails before any network traffic
         paths = preprocess.image_paths(args.image)
+        if len(paths) * IMAGE_BYTES > MAX_IMAGES_BYTES:
+            raise UsageError(f"{args.image} holds {len(paths):,} images: more than this client holds at once "
+                             f"({MAX_IMAGES_BYTES // IMAGE_BYTES:,}); split the folder")
         images = preprocess.load_batch(paths)
     model_class = RestModel if args.rest else GrpcModel
     model = model_class(args.host, args.port, args.model, args.signature_name,

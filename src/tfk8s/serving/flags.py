@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from tfk8s.cli import ArgumentParser, UsageError
+from tfk8s.cli import ArgumentParser, UsageError, duration
 
 CPUS = os.cpu_count() or 1
 
@@ -52,7 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--model_config_file", metavar="FILE",
                    help="instead of --model_name and --model_base_path: TensorFlow Serving's model config "
                         "(text protobuf model_config_list: models, version policies, version labels)")
-    p.add_argument("--model_config_file_poll_wait_seconds", type=int, default=0,
+    p.add_argument("--model_config_file_poll_wait_seconds", type=duration(zero=True, integer=True), default=0,
                    help="seconds between reads of --model_config_file (0: read it only at start-up)")
     _bool(p, "allow_version_labels_for_unavailable_models", False,
           "let the model config label versions not loaded yet (needed to start from a config with labels)")
@@ -61,11 +61,12 @@ def parse_args(argv=None):
     p.add_argument("--bind_address", default="127.0.0.1",
                    help="address to listen on (TensorFlow Serving: every address); 0.0.0.0 exposes the server to "
                         "your network")
-    p.add_argument("--file_system_poll_wait_seconds", type=int, default=1,
+    p.add_argument("--file_system_poll_wait_seconds", type=duration(zero=True, integer=True), default=1,
                    help="seconds between looks for new versions (0: look only at start-up)")
     p.add_argument("--max_num_load_retries", type=int, default=5,
                    help="times a version that fails to load is tried again (a version still being copied in)")
-    p.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
+    p.add_argument("--load_retry_interval_micros", type=duration("micros", zero=True, integer=True),
+                   default=60_000_000,
                    help="microseconds between those tries")
     _bool(p, "enable_batching", False, "queue concurrent requests and run them in batches (see "
                                        "--batching_parameters_file)")
@@ -85,12 +86,12 @@ def parse_args(argv=None):
                         "messages up to 2 GiB, as TensorFlow Serving)")
     p.add_argument("--grpc_max_threads", type=int, default=4 * CPUS, help="threads answering gRPC requests")
     p.add_argument("--rest_api_num_threads", type=int, default=4 * CPUS, help="threads answering REST requests")
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+    p.add_argument("--rest_api_timeout_in_ms", type=duration("ms", zero=True, integer=True), default=30000,
                    help="REST: a model run longer than this is 504 (0: no limit)")
-    p.add_argument("--rest_api_read_timeout_seconds", type=float, default=30.0,
+    p.add_argument("--rest_api_read_timeout_seconds", type=duration(), default=30.0,
                    help="REST: each request must arrive whole within this many seconds of the connection opening "
                         "or of the previous answer, else the connection is closed (serve.py only)")
-    p.add_argument("--shutdown_grace_seconds", type=float, default=20.0,
+    p.add_argument("--shutdown_grace_seconds", type=duration(), default=20.0,
                    help="on SIGTERM or Ctrl-C: seconds requests in flight get to finish before the server exits "
                         "(a second signal exits at once; keep it under the pod's terminationGracePeriodSeconds, "
                         "30 by default) (serve.py only)")
@@ -102,19 +103,13 @@ def parse_args(argv=None):
     if args.version:
         return args
     for flag, low in (("port", 1), ("rest_api_port", 0), ("grpc_max_threads", 1), ("rest_api_num_threads", 1),
-                      ("file_system_poll_wait_seconds", 0), ("model_config_file_poll_wait_seconds", 0),
-                      ("max_num_load_retries", 0), ("load_retry_interval_micros", 0), ("rest_api_timeout_in_ms", 0),
+                      ("max_num_load_retries", 0),
                       ("tensorflow_intra_op_parallelism", 0), ("tensorflow_inter_op_parallelism", 0)):
         if getattr(args, flag) < low:
             raise UsageError(f"--{flag} must be at least {low}, not {getattr(args, flag)}")
     for flag in ("port", "rest_api_port"):
         if getattr(args, flag) > 65535:
             raise UsageError(f"--{flag} must be at most 65535 (a TCP port), not {getattr(args, flag)}")
-    if args.rest_api_read_timeout_seconds <= 0:
-        raise UsageError(f"--rest_api_read_timeout_seconds must be positive, not {args.rest_api_read_timeout_seconds}")
-    if not 0 < args.shutdown_grace_seconds < float("inf"):  # nan fails both comparisons
-        raise UsageError(f"--shutdown_grace_seconds must be a finite number of seconds above 0, not "
-                         f"{args.shutdown_grace_seconds}")
     if args.batching_parameters_file and not args.enable_batching:
         raise UsageError("server_options.batching_parameters_file is set without setting "
                          "server_options.enable_batching to true.")

@@ -44,8 +44,8 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfk8s import rest
-from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
+from tfk8s import rest, yamlfile
+from tfk8s.cli import ArgumentParser, UsageError, UserError, duration, entry_point
 from tfk8s.paths import KUBE
 
 MODEL = "mnist"
@@ -273,14 +273,35 @@ def available_versions(server, name=MODEL, timeout=10.0):
     if code is None:
         raise UserError(f"cannot reach a model server at {server}: {body['error']}")
     if code != 200:
-        raise UserError(f"{server} has no model {name!r}: HTTP {code}: {body.get('error', '')}")
-    return sorted(int(v["version"]) for v in body.get("model_version_status", []) if v.get("state") == "AVAILABLE")
+        error = body.get("error", "") if isinstance(body, dict) else ""
+        raise UserError(f"{server} has no model {name!r}: HTTP {code}: {short(error)}")
+    try:
+        return sorted(int(v["version"]) for v in body.get("model_version_status", []) if v.get("state") == "AVAILABLE")
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise not_serving(server, f"/v1/models/{name}", body) from None
+
+
+def short(value, limit=120):
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def not_serving(server, path, body):
+    """A server answer of the wrong shape: one line quoting (the start of) it."""
+    return UserError(f"{server} answered GET {path} with {short(body)!r}, not TensorFlow Serving's answer: is it a "
+                     "model server's REST address?")
 
 
 def label_version(server, name, label, timeout=10.0):
     """The version `label` resolves to on the server (its metadata answers for that version), or None."""
-    code, body = get_json(f"{server.rstrip('/')}/v1/models/{name}/labels/{label}/metadata", timeout)
-    return int(body["model_spec"]["version"]) if code == 200 else None
+    path = f"/v1/models/{name}/labels/{label}/metadata"
+    code, body = get_json(server.rstrip("/") + path, timeout)
+    if code != 200:
+        return None
+    try:
+        return int(body["model_spec"]["version"])
+    except (KeyError, TypeError, ValueError):
+        raise not_serving(server, path, body) from None
 
 
 def wait(server, config, name=MODEL, timeout=300.0, every=15.0, out=sys.stdout):
@@ -318,17 +339,26 @@ def wait(server, config, name=MODEL, timeout=300.0, every=15.0, out=sys.stdout):
 
 def read_configmap(text, source="the ConfigMap"):
     """A ConfigMap (YAML, as kubectl prints it) -> (the object, its ModelServerConfig)."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source} is not valid YAML: {' '.join(str(err).split())}") from None
+    docs = yamlfile.load_all(text, source, ConfigError)
     maps = [d for d in docs if isinstance(d, dict) and d.get("kind") == "ConfigMap"]
     if len(maps) != 1:
         raise ConfigError(f"{source} must hold exactly one ConfigMap, not {len(maps)}")
     (configmap,) = maps
+    # The shapes the API server's ConfigMap schema allows (metadata an object, data a map of strings).
+    for field, kind in (("metadata", dict), ("data", dict), ("binaryData", dict)):
+        if configmap.get(field) is not None and not isinstance(configmap[field], kind):
+            raise ConfigError(f"{source}: the ConfigMap's {field} must be a mapping, not {short(configmap[field])!r}")
+    meta = configmap.get("metadata") or {}
+    for field in ("annotations", "labels"):
+        if meta.get(field) is not None and not isinstance(meta[field], dict):
+            raise ConfigError(f"{source}: the ConfigMap's metadata.{field} must be a mapping, not "
+                              f"{short(meta[field])!r}")
     data = configmap.get("data") or {}
     if CONFIGMAP_KEY not in data:
-        raise ConfigError(f"ConfigMap {configmap.get('metadata', {}).get('name')!r} has no key {CONFIGMAP_KEY!r}")
+        raise ConfigError(f"ConfigMap {meta.get('name')!r} has no key {CONFIGMAP_KEY!r}")
+    if not isinstance(data[CONFIGMAP_KEY], str):
+        raise ConfigError(f"{source}: the ConfigMap's data.{CONFIGMAP_KEY} must be a string (the text protobuf), "
+                          f"not {short(data[CONFIGMAP_KEY])!r}")
     return configmap, parse(data[CONFIGMAP_KEY], f"{source} ({CONFIGMAP_KEY})")
 
 
@@ -372,7 +402,7 @@ def parse_args(argv=None):
                                                            "stable, else the older of the two newest on --server)")
     subs["canary"].add_argument("--canary", type=int, help="the version labelled canary (default: the newest "
                                                            "version --server has loaded)")
-    subs["wait"].add_argument("--timeout", type=float, default=300.0, help="seconds to wait at most")
+    subs["wait"].add_argument("--timeout", type=duration(), default=300.0, help="seconds to wait at most")
     subs["init"].add_argument("--config", metavar="FILE", required=True, help="the file to write (not overwritten)")
     subs["init"].add_argument("--base_path", required=True, help="the export directory to serve")
     for name, sub in subs.items():

@@ -1,10 +1,12 @@
 """Trials on this machine: each TFJob run by src/tfjob_local.py (one process per replica), N at a time."""
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from tfk8s.kube import reaper
 from tfk8s.paths import SRC
 from tfk8s.sweep import cluster
 
@@ -56,13 +58,22 @@ def run_local(trials, paths, root, logs, parallel, trainer_args):
         if trainer_args:
             command += ["--", *trainer_args]
         with open(log, "w") as out:
-            processes[trial.id] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            # If this sweep is killed outright, the kernel sends its runner SIGTERM, and the runner stops the
+            # trial's replicas (and its watchdog ends): nothing of the sweep is left (reaper.die_with_runner).
+            processes[trial.id] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                                   stdin=subprocess.DEVNULL,
+                                                   preexec_fn=reaper.die_with_runner(signal.SIGTERM))
         print(f"{trial.job}: started ({trial.describe()}), log {log}", flush=True)
 
     def outcome(trial):
         code = processes[trial.id].poll()
         return None if code is None else "Succeeded" if code == 0 else f"Failed (exit code {code})"
 
+    def stopped(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # `kill` or a closed terminal: as Ctrl-C, the trials stopped
+        signal.signal(signum, stopped)
     try:
         outcomes = cluster.at_most(parallel, trials, start, outcome, interval=1.0)
     finally:

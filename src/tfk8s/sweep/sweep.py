@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from tfk8s.cli import ArgumentParser, UserError, entry_point
+from tfk8s.cli import ArgumentParser, UserError, duration, entry_point
 from tfk8s.kube import kubectl
 from tfk8s.paths import REPO, RUNS, TEMPLATED
 from tfk8s.sweep import cluster, local
@@ -29,7 +29,8 @@ MAX_TRIALS = 30  # two at a time, four to five minutes each: an hour of a worksh
 def newest_run(source, sweep, where):
     """The id of the sweep's newest run that `source` holds."""
     found = sorted({run.split("/")[1] for run in source.runs() if run.startswith(sweep + "/")
-                    and len(run.split("/")) > 2 and planning.RUN_ID.fullmatch(run.split("/")[1])})
+                    and len(run.split("/")) > 2 and planning.RUN_ID.fullmatch(run.split("/")[1])},
+                   key=planning.run_order)
     if not found:
         raise UserError(f"no run of sweep {sweep} in {where}: run the sweep first (or check --name, --root)")
     return found[-1]
@@ -49,7 +50,7 @@ modes (the default submits the trials to the cluster):
                          time unless --parallel; trainer flags after -- are appended to every trial's:
                            templated/run.sh --local -- --dataset mini --steps 300
                          --root (default runs/tfjob-local/<sweep>) stands for the cluster: its nfs/ is the
-                         volume ({NFS}), logs/<run>/<job>.log the trials' output, manifests/ their TFJobs
+                         volume ({NFS}), logs/<run>/<job>.log the trials' output, manifests/<run>/ their TFJobs
   --delete               delete the sweep's TFJobs (kubectl delete -l sweep=<name>); their files stay
   --results              rank the trials of the sweep's newest run (or --run_id) by validation accuracy
                          (the last evaluation: test accuracy is shown beside it, never used to choose),
@@ -101,7 +102,7 @@ def parse_args(argv):
     p.add_argument("--parallel", type=int, metavar="N",
                    help="at most N trials at once; each of the rest starts when one finishes (default: on the "
                         "cluster all at once, with --local 1)")
-    p.add_argument("--poll", type=float, default=os.environ.get("SWEEP_POLL", "15"), metavar="SECONDS",
+    p.add_argument("--poll", type=duration(), default=os.environ.get("SWEEP_POLL", "15"), metavar="SECONDS",
                    help="on the cluster, how often to ask for the trials' (or the Katib Experiment's) status "
                         "(default: %(default)s, or the environment's SWEEP_POLL: `make sweep SWEEP_POLL=5`)")
     p.add_argument("--max_trials", type=int, default=MAX_TRIALS, metavar="N",
@@ -128,8 +129,6 @@ def parse_args(argv):
         p.error("trainer flags after -- go with --local only; for the cluster, put them in the values file")
     if args.parallel is not None and args.parallel < 1:
         p.error(f"--parallel must be 1 or more, not {args.parallel}")
-    if args.poll <= 0:
-        p.error(f"--poll must be positive, not {args.poll:g}")
     if args.max_trials < 1:
         p.error(f"--max_trials must be 1 or more, not {args.max_trials}")
     if args.tensorboard and not args.results:
@@ -180,15 +179,23 @@ def main(argv=None):
         results.report(found, name, f"sweep {name}, run {run_id} ({source})", Path(out), local=volume is not None)
         return
 
-    run_id = args.run_id or planning.new_run_id()
-    trials = planning.plan(values, name, base_flags, values_path, run_id, args.max_trials)
-    docs = planning.render(trials, name, run_id, namespace, image, values["workers"], base)
+    # A local run claims its id (and with it its logs/<run>/ and manifests/<run>/): two sweeps started at once
+    # in one --root run side by side, each with its own trials, logs and results.
+    run_id = (planning.claim_run(root / "logs", args.run_id) if args.local
+              else args.run_id or planning.new_run_id())
+    try:
+        trials = planning.plan(values, name, base_flags, values_path, run_id, args.max_trials)
+        docs = planning.render(trials, name, run_id, namespace, image, values["workers"], base)
+    except UserError:
+        if args.local:
+            (root / "logs" / run_id).rmdir()  # nothing ran: the id goes back
+        raise
     if args.dry_run:
         for path in planning.write_manifests(trials, docs, args.output_dir):
             print(path)
     elif args.local:
-        paths = dict(zip((t.id for t in trials), planning.write_manifests(trials, docs, root / "manifests",
-                                                                          "--root's manifests/")))
+        paths = dict(zip((t.id for t in trials), planning.write_manifests(trials, docs, root / "manifests" / run_id,
+                                                                          "--root's manifests/<run>/")))
         local.write_hparams_config(trials, planning.volume_dir(root, container) / "runs" / name / run_id)
         local.run_local(trials, paths, root, root / "logs" / run_id, args.parallel or 1, args.trainer_args)
         print(f"all {len(trials)} trials of run {run_id} succeeded; rank them with: templated/run.sh --results"

@@ -30,7 +30,8 @@ BASE = KUBE / "tfjob.yaml"
 TEMPLATE = "trial.yaml.j2"
 NFS = "/mnt/nfs"                          # where the shared volume is mounted in every pod
 SWEEP_SETS = ("model_dir", "export_dir", "metrics_dir")  # per trial, never from the values file
-RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}")  # a run's id: when it started, UTC (sorts as it happened)
+# A run's id: when it started, UTC, and a count when another run here started in the same second.
+RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}(-[0-9]{1,4})?")
 # The first two lines of every file this tool writes: how it knows its own files in an output directory.
 MARK = "# Rendered by templated/run.sh"
 
@@ -56,8 +57,36 @@ def new_run_id():
 
 def check_run_id(run_id):
     if not RUN_ID.fullmatch(run_id):
-        raise UsageError(f"--run_id {run_id!r} is not a run's id: YYYYMMDD-HHMMSS, as the sweep names its runs")
+        raise UsageError(f"--run_id {run_id!r} is not a run's id: YYYYMMDD-HHMMSS (or YYYYMMDD-HHMMSS-N), "
+                         "as the sweep names its runs")
     return run_id
+
+
+def run_order(run_id):
+    """A key that sorts run ids as their runs started (20250102-030405 < 20250102-030405-2 < ...-10)."""
+    parts = run_id.split("-")
+    return parts[0] + parts[1], int(parts[2]) if len(parts) > 2 else 1
+
+
+def claim_run(runs_dir, run_id=None):
+    """A run id of its own for a run here, claimed by creating <runs_dir>/<id> (mkdir is atomic: of two sweeps
+    started in the same second, one gets <time>, the other <time>-2); `run_id` given: that one, or one line."""
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {runs_dir}: {err.strerror}") from None
+    base = run_id or new_run_id()
+    for count in range(1, 10000 if run_id is None else 2):
+        candidate = base if count == 1 else f"{base}-{count}"
+        try:
+            (runs_dir / candidate).mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise UserError(f"cannot create {runs_dir / candidate}: {err.strerror}") from None
+    raise UserError(f"run {base} already exists in {runs_dir}: give another --run_id, or none")
 
 
 # ---------------------------------------------------------------- the trainer's view of flags

@@ -9,11 +9,9 @@ rejected or, worse, a silently different object on the cluster.
 import difflib
 import math
 import re
-from pathlib import Path
 
-import yaml
-
-from tfk8s.cli import UsageError, UserError
+from tfk8s import yamlfile
+from tfk8s.cli import UsageError
 from tfk8s.kube import render  # the namespace and image rules of the manifests' renderer
 
 KEYS = ("name", "workers", "grid", "flags", "katib")
@@ -24,6 +22,8 @@ MAX_LABEL = 63
 
 DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 MAX_IMAGE_NAME = 255
+
+MAX_WORKERS = 15  # a trial is a Chief and its workers: tfjob_local.MAX_REPLICAS (16) replicas at most
 
 
 def did_you_mean(word, candidates):
@@ -91,25 +91,12 @@ def check_sweep_name(name, longest_suffix=""):
 
 def read_text(path, what):
     """A text file's content; a missing, unreadable or binary file is one line."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise UserError(f"cannot read {what} {path}: {err.strerror}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UsageError(f"{what} {path} is not a text file (byte {err.start} is not UTF-8)") from None
+    return yamlfile.read_text(path, what, UsageError)
 
 
 def load(path):
     """Read the values file and check its shape (the trainer judges the flags' values later)."""
-    text = read_text(path, "the values file")
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise UsageError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
-    except RecursionError:
-        raise UsageError(f"{path} is nested too deeply to be a values file") from None
+    values = yamlfile.load(read_text(path, "the values file"), str(path), UsageError)
     if not isinstance(values, dict):
         raise UsageError(f"{path}: expected a mapping with the keys {', '.join(KEYS)}")
     for key in values:
@@ -118,6 +105,9 @@ def load(path):
     workers = values.get("workers", 0)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise UsageError(f"{path}: workers must be a whole number, 0 or more, not {workers!r}")
+    if workers > MAX_WORKERS:  # checked before any trial is planned (10**9 workers took minutes, or MemoryError)
+        raise UsageError(f"{path}: workers {workers} is more than {MAX_WORKERS}, the most a trial runs beside its "
+                         "Chief (the local runner's bound; a namespace's quota holds far fewer)")
     grid, flags = values.get("grid"), values.get("flags") or {}
     if not isinstance(grid, dict) or not grid:
         raise UsageError(f"{path}: grid must map at least one trainer flag to a list of values")

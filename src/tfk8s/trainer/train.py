@@ -36,7 +36,7 @@ from tensorboard.plugins.hparams import api as hp
 
 from tfk8s import mnist
 from tfk8s.cli import RetryableError
-from tfk8s.trainer import cluster, storage
+from tfk8s.trainer import cluster, restore, storage
 from tfk8s.trainer.export import export_saved_model
 from tfk8s.trainer.model import augment, build_model, make_optimizer
 from tfk8s.trainer.trace import Trace
@@ -127,20 +127,21 @@ class Checkpoints:
     were, removes what it had begun, and ends the run in one line.
     """
 
-    def __init__(self, learner, model_dir, role, keep, writer=None):
+    def __init__(self, learner, model_dir, role, keep, writer=None, say=print):
         self.model_dir = model_dir
         self.writer = writer
         self.checkpoint = tf.train.Checkpoint(model=learner.model, optimizer=learner.optimizer)
         private = not role.is_chief and role.mode == "multi_worker"
         self.scratch = tempfile.mkdtemp(prefix=f"ckpt-{role.name}-") if private else None
+        # Before the manager reads the state file: the chief moves damaged checkpoints aside (restore.py).
+        self.latest = restore.newest_intact(model_dir, repair=role.is_chief, say=say)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.scratch or model_dir, max_to_keep=keep)
 
-    def restore(self):
-        """Resume from the newest checkpoint in model_dir; its path, or None for a fresh start."""
-        latest = tf.train.latest_checkpoint(self.model_dir)
-        if latest:
-            self.checkpoint.restore(latest)
-        return latest
+    def restore(self, hidden_layers):
+        """Resume from the newest intact checkpoint in model_dir; its path, or None for a fresh start."""
+        if self.latest:
+            restore.load(self.checkpoint, self.latest, hidden_layers)
+        return self.latest
 
     def save(self, step):
         if self.writer:
@@ -333,8 +334,8 @@ def train(args, role, strategy, writer=None):
         weights = variable_bytes(learner.model.variables)
         storage.check_space(args.model_dir, weights + variable_bytes(learner.model.trainable_variables),
                             args.export_dir, weights)
-    checkpoints = Checkpoints(learner, args.model_dir, role, args.keep_checkpoints, writer)
-    latest = checkpoints.restore()
+    checkpoints = Checkpoints(learner, args.model_dir, role, args.keep_checkpoints, writer, say)
+    latest = checkpoints.restore(args.hidden_layers)
     if latest:
         say(f"resuming from {latest} at step {learner.step}")
 
