@@ -82,7 +82,7 @@ check-cluster: ## Step 1: check that kubectl is installed and its context is you
 
 .PHONY: check-image
 check-image:
-	@if [ "$(IMAGE)" = "ghcr.io/example/mnist-trainer" ]; then echo "error: IMAGE is the placeholder $(IMAGE): give a registry you can push to, e.g. export IMAGE=europe-docker.pkg.dev/PROJECT/workshop/$(NAMESPACE)-mnist" >&2; exit 1; fi
+	@if [ "$(IMAGE)" = "ghcr.io/example/mnist-trainer" ]; then echo "error: IMAGE is the placeholder $(IMAGE): give a registry you can push to, e.g. export IMAGE=europe-docker.pkg.dev/PROJECT/workshop-$(NAMESPACE)/mnist" >&2; exit 1; fi
 
 # Before anything that runs the trainer image: the record of its push (one line and exit 1 without it).
 .PHONY: check-pushed
