@@ -388,3 +388,23 @@ def test_an_unknown_step_is_one_line():
     result = subprocess.run([str(REPO / "make" / "cluster.sh"), "deploy-everything"], capture_output=True, text=True)
     assert result.returncode != 0 and result.stderr.startswith("error: unknown step 'deploy-everything'")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_model_config_steps_talk_to_the_forwarded_port_never_a_fixed_one(fake_kubectl, tmp_path):
+    """`make canary` runs model_config.py ACTION ... --server forwarded behind with-port-forward: the address
+    it and the wait after it use is the port kubectl picked."""
+    path, _ = fake_kubectl
+    log = tmp_path / "python.log"
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    python.chmod(0o755)
+    result = subprocess.run([str(REPO / "make" / "cluster.sh"), "model-config", "alice", "mnist-model-config",
+                             str(python), "canary", "--canary", "5", "--server", "forwarded"],
+                            env={**os.environ, "PATH": path, "FORWARDED_PORT": "41234"}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == [
+        "src/model_config.py canary --canary 5 --server http://127.0.0.1:41234 --configmap -",
+        "src/model_config.py wait --configmap - --server http://127.0.0.1:41234"]
+    cluster_mk = (REPO / "make" / "cluster.mk").read_text()
+    assert "--server forwarded)" in cluster_mk and "localhost:8501" not in cluster_mk
