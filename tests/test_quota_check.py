@@ -90,8 +90,8 @@ def test_tfjob_beside_a_running_sweep_is_refused_in_one_line_naming_the_sweep_an
     assert result.returncode != 0 and "Traceback" not in result.stderr
     (line,) = errors(result)
     assert line == ("error: TFJob mnist-tfjob needs requests.cpu 3, requests.memory 6Gi, limits.cpu 6, "
-                    "limits.memory 12Gi, pods 3 but the quota workshop has requests.cpu 0, requests.memory 0Gi, "
-                    "limits.cpu 0, limits.memory 0Gi, pods 0 free: stop the sweep mnist-sweep first (Ctrl-C its "
+                    "limits.memory 12Gi, pods 3 but the quota workshop has requests.cpu 0.15, requests.memory 0Gi, "
+                    "limits.cpu 1.5, limits.memory 2.1Gi, pods 1 free: stop the sweep mnist-sweep first (Ctrl-C its "
                     "make sweep, then kubectl delete tfjobs --selector sweep=mnist-sweep)")
     assert created(calls) == []  # nothing deleted, nothing applied
 

@@ -113,7 +113,7 @@ def test_a_sweep_still_running_is_not_touched_and_the_refusal_names_its_trials(a
 def test_when_the_quota_cannot_hold_the_trials_the_refusal_names_what_to_stop_and_nothing_is_created(api):
     workshop_namespace(api, "tensorboard.yaml", "serving.yaml", "tfjob-ps.yaml")
     result = make_sweep(api)
-    line = make_error(result, "2 trials need requests.cpu 6", "but the quota workshop has requests.cpu 3.5",
+    line = make_error(result, "2 trials need requests.cpu 6", "but the quota workshop has requests.cpu 3.65",
                       "stop TFJob mnist-tfjob-ps first (kubectl delete tfjob mnist-tfjob-ps)", "--parallel 1")
     assert "nfs-server" not in line  # the shared volume is never what to stop
     assert not [c for c in api.calls() if c[0] in ("create", "delete", "apply", "patch")]
