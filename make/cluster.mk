@@ -22,7 +22,17 @@ TFJOB     ?= mnist-tfjob
 SERVING   ?= mnist-serving
 
 KUBECTL = kubectl --namespace $(NAMESPACE)
-RENDER  = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --namespace $(NAMESPACE)$(RWX_FLAGS)
+# What `make push` pushed, by digest: one line IMAGE:TAG@sha256:... Every object applied runs the trainer image
+# by that digest, so no later push under the same tag (yours or anyone's) changes what a node pulls.
+# PLACEHOLDER_DIGEST=1 (`make render` without a push, to review the objects): sha256:000...0, which no registry serves.
+PUSHED_IMAGE ?= $(RUNS)/pushed-image
+PLACEHOLDER_DIGEST ?=
+DIGEST_FLAGS = $(if $(PLACEHOLDER_DIGEST),--placeholder_digest,--pushed_image $(PUSHED_IMAGE))
+RENDER_ANY = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --namespace $(NAMESPACE)$(RWX_FLAGS)
+RENDER  = $(RENDER_ANY) $(DIGEST_FLAGS)
+# The pushed reference IMAGE:TAG@sha256:... for the sweep's --image (one line and exit 1 without a push):
+# `ref=$$($(IMAGE_REFERENCE)) && COMMAND --image "$$ref"`.
+IMAGE_REFERENCE = $(RENDER) --print_reference
 # Everything an attendee's steps apply (kube/*.yaml); all of it but the storage is what `make clean` deletes.
 ATTENDEE_MANIFESTS = $(sort $(wildcard kube/*.yaml))
 STEP_MANIFESTS     = $(filter-out kube/storage.yaml,$(ATTENDEE_MANIFESTS))
@@ -72,7 +82,12 @@ check-cluster: ## Step 1: check that kubectl is installed and its context is you
 
 .PHONY: check-image
 check-image:
-	@if [ "$(IMAGE)" = "ghcr.io/example/mnist-trainer" ]; then echo "error: IMAGE is the placeholder $(IMAGE): give a registry you can push to, e.g. export IMAGE=europe-docker.pkg.dev/PROJECT/workshop/$(NAMESPACE)-mnist" >&2; exit 1; fi
+	@if [ "$(IMAGE)" = "ghcr.io/example/mnist-trainer" ]; then echo "error: IMAGE is the placeholder $(IMAGE): give a registry you can push to, e.g. export IMAGE=europe-docker.pkg.dev/PROJECT/workshop-$(NAMESPACE)/mnist" >&2; exit 1; fi
+
+# Before anything that runs the trainer image: the record of its push (one line and exit 1 without it).
+.PHONY: check-pushed
+check-pushed: check-image venv
+	@$(IMAGE_REFERENCE) >/dev/null
 
 # The instructor's published base (make instructor-base; the instructor gives it, pinned by digest): with
 # it, a build adds only your code to it, and a push uploads only that layer. Empty: the whole image is built
@@ -103,11 +118,11 @@ build-remote: check-image ## Step 2 without Docker: build and push IMAGE:TAG wit
 	  echo "$(IMAGE):$(TAG)@$$digest" > $(RUNS)/pushed-image; echo "pushed $(IMAGE):$(TAG)@$$digest"
 
 .PHONY: push
-push: check-image ## Step 2: push IMAGE:TAG to its registry (log in to it first)
-	docker push $(IMAGE):$(TAG)
+push: check-image ## Step 2: push IMAGE:TAG to its registry (log in to it first); its digest goes to PUSHED_IMAGE
+	@$(STEPS) push $(IMAGE):$(TAG) $(PUSHED_IMAGE)
 
 .PHONY: deploy
-deploy: check-cluster check-image venv ## Step 3: storage (the claim mnist-nfs), then TensorBoard, then training (the Job)
+deploy: check-cluster check-pushed ## Step 3: storage (the claim mnist-nfs), then TensorBoard, then training (the Job)
 	$(storage_steps)
 	$(tensorboard_steps)
 	$(job_steps)
@@ -118,21 +133,21 @@ storage: check-cluster venv ## Step 3's storage alone: the shared claim mnist-nf
 	$(storage_steps)
 
 .PHONY: job
-job: check-cluster check-image venv ## Step 3's training again: a new Job (kube/job.yaml), following its logs
+job: check-cluster check-pushed ## Step 3's training again: a new Job (kube/job.yaml), following its logs
 	$(job_steps)
 	$(KUBECTL) logs --follow --pod-running-timeout=10m job/$(JOB)
 
 .PHONY: tensorboard
-tensorboard: check-cluster ## Step 4: TensorBoard on http://localhost:6006 (a port-forward; Ctrl-C stops it)
-	@echo "TensorBoard: http://localhost:6006   (Ctrl-C to stop)"
-	$(KUBECTL) port-forward service/tensorboard 6006:6006
+tensorboard: check-cluster ## Step 4: TensorBoard on a free local port kubectl picks (a port-forward; Ctrl-C stops it)
+	@$(STEPS) with-port-forward $(NAMESPACE) tensorboard 6006 \
+	  sh -c 'echo "TensorBoard: http://localhost:$$FORWARDED_PORT   (Ctrl-C to stop)"; while :; do sleep 3600; done'
 
 .PHONY: tfjob
-tfjob: check-cluster check-image venv ## Step 5: train on 3 replicas at once (kube/tfjob.yaml)
+tfjob: check-cluster check-pushed ## Step 5: train on 3 replicas at once (kube/tfjob.yaml)
 	$(call tfjob_steps,kube/tfjob.yaml,mnist-tfjob)
 
 .PHONY: tfjob-ps
-tfjob-ps: check-cluster check-image venv ## Step 6: train with a parameter server (kube/tfjob-ps.yaml)
+tfjob-ps: check-cluster check-pushed ## Step 6: train with a parameter server (kube/tfjob-ps.yaml)
 	$(call tfjob_steps,kube/tfjob-ps.yaml,mnist-tfjob-ps)
 
 .PHONY: logs
@@ -147,18 +162,18 @@ serve: check-cluster venv model-config ## Step 7: serve the newest export with T
 .PHONY: predict
 predict: check-cluster venv ## Step 8: classify data/*.png with the served model, from this laptop
 	$(STEPS) with-port-forward $(NAMESPACE) $(SERVING) 8500 \
-	  $(PYTHON) src/client.py --host localhost --port 8500 --image data --model mnist --signature_name predict
+	  sh -c 'exec $(PYTHON) src/client.py --host 127.0.0.1 --port $$FORWARDED_PORT --image data --model mnist --signature_name predict'
 
 .PHONY: sweep
-sweep: check-cluster check-image venv ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once (a new run each time)
-	$(SWEEP_RUN) --namespace $(NAMESPACE) --image $(IMAGE):$(TAG) --parallel $(SWEEP_PARALLEL)
+sweep: check-cluster check-pushed ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once (a new run each time)
+	@ref=$$($(IMAGE_REFERENCE)) && echo "sweep of $$ref" && $(SWEEP_RUN) --namespace $(NAMESPACE) --image "$$ref" --parallel $(SWEEP_PARALLEL)
 
 # Step 9b: the same sweep on Katib (the instructor installed it: make instructor-katib).
-KATIB_RUN = $(SWEEP_RUN) --katib --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+KATIB_RUN = $(SWEEP_RUN) --katib --namespace $(NAMESPACE)
 
 .PHONY: katib-sweep
-katib-sweep: check-cluster check-image venv ## Step 9b: the same sweep as one Katib Experiment: checked, created, followed to its end; prints the best trial
-	$(KATIB_RUN)
+katib-sweep: check-cluster check-pushed ## Step 9b: the same sweep as one Katib Experiment: checked, created, followed to its end; prints the best trial
+	@ref=$$($(IMAGE_REFERENCE)) && echo "Katib sweep of $$ref" && $(KATIB_RUN) --image "$$ref"
 
 .PHONY: katib-results
 katib-results: check-cluster venv ## Step 9b: the Katib trials ranked by validation accuracy (CSV and plot in runs/katib), the export to serve
@@ -170,7 +185,7 @@ katib-clean: check-cluster venv ## Delete the Katib Experiment with its trials a
 
 .PHONY: clean
 clean: check-cluster venv ## Delete all your steps created (training, sweep, Katib, TensorBoard, serving, autoscaler, CronJob, batch Job); keeps the storage
-	$(RENDER) $(STEP_MANIFESTS) | $(KUBECTL) delete --ignore-not-found -f -
+	$(RENDER_ANY) --placeholder_digest $(STEP_MANIFESTS) | $(KUBECTL) delete --ignore-not-found -f -
 	$(KUBECTL) delete tfjobs --selector sweep --ignore-not-found
 	$(KUBECTL) delete jobs --selector app.kubernetes.io/part-of=mnist-workshop --ignore-not-found
 	@$(STEPS) clean-katib $(NAMESPACE)
@@ -178,9 +193,10 @@ clean: check-cluster venv ## Delete all your steps created (training, sweep, Kat
 .PHONY: render
 render: venv ## Write every object your steps apply, as applied (NAMESPACE, IMAGE, TAG), to OUT=DIR; the sweep's trials to OUT/sweep, its Katib Experiment to OUT/katib, what the cluster makes of them to OUT/cluster-made
 	$(RENDER) --output_dir "$(OUT)" $(ATTENDEE_MANIFESTS)
-	$(PYTHON) src/cluster_model.py --namespace $(NAMESPACE) --image $(IMAGE) --tag $(TAG) --output_dir "$(OUT)/cluster-made"
-	$(SWEEP_RUN) --dry_run --output_dir $(OUT)/sweep --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
-	$(SWEEP_RUN) --katib --dry_run --output_dir $(OUT)/katib --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
+	ref=$$($(IMAGE_REFERENCE)) \
+	  && $(PYTHON) src/cluster_model.py --namespace $(NAMESPACE) --image $(IMAGE) --tag $(TAG) --digest "$${ref##*@}" --output_dir "$(OUT)/cluster-made" \
+	  && $(SWEEP_RUN) --dry_run --output_dir $(OUT)/sweep --namespace $(NAMESPACE) --image "$$ref" \
+	  && $(SWEEP_RUN) --katib --dry_run --output_dir $(OUT)/katib --namespace $(NAMESPACE) --image "$$ref"
 
 # ---------------------------------------------------------------- beyond one model
 # Retrain on a schedule, score a folder without a server, serve more users as
@@ -193,12 +209,12 @@ render: venv ## Write every object your steps apply, as applied (NAMESPACE, IMAG
 CANARY ?=
 MODEL_CONFIG ?= mnist-model-config
 # Change the live model config through src/model_config.py ACTION, then wait until serving (its REST port
-# forwarded to localhost:8501) serves it: $(call model_config,ACTION FLAGS).
+# forwarded to a free local port; `--server forwarded` names it) serves it: $(call model_config,ACTION FLAGS).
 model_config = $(STEPS) model-config $(NAMESPACE) $(MODEL_CONFIG) $(PYTHON) $(1)
 with_rest = $(STEPS) with-port-forward $(NAMESPACE) $(SERVING) 8501
 
 .PHONY: retrain-schedule
-retrain-schedule: check-cluster check-image venv ## Retrain every night at 03:00 UTC (the CronJob of kube/retrain-cronjob.yaml)
+retrain-schedule: check-cluster check-pushed ## Retrain every night at 03:00 UTC (the CronJob of kube/retrain-cronjob.yaml)
 	$(RENDER) kube/retrain-cronjob.yaml | $(KUBECTL) apply -f -
 	$(KUBECTL) get cronjob mnist-retrain
 
@@ -207,7 +223,7 @@ retrain-now: retrain-schedule ## Retrain now: a Job from the CronJob mnist-retra
 	@$(STEPS) retrain-now $(NAMESPACE)
 
 .PHONY: batch-predict
-batch-predict: check-cluster check-image venv ## Score /mnt/nfs/batch/in with the newest export (a Job, no server); CSV to BATCH_OUTPUT
+batch-predict: check-cluster check-pushed ## Score /mnt/nfs/batch/in with the newest export (a Job, no server); CSV to BATCH_OUTPUT
 	$(RENDER) kube/batch-predict.yaml | $(KUBECTL) delete --ignore-not-found -f -
 	$(RENDER) kube/batch-predict.yaml | $(KUBECTL) apply -f -
 	@$(STEPS) batch-predict $(NAMESPACE) $(BATCH_OUTPUT)
@@ -233,8 +249,8 @@ model-config-reset: check-cluster venv ## Serve the two newest versions again, w
 
 .PHONY: canary
 canary: check-cluster venv ## A/B: serve two versions labelled stable and canary (CANARY=<version>; default: the newest loaded)
-	$(if $(CANARY),$(with_rest) $(call model_config,load --version $(CANARY) --server http://localhost:8501))
-	$(with_rest) $(call model_config,canary $(if $(CANARY),--canary $(CANARY)) --server http://localhost:8501)
+	$(if $(CANARY),$(with_rest) $(call model_config,load --version $(CANARY) --server forwarded))
+	$(with_rest) $(call model_config,canary $(if $(CANARY),--canary $(CANARY)) --server forwarded)
 
 .PHONY: promote
 promote: check-cluster venv ## A/B: point the label stable at the canary's version (the ConfigMap mnist-model-config)

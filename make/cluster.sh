@@ -3,14 +3,16 @@
 # something else runs), for make/cluster.mk:
 #
 #   make/cluster.sh check-cluster NAMESPACE
-#   make/cluster.sh with-port-forward NAMESPACE SERVICE PORT COMMAND...   # COMMAND runs while PORT is forwarded
+#   make/cluster.sh push IMAGE:TAG RECORD                                 # docker push, its digest to RECORD
+#   make/cluster.sh with-port-forward NAMESPACE SERVICE PORT COMMAND...   # COMMAND runs while the Service's PORT
+#       # is forwarded to a free local port that kubectl picks, given to COMMAND as $FORWARDED_PORT
 #   make/cluster.sh logs NAMESPACE TFJOB                                  # waits for its chief, follows its log
 #   make/cluster.sh retrain-now NAMESPACE                                 # a Job from the CronJob, its log
 #   make/cluster.sh batch-predict NAMESPACE OUTPUT                        # waits for the Job, copies its CSV
 #   make/cluster.sh clean-katib NAMESPACE                                 # the Katib Experiments, if Katib is there
 #   make/cluster.sh model-config NAMESPACE CONFIGMAP PYTHON ACTION [FLAGS...]
 #       # the live model config through src/model_config.py ACTION, then wait until serving
-#       # (on localhost:8501, a port-forward) serves it
+#       # (its REST port forwarded; a FLAG `--server forwarded` becomes that address) serves it
 #
 # Each prints the kubectl commands it runs; a failure is one line on stderr and a non-zero exit.
 set -euo pipefail
@@ -30,24 +32,53 @@ check_cluster() {
   echo "cluster: context $context, namespace $namespace"
 }
 
-forward_pid=
-stop_forward() { if [ -n "$forward_pid" ]; then kill "$forward_pid" 2>/dev/null || true; fi; }
+push() {
+  local ref=$1 record=$2 out digest
+  command -v docker >/dev/null 2>&1 || die "docker is not installed: see https://docs.docker.com/get-docker/"
+  out=$(mktemp)
+  echo "docker push $ref"
+  # docker push ends with "<tag>: digest: sha256:<64 hex> size: N": the digest the registry stored.
+  if ! docker push "$ref" | tee "$out"; then rm -f "$out"; die "docker push $ref failed (logged in? gcloud auth configure-docker REGISTRY-HOST)"; fi
+  digest=$(grep -oE 'digest: sha256:[0-9a-f]{64}' "$out" | tail -n 1 | cut -d' ' -f2 || true)
+  rm -f "$out"
+  [ -n "$digest" ] || die "docker push $ref printed no digest: nothing recorded in $record"
+  mkdir -p "$(dirname "$record")"
+  echo "$ref@$digest" > "$record.tmp" && mv "$record.tmp" "$record"
+  echo "pushed $ref@$digest (recorded in $record: every object you apply runs this digest)"
+}
 
+forward_pid=
+forward_dir=
+stop_forward() {
+  if [ -n "$forward_pid" ]; then kill "$forward_pid" 2>/dev/null || true; wait "$forward_pid" 2>/dev/null || true; fi
+  if [ -n "$forward_dir" ]; then rm -rf "$forward_dir"; fi
+}
+
+# kubectl picks a free local port (`:PORT`) and says which: "Forwarding from 127.0.0.1:NNNNN -> PORT". A fixed
+# local port could already be held by something else on this laptop (a `make serve-local` left running), and
+# the command would then talk to that instead of the cluster.
 with_port_forward() {
-  local namespace=$1 service=$2 port=$3 i
+  local namespace=$1 service=$2 port=$3 i local_port=
   shift 3
   trap stop_forward EXIT
   trap 'stop_forward; exit 130' INT
   trap 'stop_forward; exit 143' TERM
-  kubectl --namespace "$namespace" port-forward "service/$service" "$port:$port" >/dev/null &
+  forward_dir=$(mktemp -d)
+  echo "kubectl --namespace $namespace port-forward service/$service :$port"
+  kubectl --namespace "$namespace" port-forward "service/$service" ":$port" \
+    >"$forward_dir/out" 2>"$forward_dir/err" </dev/null &
   forward_pid=$!
-  for i in $(seq 30); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    kill -0 "$forward_pid" 2>/dev/null || die "kubectl port-forward service/$service $port:$port stopped: kubectl get service $service"
-    [ "$i" -lt 30 ] || die "kubectl port-forward to localhost:$port did not come up in 30 s"
-    sleep 1
+  for i in $(seq 300); do
+    local_port=$(sed -nE "s/^Forwarding from 127\.0\.0\.1:([0-9]+) -> $port\$/\1/p" "$forward_dir/out" | head -n 1)
+    [ -n "$local_port" ] && break
+    if ! kill -0 "$forward_pid" 2>/dev/null; then
+      die "kubectl port-forward service/$service :$port stopped: $(tr '\n' ' ' < "$forward_dir/err" | sed 's/ *$//')"
+    fi
+    [ "$i" -lt 300 ] || die "kubectl port-forward service/$service :$port named no local port in 30 s"
+    sleep 0.1
   done
-  "$@"
+  echo "service/$service port $port forwarded to 127.0.0.1:$local_port"
+  FORWARDED_PORT=$local_port "$@"
 }
 
 logs() {
@@ -95,26 +126,30 @@ clean_katib() {
 }
 
 model_config() {
-  local namespace=$1 configmap=$2 python=$3
+  local namespace=$1 configmap=$2 python=$3 server=http://127.0.0.1:${FORWARDED_PORT:?run behind with-port-forward} arg
+  local -a flags=()
   shift 3
+  for arg in "$@"; do [ "$arg" = forwarded ] && flags+=("$server") || flags+=("$arg"); done
+  set -- "${flags[@]}"
   echo "kubectl --namespace $namespace get configmap $configmap --output yaml | $python src/model_config.py $* --configmap - | kubectl --namespace $namespace apply -f -"
   kubectl --namespace "$namespace" get configmap "$configmap" --output yaml \
     | "$python" src/model_config.py "$@" --configmap - | kubectl --namespace "$namespace" apply -f -
   # The pod sees the change after the kubelet's ConfigMap sync (up to a minute) and one poll of TF Serving.
   kubectl --namespace "$namespace" get configmap "$configmap" --output yaml \
-    | "$python" src/model_config.py wait --configmap - --server http://localhost:8501
+    | "$python" src/model_config.py wait --configmap - --server "$server"
 }
 
 command=${1:-}
-[ -n "$command" ] || die "usage: make/cluster.sh check-cluster|with-port-forward|logs|retrain-now|batch-predict|clean-katib|model-config ARGS..."
+[ -n "$command" ] || die "usage: make/cluster.sh check-cluster|push|with-port-forward|logs|retrain-now|batch-predict|clean-katib|model-config ARGS..."
 shift
 case "$command" in
   check-cluster) check_cluster "$@";;
+  push) push "$@";;
   with-port-forward) with_port_forward "$@";;
   logs) logs "$@";;
   retrain-now) retrain_now "$@";;
   batch-predict) batch_predict "$@";;
   clean-katib) clean_katib "$@";;
   model-config) model_config "$@";;
-  *) die "unknown step '$command' (make/cluster.sh: check-cluster, with-port-forward, logs, retrain-now, batch-predict, clean-katib, model-config)";;
+  *) die "unknown step '$command' (make/cluster.sh: check-cluster, push, with-port-forward, logs, retrain-now, batch-predict, clean-katib, model-config)";;
 esac

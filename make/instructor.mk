@@ -50,3 +50,17 @@ instructor-clean: venv ## Instructor: delete the attendees' namespaces, volumes 
 .PHONY: instructor-katib
 instructor-katib: venv ## Instructor, once per cluster, after instructor-operator: install Katib v0.19; with ATTENDEES, give them Katib
 	$(INSTRUCTOR) katib --manifests "$(KATIB)" --output_dir $(INSTRUCTOR_DIR) $(ATTENDEES)
+
+# The registry: NAME=EMAIL per attendee (their Google account), the project, the nodes' service account.
+ACCOUNTS          ?=
+PROJECT           ?= $(shell gcloud config get-value project 2>/dev/null)
+REGISTRY_LOCATION ?= europe
+NODE_SA           ?=
+
+.PHONY: instructor-registry
+instructor-registry: venv ## Instructor: a registry repository per attendee (ACCOUNTS="alice=alice@example.com ..."), immutable tags, writer only there
+	$(INSTRUCTOR) registry --project "$(PROJECT)" --location $(REGISTRY_LOCATION) --node_service_account "$(NODE_SA)" $(ACCOUNTS)
+
+.PHONY: instructor-preflight
+instructor-preflight: venv ## Instructor, the day before: one table of pinned images, cloud APIs, CPU quota, operator, Katib and every kubeconfig's rights
+	$(INSTRUCTOR) preflight --project "$(PROJECT)" --machine_type "$(MACHINE_TYPE)" --kubeconfigs $(INSTRUCTOR_DIR) --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS)

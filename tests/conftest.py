@@ -148,11 +148,36 @@ elif words[0] == "wait":
     sys.exit(int(os.environ.get("FAKE_WAIT_EXIT", "0")))
 elif words[0] == "api-resources":  # FAKE_API_RESOURCES: the kinds the cluster knows, beyond the built-in ones
     print("\\n".join(os.environ.get("FAKE_API_RESOURCES", "").split()))
-elif words[0] == "port-forward":  # listen on the local port, as kubectl does, until stopped
-    import socket
-    server = socket.create_server(("127.0.0.1", int(words[-1].split(":")[0])))
+elif words[0] == "port-forward":  # listen on the local port (":PORT": one the system picks), as kubectl does
+    import socket, threading
+    local, _, remote = words[-1].rpartition(":")
+    try:
+        server = socket.create_server(("127.0.0.1", int(local or 0)))
+    except OSError as err:
+        sys.exit(f"Unable to listen on port {{local}}: {{err}}")
+    print(f"Forwarding from 127.0.0.1:{{server.getsockname()[1]}} -> {{remote}}", flush=True)
+    # FAKE_FORWARD_TO=PORT: pass each connection on to 127.0.0.1:PORT, the "pod", byte for byte.
+    target = os.environ.get("FAKE_FORWARD_TO")
+    def pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
     while True:
-        server.accept()[0].close()
+        conn = server.accept()[0]
+        if not target:
+            conn.close()
+            continue
+        pod = socket.create_connection(("127.0.0.1", int(target)))
+        for a, b in ((conn, pod), (pod, conn)):
+            threading.Thread(target=pump, args=(a, b), daemon=True).start()
 elif words[0] in ("apply", "delete") and "-f" in words:
     for doc in (d for d in __import__("yaml").safe_load_all(stdin) if d):
         print(doc["kind"].lower() + "/" + doc["metadata"]["name"], "configured" if words[0] == "apply" else "deleted")

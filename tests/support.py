@@ -123,6 +123,9 @@ MANIFESTS = sorted(KUBE.glob("*.yaml"))
 VERSIONS = ("1.30.0", latest_version())  # the oldest we support and the newest known offline
 # The README's example: what `make` renders the manifests with.
 EXAMPLE_IMAGE, EXAMPLE_TAG, EXAMPLE_NAMESPACE = "registry.example.com/me/mnist", "v9", "alice"
+# The digest `make push` recorded for the example (runs/pushed-image: IMAGE:TAG@DIGEST).
+EXAMPLE_DIGEST = "sha256:" + "5e" * 32
+EXAMPLE_REFERENCE = f"{EXAMPLE_IMAGE}:{EXAMPLE_TAG}@{EXAMPLE_DIGEST}"
 POD_TEMPLATE_PATHS = {
     "Deployment": [("spec", "template")], "StatefulSet": [("spec", "template")],
     "DaemonSet": [("spec", "template")], "Job": [("spec", "template")],
@@ -142,7 +145,15 @@ def doc(name, kind):
 
 def rendered(paths=MANIFESTS, **options):
     """The documents exactly as `make` applies them, with the values of the README's example."""
-    return render.render(render.load(paths), EXAMPLE_IMAGE, EXAMPLE_TAG, EXAMPLE_NAMESPACE, **options)
+    return render.render(render.load(paths), EXAMPLE_IMAGE, EXAMPLE_TAG, EXAMPLE_NAMESPACE,
+                         **{"digest": EXAMPLE_DIGEST, **options})
+
+
+def pushed_record(directory, reference=EXAMPLE_REFERENCE):
+    """A record of a push, as `make push` writes it: one line IMAGE:TAG@sha256:..."""
+    path = Path(directory) / "pushed-image"
+    path.write_text(reference + "\n")
+    return path
 
 
 def pod_templates(doc):
@@ -223,6 +234,12 @@ def local_run(container, nfs_root, env=None, extra=()):
 
 RUN = REPO / "templated" / "run.sh"
 SWEEP_IMAGE = "registry.example.com/alice/mnist:v7"
+SWEEP_PUSHED = SWEEP_IMAGE + "@sha256:" + "7e" * 32   # what `make sweep` runs after `make push` of SWEEP_IMAGE
+
+
+def sweep_push(api):
+    """make's PUSHED_IMAGE=... for the targets run against `api`: a record of the push of SWEEP_IMAGE."""
+    return f"PUSHED_IMAGE={pushed_record(Path(api.env['FAKE_API_STATE']).parent, SWEEP_PUSHED)}"
 # a sweep of two one-process trials on the mini dataset
 TINY_VALUES = """\
     name: tiny

@@ -7,22 +7,36 @@ count is put to a scheduler that spreads pods (as GKE's default profile does)
 in random orders; and the cluster command and quota in the instructor's guide
 are the plan's, so they cannot drift from the manifests.
 """
+import math
 import random
 import re
 
 import pytest
+import yaml
 
-from support import REPO, make, pods_of, quantity, requested
-from tfk8s.instructor import plan
+from support import (
+    REPO,
+    attendee_objects,
+    katib_experiment,
+    make,
+    pod_templates,
+    pods_of,
+    quantity,
+    rendered,
+    requested,
+)
+from tfk8s.instructor import katib, namespaces, plan
 from tfk8s.kube.resources import GI, MI
+from tfk8s.sweep import trials as sweep_trials
 
 INSTRUCTOR_GUIDE = REPO / "docs" / "instructor.md"
 
 
 # Katib v0.19's defaults for a container it builds (pkg/apis/config/v1beta1/defaults.go), with katib-config's
 # 1Gi memory limit for the TensorFlowEvent collector.
-KATIB_DEFAULT = {"requests": {"cpu": "50m", "memory": "10Mi"}, "limits": {"cpu": "500m", "memory": "100Mi"}}
-COLLECTOR = {"requests": KATIB_DEFAULT["requests"], "limits": {"cpu": "500m", "memory": "1Gi"}}
+KATIB_DEFAULT = {"requests": {"cpu": "50m", "memory": "10Mi", "ephemeral-storage": "500Mi"},
+                 "limits": {"cpu": "500m", "memory": "100Mi", "ephemeral-storage": "5Gi"}}
+COLLECTOR = {"requests": KATIB_DEFAULT["requests"], "limits": {**KATIB_DEFAULT["limits"], "memory": "1Gi"}}
 
 
 def katib_trial():
@@ -50,6 +64,8 @@ def test_each_step_is_the_standing_pods_plus_its_own_as_the_manifests_say():
         assert usage.requests_memory == pytest.approx(requested(pods, "requests", "memory")), step.name
         assert usage.limits_cpu / 1000 == pytest.approx(requested(pods, "limits", "cpu")), step.name
         assert usage.limits_memory == pytest.approx(requested(pods, "limits", "memory")), step.name
+        assert usage.requests_ephemeral == pytest.approx(requested(pods, "requests", "ephemeral-storage")), step.name
+        assert usage.limits_ephemeral == pytest.approx(requested(pods, "limits", "ephemeral-storage")), step.name
     busiest = max(rows, key=lambda row: row[1].requests_cpu)
     # 6 trainers, 2 collectors, the suggestion, 4 servers, TensorBoard
     assert busiest[0].targets == "katib-sweep" and busiest[1].requests_cpu == 8250 and busiest[1].pods == 12
@@ -156,3 +172,76 @@ def test_the_instructors_guide_shows_the_plans_cluster_command_quota_and_busiest
 
 def test_memory_figures_are_whole_mebibytes():
     assert quantity(plan.quota_hard()["requests.memory"]) % MI == 0
+
+
+# ---------------------------------------------------------------- objects and the node's disk
+
+def test_the_quota_holds_every_step_cpu_memory_disk_and_pods():
+    hard = {k: quantity(v) for k, v in plan.quota_hard().items()}
+    for step, usage in plan.peaks():
+        for key, value in usage.as_quota().items():
+            assert value / (1000 if key.endswith("cpu") else 1) <= hard[key], (step.name, key)
+    for key in ("requests.ephemeral-storage", "limits.ephemeral-storage"):  # and the busiest step exactly
+        assert hard[key] == max(u.as_quota()[key] for _, u in plan.peaks())
+
+
+def test_every_kind_the_attendee_may_create_has_a_count_in_the_quota():
+    quota = next(d for d in attendee_objects("alice") if d["kind"] == "ResourceQuota")["spec"]["hard"]
+    roles = [d for d in attendee_objects("alice") if d["kind"] == "Role"]
+    roles += [d for d in yaml.safe_load_all(katib.render("alice")) if d and d["kind"] == "Role"]
+    kinds = {(group, resource) for role in roles for rule in role["rules"] if "create" in rule["verbs"]
+             for group in rule["apiGroups"] for resource in rule["resources"] if "/" not in resource}
+    kinds.add(("apps", "replicasets"))  # made by the Deployments the attendee creates
+    assert {("kubeflow.org", "tfjobs"), ("kubeflow.org", "experiments"), ("batch", "jobs"), ("", "services"),
+            ("policy", "poddisruptionbudgets")} <= kinds
+    for group, resource in kinds:
+        counted = [resource] if not group else []
+        counted.append(f"count/{resource}.{group}" if group else f"count/{resource}")
+        assert any(key in quota for key in counted), (group, resource)
+    assert quota["secrets"] == "0" and int(quota["configmaps"]) >= 2  # kube-root-ca.crt is in every namespace
+
+
+def test_the_object_counts_are_every_step_done_and_nothing_cleaned_up():
+    values = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())
+    trials = math.prod(len(v) for v in values["grid"].values())
+    katib_trials = values.get("katib", {}).get("maxTrialCount", trials)
+    hard = plan.quota_hard()
+    # kube/tfjob.yaml and tfjob-ps.yaml, the sweep's trials, Katib's trials
+    assert int(hard["count/tfjobs.kubeflow.org"]) == 2 + trials + katib_trials
+    # one headless Service per TFJob replica (Chief + 2 Workers; + PS), TensorBoard's, serving's, the suggestion's
+    assert int(hard["services"]) == 3 + 4 + (trials + katib_trials) * 3 + 2 + 1
+    assert int(hard["count/jobs.batch"]) == 2 + 3 + 3 + 1 + 1  # Job, batch Job, the CronJob's history, 2 running
+
+
+def test_every_emptydir_has_a_size_limit_and_every_container_states_its_disk():
+    docs = rendered() + [d for d in yaml.safe_load_all(namespaces.render_nfs_server("alice")) if d]
+    specs = [t["spec"] for d in docs for _, t in pod_templates(d)]
+    specs.append(sweep_trials.tfjob(sweep_trials.load_base(), {}, "r.example.com/m:v1", 2, [])["spec"][
+        "tfReplicaSpecs"]["Chief"]["template"]["spec"])
+    experiment = katib_experiment()
+    specs += [r["template"]["spec"] for r in experiment.doc["spec"]["trialTemplate"]["trialSpec"]["spec"][
+        "tfReplicaSpecs"].values()]
+    assert len(specs) > 12
+    limit = quantity(plan.quota_hard()["limits.ephemeral-storage"])
+    maximum = max(quantity(c["resources"]["limits"]["ephemeral-storage"]) for s in specs
+                  for c in s["containers"] + s.get("initContainers", []))
+    lr = next(d for d in attendee_objects("alice") if d["kind"] == "LimitRange")["spec"]["limits"][0]
+    assert quantity(lr["max"]["ephemeral-storage"]) >= max(maximum, 5 * GI)  # Katib's collectors: 5Gi
+    assert quantity(lr["default"]["ephemeral-storage"]) <= quantity(lr["max"]["ephemeral-storage"])
+    for spec in specs:
+        empty_dirs = [v for v in spec.get("volumes", []) if "emptyDir" in v]
+        for volume in empty_dirs:
+            assert quantity(volume["emptyDir"]["sizeLimit"]) <= 1 * GI, volume
+        for c in spec["containers"] + spec.get("initContainers", []):
+            requests, limits = c["resources"]["requests"], c["resources"]["limits"]
+            assert 0 < quantity(requests["ephemeral-storage"]) <= quantity(limits["ephemeral-storage"]) <= limit
+            # what the container may write to the node: its emptyDirs fit within its limit, its log beside them
+            mounted = {m["name"] for m in c.get("volumeMounts", [])}
+            sized = sum(quantity(v["emptyDir"]["sizeLimit"]) for v in empty_dirs if v["name"] in mounted)
+            assert sized < quantity(limits["ephemeral-storage"]), c.get("name")
+
+
+def test_the_create_command_turns_off_service_external_ips_and_the_kubelets_read_only_port():
+    command = plan.make_plan(20, plan.MACHINE_TYPE).create_command()
+    assert "--no-enable-service-externalips" in command
+    assert "--no-enable-insecure-kubelet-readonly-port" in command

@@ -331,7 +331,7 @@ def test_quota_holds_every_step_with_serving_at_its_maximum_and_is_the_capacity_
     for step, own in steps.items():
         pods = standing + own
         for bound in ("requests", "limits"):
-            for resource in ("cpu", "memory"):
+            for resource in ("cpu", "memory", "ephemeral-storage"):
                 total = requested(pods, bound, resource)
                 assert total <= quantity(hard[f"{bound}.{resource}"]) + 1e-9, f"{step} {bound}.{resource}: {total:g}"
         assert len(pods) <= int(hard["pods"]), step

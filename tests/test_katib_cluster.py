@@ -11,11 +11,13 @@ import yaml
 import fake_api
 from support import (
     REPO,
+    SWEEP_PUSHED,
     VERSIONS,
     assert_one_line_error,
     make,
     make_error,
     run_script,
+    sweep_push,
     validate,
     workshop_namespace,
 )
@@ -41,7 +43,7 @@ def katib_namespace(api):
 
 def make_katib(api, target, *extra, env=None):
     """A Katib target against the stand-in, which answers at once: polled every 50 ms, not every 15 s."""
-    return make(target, "NAMESPACE=alice", f"IMAGE={IMAGE.split(':')[0]}", "TAG=v7", *extra,
+    return make(target, "NAMESPACE=alice", f"IMAGE={IMAGE.split(':')[0]}", "TAG=v7", sweep_push(api), *extra,
                 env={**api.env, "SWEEP_POLL": "0.05", **(env or {})}, path=api.path)
 
 
@@ -55,7 +57,7 @@ def test_make_katib_sweep_creates_the_experiment_follows_it_and_prints_the_best_
     (created,) = api.read()["objects"]["experiments"]
     assert katib_check.problems({k: v for k, v in created.items() if k not in ("status", "polls")}) == []
     assert created["spec"]["trialTemplate"]["trialSpec"]["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"][
-        "containers"][0]["image"] == IMAGE
+        "containers"][0]["image"] == SWEEP_PUSHED  # by the digest `make push` recorded
     best = api.read()["objects"]["experiments"][0]["status"]["currentOptimalTrial"]["bestTrialName"]
     assert f"best: {best} (learning_rate=0.1 hidden_layers=1): validation accuracy 97.00%" in result.stdout
     assert f"--model_base_path=/mnt/nfs/exports/katib/mnist-sweep/{best}" in result.stdout

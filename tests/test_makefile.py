@@ -10,12 +10,24 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 
+import pytest
 import yaml
 
 from conftest import kubectl_objects
-from support import KUBE, REPO, VERSIONS, load, make, makefile_text, rendered, validate
-from tfk8s.ports import free_port
+from support import (
+    KUBE,
+    REPO,
+    VERSIONS,
+    load,
+    make,
+    make_error,
+    makefile_text,
+    pushed_record,
+    rendered,
+    validate,
+)
 
 CLUSTER_TARGETS = ("check-cluster", "build", "push", "deploy", "storage", "job", "tensorboard", "tfjob", "tfjob-ps",
                    "logs", "serve", "predict", "sweep", "clean", "render", "instructor-plan", "instructor-operator",
@@ -45,12 +57,14 @@ def test_every_cluster_target_is_phony():
     assert defined == phony and set(CLUSTER_TARGETS) <= defined
 
 
-def test_build_push_deploy_dry_run_uses_the_given_image_tag_and_namespace():
-    result = make("-n", "build", "push", "deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()))
+def test_build_push_deploy_dry_run_uses_the_given_image_tag_and_namespace(tmp_path):
+    record = pushed_record(tmp_path, "registry.example.com/me/mnist:v9@sha256:" + "5e" * 32)
+    result = make("-n", "build", "push", "deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()),
+                  f"PUSHED_IMAGE={record}")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "make/docker.sh build --platform linux/amd64 -t registry.example.com/me/mnist:v9" in out
-    assert "docker push registry.example.com/me/mnist:v9" in out
+    assert f"make/cluster.sh push registry.example.com/me/mnist:v9 {record}" in out
     assert "ghcr.io/example/mnist-trainer --tag" not in out and "--namespace default" not in out
     renders = [line.split(" | ")[0].split(" || ")[-1] for line in out.splitlines()
                if "src/render_manifests.py" in line and " | kubectl" in line]
@@ -66,13 +80,70 @@ def test_build_push_deploy_dry_run_uses_the_given_image_tag_and_namespace():
             for version in VERSIONS:
                 validate(doc, version)
         images = re.findall(r"image: (\S+)", yaml.safe_dump_all(docs))
-        assert all(i == "registry.example.com/me/mnist:v9" for i in images if "mnist" in i), images
+        assert all(i == "registry.example.com/me/mnist:v9@sha256:" + "5e" * 32 for i in images if "mnist" in i), images
+
+
+def stand_in_docker(tmp_path, output, code=0):
+    """A PATH whose docker prints `output` (what `docker push` prints) and exits with `code`; logs its args."""
+    bin_dir = tmp_path / "docker-bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path}/docker.log\ncat <<'EOF'\n{output}EOF\n"
+                                    f"exit {code}\n")
+    (bin_dir / "docker").chmod(0o755)
+    return f"{bin_dir}:/usr/bin:/bin"
+
+
+PUSH_OUTPUT = """The push refers to repository [registry.example.com/me/mnist]
+5f70bf18a086: Pushed
+v9: digest: sha256:{digest} size: 1784
+"""
+
+
+def test_push_records_the_digest_the_registry_stored(tmp_path):
+    digest = "a1" * 32
+    record = tmp_path / "runs" / "pushed-image"
+    result = make("push", *(f"{k}={v}" for k, v in EXAMPLE.items()), f"PUSHED_IMAGE={record}",
+                  path=stand_in_docker(tmp_path, PUSH_OUTPUT.format(digest=digest)))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "docker.log").read_text() == "push registry.example.com/me/mnist:v9\n"
+    assert record.read_text() == f"registry.example.com/me/mnist:v9@sha256:{digest}\n"
+    # ... and is what render pins.
+    ref = subprocess.run([sys.executable, "src/render_manifests.py", "--image", EXAMPLE["IMAGE"], "--tag",
+                          EXAMPLE["TAG"], "--pushed_image", record, "--print_reference"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert ref == f"registry.example.com/me/mnist:v9@sha256:{digest}\n"
+
+
+@pytest.mark.parametrize("output, code, fragment", [
+    ("denied: Permission 'artifactregistry.repositories.uploadArtifacts' denied\n", 1,
+     "docker push registry.example.com/me/mnist:v9 failed"),
+    ("v9: pushed\n", 0, "docker push registry.example.com/me/mnist:v9 printed no digest"),
+])
+def test_a_failed_push_is_one_line_and_keeps_the_previous_record(tmp_path, output, code, fragment):
+    record = pushed_record(tmp_path)
+    before = record.read_text()
+    result = make("push", *(f"{k}={v}" for k, v in EXAMPLE.items()), f"PUSHED_IMAGE={record}",
+                  path=stand_in_docker(tmp_path, output, code))
+    assert result.returncode != 0
+    make_error(result, fragment)
+    assert record.read_text() == before
+
+
+def test_deploy_without_a_push_of_this_tag_is_one_line_and_applies_no_trainer(fake_kubectl, tmp_path):
+    path, calls = fake_kubectl
+    record = pushed_record(tmp_path, "registry.example.com/me/mnist:v8@sha256:" + "5e" * 32)
+    result = make("deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()), f"PUSHED_IMAGE={record}",
+                  env={"FAKE_CONTEXT_NAMESPACE": "alice"}, path=path)
+    assert result.returncode != 0
+    assert "records a push of registry.example.com/me/mnist:v8, not registry.example.com/me/mnist:v9: " \
+           "run make push first" in result.stderr
+    assert not [c for c in calls() if "mnist-trainer" in c["stdin"] or "registry.example.com" in c["stdin"]]
 
 
 def test_deploy_applies_the_claim_then_tensorboard_then_the_job(fake_kubectl, tmp_path):
     path, calls = fake_kubectl
     kubectl_objects(tmp_path, {})  # a new namespace: no claim yet
-    result = make("deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()),
+    result = make("deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()), f"PUSHED_IMAGE={pushed_record(tmp_path)}",
                   env={"FAKE_CONTEXT_NAMESPACE": "alice"}, path=path)
     assert result.returncode == 0, result.stdout + result.stderr
     applied = [(call["args"], [d for d in yaml.safe_load_all(call["stdin"]) if d])
@@ -102,9 +173,10 @@ def test_deploy_leaves_an_existing_claim_alone(fake_kubectl, tmp_path):
     assert not [c for c in calls() if "apply" in c["args"]]
 
 
-def test_deploy_tells_an_attendee_to_ask_the_instructor_when_the_claim_has_no_volume(fake_kubectl):
+def test_deploy_tells_an_attendee_to_ask_the_instructor_when_the_claim_has_no_volume(fake_kubectl, tmp_path):
     path, calls = fake_kubectl
-    result = make("deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()), env={"FAKE_WAIT_EXIT": "1"}, path=path)
+    result = make("deploy", *(f"{k}={v}" for k, v in EXAMPLE.items()), f"PUSHED_IMAGE={pushed_record(tmp_path)}",
+                  env={"FAKE_WAIT_EXIT": "1"}, path=path)
     assert result.returncode != 0
     assert "make instructor-namespaces ATTENDEES=alice" in result.stderr
     assert not [c for c in calls() if "kind: Job" in c["stdin"]]
@@ -220,32 +292,120 @@ def test_the_makefiles_defaults_are_the_capacity_plans():
     assert re.search(r"^MACHINE_TYPE\s+\?= (\S+)", text, re.M).group(1) == plan.MACHINE_TYPE
 
 
-def test_a_step_run_behind_a_port_forward_reaches_it_and_leaves_no_port_forward_behind(fake_kubectl):
+def forward_port(output):
+    """The local port with-port-forward says it forwards (kubectl picked it)."""
+    return int(re.search(r"forwarded to 127\.0\.0\.1:(\d+)", output).group(1))
+
+
+def test_a_step_run_behind_a_port_forward_reaches_it_on_the_port_kubectl_picked_and_leaves_none_behind(
+        fake_kubectl):
     path, calls = fake_kubectl
-    port = free_port()
-    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), 2); print('reached')"
+    probe = "import os, socket; socket.create_connection(('127.0.0.1', int(os.environ['FORWARDED_PORT'])), 2); " \
+            "print('reached', os.environ['FORWARDED_PORT'])"
     result = subprocess.run([str(REPO / "make" / "cluster.sh"), "with-port-forward", "alice", "mnist-serving",
-                             str(port), sys.executable, "-c", probe], env={**os.environ, "PATH": path},
+                             "8500", sys.executable, "-c", probe], env={**os.environ, "PATH": path},
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and result.stdout.strip() == "reached", result.stderr
-    assert ["--namespace", "alice", "port-forward", "service/mnist-serving", f"{port}:{port}"] in \
-        [c["args"] for c in calls()]
+    assert result.returncode == 0, result.stderr
+    port = forward_port(result.stdout)
+    assert f"reached {port}" in result.stdout.splitlines()
+    assert ["--namespace", "alice", "port-forward", "service/mnist-serving", ":8500"] in [c["args"] for c in calls()]
     with socket.socket() as s:  # the port-forward was stopped with the step
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_a_step_whose_command_fails_still_stops_its_port_forward_and_fails(fake_kubectl):
     path, _ = fake_kubectl
-    port = free_port()
     result = subprocess.run([str(REPO / "make" / "cluster.sh"), "with-port-forward", "alice", "mnist-serving",
-                             str(port), "false"], env={**os.environ, "PATH": path}, capture_output=True, text=True,
+                             "8500", "false"], env={**os.environ, "PATH": path}, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode != 0
     with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0
+        assert s.connect_ex(("127.0.0.1", forward_port(result.stdout))) != 0
+
+
+def test_a_port_forward_that_fails_is_one_line_with_kubectls_reason(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text('#!/bin/sh\necho \'error: services "mnist-serving" not found\' >&2\nexit 1\n')
+    (bin_dir / "kubectl").chmod(0o755)
+    result = subprocess.run([str(REPO / "make" / "cluster.sh"), "with-port-forward", "alice", "mnist-serving",
+                             "8500", "true"], env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip() == ('error: kubectl port-forward service/mnist-serving :8500 stopped: '
+                                     'error: services "mnist-serving" not found')
+
+
+class Recorder:
+    """A TCP server on loopback that notes every connection and the first bytes sent on it."""
+
+    def __init__(self, port=0):
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.port = self.server.getsockname()[1]
+        self.received = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn = self.server.accept()[0]
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    self.received.append(conn.recv(64))
+                except OSError:
+                    self.received.append(b"")
+
+    def close(self):
+        self.server.close()
+
+
+def test_make_predict_talks_to_the_forward_never_to_what_holds_8500_on_the_laptop(fake_kubectl):
+    """A `make serve-local` left running holds 8500: predict must reach the cluster (the stand-in's
+    forward to the "pod"), not the laptop's server."""
+    path, calls = fake_kubectl
+    try:
+        laptop = Recorder(8500)
+    except OSError:  # something else holds 8500 already: the same situation, unobserved
+        laptop = None
+    pod = Recorder()
+    try:
+        result = make("predict", "NAMESPACE=alice", env={"FAKE_FORWARD_TO": str(pod.port),
+                                                         "FAKE_CONTEXT_NAMESPACE": "alice"}, path=path)
+        assert pod.received and pod.received[0].startswith(b"PRI * HTTP/2.0"), (pod.received, result.stderr)
+        if laptop is not None:
+            assert laptop.received == []
+        assert ["--namespace", "alice", "port-forward", "service/mnist-serving", ":8500"] in \
+            [c["args"] for c in calls()]
+    finally:
+        pod.close()
+        if laptop is not None:
+            laptop.close()
 
 
 def test_an_unknown_step_is_one_line():
     result = subprocess.run([str(REPO / "make" / "cluster.sh"), "deploy-everything"], capture_output=True, text=True)
     assert result.returncode != 0 and result.stderr.startswith("error: unknown step 'deploy-everything'")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_model_config_steps_talk_to_the_forwarded_port_never_a_fixed_one(fake_kubectl, tmp_path):
+    """`make canary` runs model_config.py ACTION ... --server forwarded behind with-port-forward: the address
+    it and the wait after it use is the port kubectl picked."""
+    path, _ = fake_kubectl
+    log = tmp_path / "python.log"
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    python.chmod(0o755)
+    result = subprocess.run([str(REPO / "make" / "cluster.sh"), "model-config", "alice", "mnist-model-config",
+                             str(python), "canary", "--canary", "5", "--server", "forwarded"],
+                            env={**os.environ, "PATH": path, "FORWARDED_PORT": "41234"}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == [
+        "src/model_config.py canary --canary 5 --server http://127.0.0.1:41234 --configmap -",
+        "src/model_config.py wait --configmap - --server http://127.0.0.1:41234"]
+    cluster_mk = (REPO / "make" / "cluster.mk").read_text()
+    assert "--server forwarded)" in cluster_mk and "localhost:8501" not in cluster_mk

@@ -25,6 +25,7 @@ import yaml
 
 from support import EXAMPLE_IMAGE as IMAGE
 from support import EXAMPLE_NAMESPACE as NAMESPACE
+from support import EXAMPLE_REFERENCE as REFERENCE
 from support import EXAMPLE_TAG as TAG
 from support import (
     KUBE,
@@ -36,6 +37,7 @@ from support import (
     load,
     make,
     pod_templates,
+    pushed_record,
     rendered,
     run_script,
     validate,
@@ -180,7 +182,7 @@ def test_probes_use_ports_the_container_declares():
 def test_rendering_puts_every_trainer_container_on_the_given_image_and_namespace():
     docs = rendered()
     images = [c["image"] for d in docs for _, t in pod_templates(d) for _, c in containers(t)]
-    assert f"{IMAGE}:{TAG}" in images
+    assert REFERENCE in images
     assert not [i for i in images if i.startswith(render.TRAINER_IMAGE)]
     assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs)
     # Others' images (TensorFlow Serving) are left as pinned.
@@ -191,7 +193,7 @@ def test_rendering_retags_every_replica_of_a_tfjob_written_with_a_yaml_alias():
     for path in (KUBE / "tfjob.yaml", KUBE / "tfjob-ps.yaml"):
         (tfjob,) = rendered([path])
         images = {c["image"] for _, t in pod_templates(tfjob) for _, c in containers(t)}
-        assert images == {f"{IMAGE}:{TAG}"}, path.name
+        assert images == {REFERENCE}, path.name
         text = render.dump([tfjob])
         assert "&id" not in text and "*id" not in text  # independent copies, no anchors left
 
@@ -223,9 +225,43 @@ def test_render_manifests_reports_a_mistake_in_one_line(args, fragment):
     assert_one_line_error(run_script("render_manifests.py", *args, *files), fragment)
 
 
-def test_render_manifests_prints_yaml_that_kubectl_reads_back():
+@pytest.mark.parametrize("record, fragment", [
+    (None, "is missing): run make push first"),
+    (f"{IMAGE}:v8@sha256:{'5e' * 32}", f"records a push of {IMAGE}:v8, not {IMAGE}:{TAG}: run make push first"),
+    (f"{IMAGE}:{TAG}", "is not one line IMAGE:TAG@sha256:<64 hex digits>: run make push first"),
+    (f"{IMAGE}:{TAG}@sha256:{'5e' * 31}", "is not one line IMAGE:TAG@sha256"),
+    (f"{REFERENCE}\n{REFERENCE}", "is not one line"),
+])
+def test_a_trainer_manifest_without_a_record_of_this_push_is_one_line(tmp_path, record, fragment):
+    path = tmp_path / "pushed-image"
+    if record is not None:
+        path.write_text(record + "\n")
+    for extra in ([], ["--print_reference"]):
+        result = run_script("render_manifests.py", "--image", IMAGE, "--tag", TAG, "--namespace", NAMESPACE,
+                            "--pushed_image", path, *extra, "kube/job.yaml")
+        assert_one_line_error(result, fragment)
+
+
+def test_the_pushed_digest_is_what_every_trainer_container_pulls_and_a_manifest_without_one_needs_no_push(
+        tmp_path):
     result = run_script("render_manifests.py", "--image", IMAGE, "--tag", TAG, "--namespace", NAMESPACE,
-                        "kube/storage.yaml", "kube/tensorboard.yaml")
+                        "--pushed_image", pushed_record(tmp_path), *MANIFESTS)
+    assert result.returncode == 0, result.stderr
+    images = {c["image"] for d in yaml.safe_load_all(result.stdout) if d for _, t in pod_templates(d)
+              for _, c in containers(t)}
+    assert REFERENCE in images and not [i for i in images if "mnist" in i and i != REFERENCE]
+    # The claim and the model config run no trainer: no record needed.
+    result = run_script("render_manifests.py", "--image", IMAGE, "--tag", TAG, "--pushed_image", tmp_path / "none",
+                        "kube/storage.yaml", "kube/model-config.yaml")
+    assert result.returncode == 0, result.stderr
+    result = run_script("render_manifests.py", "--image", IMAGE, "--tag", TAG, "--placeholder_digest",
+                        "--print_reference")
+    assert result.stdout == f"{IMAGE}:{TAG}@{render.PLACEHOLDER_DIGEST}\n"
+
+
+def test_render_manifests_prints_yaml_that_kubectl_reads_back(tmp_path):
+    result = run_script("render_manifests.py", "--image", IMAGE, "--tag", TAG, "--namespace", NAMESPACE,
+                        "--pushed_image", pushed_record(tmp_path), "kube/storage.yaml", "kube/tensorboard.yaml")
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     assert docs == rendered([KUBE / "storage.yaml", KUBE / "tensorboard.yaml"])
@@ -237,7 +273,9 @@ def test_render_manifests_prints_yaml_that_kubectl_reads_back():
 @pytest.fixture(scope="module")
 def make_render(tmp_path_factory):
     out = tmp_path_factory.mktemp("render")
-    result = make("render", f"OUT={out}", f"NAMESPACE={NAMESPACE}", f"IMAGE={IMAGE}", f"TAG={TAG}")
+    record = pushed_record(tmp_path_factory.mktemp("push"))
+    result = make("render", f"OUT={out}", f"NAMESPACE={NAMESPACE}", f"IMAGE={IMAGE}", f"TAG={TAG}",
+                  f"PUSHED_IMAGE={record}")
     assert result.returncode == 0, result.stdout + result.stderr
     return out
 
@@ -249,7 +287,7 @@ def test_make_render_writes_every_manifest_and_every_sweep_trial_as_applied(make
     assert len(trials) == math.prod(len(v) for v in values["grid"].values())
     for path in MANIFESTS:
         assert load(make_render / path.name) == rendered([path]), path.name
-    kinds = set()
+    kinds, trainer_images = set(), set()
     for path in [*make_render.glob("*.yaml"), *trials]:
         for doc in load(path):
             kinds.add(doc["kind"])
@@ -259,14 +297,16 @@ def test_make_render_writes_every_manifest_and_every_sweep_trial_as_applied(make
             assert pod_security.violations([doc], "restricted") == [], path
             for _, template in pod_templates(doc):
                 assert template["spec"]["automountServiceAccountToken"] is False, path
-                assert {c["image"] for _, c in containers(template) if "mnist" in c["image"]} <= {f"{IMAGE}:{TAG}"}
+                trainer_images |= {c["image"] for _, c in containers(template) if "mnist" in c["image"]}
     assert {"PersistentVolumeClaim", "Job", "TFJob", "Deployment", "Service", "ConfigMap", "CronJob",
             "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
+    assert trainer_images == {REFERENCE}  # every trainer, the sweep's trials too, pulls what was pushed
     # The same sweep as a Katib Experiment: Katib's checks, and its trials' pods (a TFJob's) are restricted too.
     (experiment,) = [doc for path in (make_render / "katib").glob("*.yaml") for doc in load(path)]
     assert experiment["kind"] == "Experiment" and experiment["metadata"]["namespace"] == NAMESPACE
     assert katib_check.problems(experiment) == []
     assert len(pod_security.pod_templates(experiment)) == 2  # Chief, Worker
+    assert set(re.findall(r"image: (\S+)", yaml.safe_dump(experiment))) == {REFERENCE}
     assert pod_security.violations([experiment], "restricted") == []
 
 

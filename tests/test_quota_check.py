@@ -9,11 +9,15 @@ import pytest
 import yaml
 
 from conftest import kubectl_objects
-from support import KUBE, make, rendered
+from support import KUBE, make, pushed_record, rendered
 from tfk8s.instructor import plan
 from tfk8s.kube.resources import cpu_text, memory_text, pod_usage, total
 
 EXAMPLE = ("IMAGE=registry.example.com/me/mnist", "TAG=v9", "NAMESPACE=alice")
+
+
+def pushed(tmp_path):
+    return f"PUSHED_IMAGE={pushed_record(tmp_path)}"
 
 
 def pods(manifest, count=None, **labels):
@@ -82,7 +86,7 @@ def test_tfjob_beside_a_running_sweep_is_refused_in_one_line_naming_the_sweep_an
     path, calls = fake_kubectl
     trials, tfjobs = sweep_running()
     kubectl_objects(tmp_path, namespace(standing() + trials, tfjobs))
-    result = make("tfjob", *EXAMPLE, path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
+    result = make("tfjob", *EXAMPLE, pushed(tmp_path), path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
     assert result.returncode != 0 and "Traceback" not in result.stderr
     (line,) = errors(result)
     assert line == ("error: TFJob mnist-tfjob needs requests.cpu 3, requests.memory 6Gi, limits.cpu 6, "
@@ -95,7 +99,7 @@ def test_tfjob_beside_a_running_sweep_is_refused_in_one_line_naming_the_sweep_an
 def test_ps_tfjob_beside_a_running_tfjob_names_that_tfjob(fake_kubectl, tmp_path):
     path, calls = fake_kubectl
     kubectl_objects(tmp_path, namespace(standing() + pods("tfjob.yaml")))
-    result = make("tfjob-ps", *EXAMPLE, path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
+    result = make("tfjob-ps", *EXAMPLE, pushed(tmp_path), path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
     (line,) = errors(result)
     assert "TFJob mnist-tfjob-ps needs requests.cpu 4" in line and "free: stop TFJob mnist-tfjob first " \
         "(kubectl delete tfjob mnist-tfjob)" in line
@@ -105,7 +109,7 @@ def test_ps_tfjob_beside_a_running_tfjob_names_that_tfjob(fake_kubectl, tmp_path
 def test_a_running_job_is_named_before_tensorboard_or_serving(fake_kubectl, tmp_path):
     path, _ = fake_kubectl
     kubectl_objects(tmp_path, namespace(standing() + pods("tfjob-ps.yaml") + pods("job.yaml")))
-    result = make("tfjob", *EXAMPLE, path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
+    result = make("tfjob", *EXAMPLE, pushed(tmp_path), path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
     (line,) = errors(result)
     # 2 CPU short: the Job (1 CPU) is not enough, the PS TFJob (4) is; both before any Deployment.
     assert line.endswith("stop TFJob mnist-tfjob-ps first (kubectl delete tfjob mnist-tfjob-ps)")
@@ -116,7 +120,7 @@ def test_a_tfjob_that_fits_is_replaced_and_applied(fake_kubectl, tmp_path, runni
     path, calls = fake_kubectl
     extra = {"nothing": [], "its own previous run": pods("tfjob.yaml"), "the Job": pods("job.yaml")}[running]
     kubectl_objects(tmp_path, namespace(standing() + extra))
-    result = make("tfjob", *EXAMPLE, path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
+    result = make("tfjob", *EXAMPLE, pushed(tmp_path), path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "TFJob mnist-tfjob fits the quota (requests.cpu 3, requests.memory 6Gi" in result.stdout
     assert created(calls) == ["TFJob", "TFJob"]  # the old one deleted, the new one applied
@@ -125,7 +129,7 @@ def test_a_tfjob_that_fits_is_replaced_and_applied(fake_kubectl, tmp_path, runni
 def test_without_a_quota_nothing_is_checked(fake_kubectl, tmp_path):
     path, calls = fake_kubectl
     kubectl_objects(tmp_path, namespace([], quota=False))
-    result = make("tfjob", *EXAMPLE, path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
+    result = make("tfjob", *EXAMPLE, pushed(tmp_path), path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
     assert result.returncode == 0, result.stderr
     assert "no ResourceQuota in namespace alice, nothing to check" in result.stdout
 
@@ -139,5 +143,5 @@ def test_finished_pods_free_their_quota(fake_kubectl, tmp_path):
     objects = namespace(standing(), tfjobs)
     objects["pods"] += trials
     kubectl_objects(tmp_path, objects)
-    result = make("tfjob", *EXAMPLE, path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
+    result = make("tfjob", *EXAMPLE, pushed(tmp_path), path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
     assert result.returncode == 0, result.stderr

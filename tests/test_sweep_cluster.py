@@ -19,6 +19,7 @@ from support import (
     make_error,
     real_kubectl,
     run_sweep,
+    sweep_push,
     workshop_namespace,
     write_values,
 )
@@ -59,7 +60,8 @@ def test_a_failed_trial_fails_the_sweep_after_every_trial_ran(api):
 
 def make_sweep(api, *extra, env=None):
     """`make sweep` against the stand-in, which answers at once: polled every 50 ms, not every 15 s."""
-    return make("sweep", "NAMESPACE=alice", f"IMAGE={IMAGE.split(':')[0]}", "TAG=v7", "SWEEP_PARALLEL=2", *extra,
+    return make("sweep", "NAMESPACE=alice", f"IMAGE={IMAGE.split(':')[0]}", "TAG=v7", sweep_push(api),
+                "SWEEP_PARALLEL=2", *extra,
                 env={**api.env, "SWEEP_POLL": "0.05", **(env or {})}, path=api.path)
 
 

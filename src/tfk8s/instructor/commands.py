@@ -7,11 +7,13 @@
     python src/instructor.py status --watch
     python src/instructor.py delete alice bob
     python src/instructor.py katib --output_dir runs/instructor alice bob
+    python src/instructor.py registry --project P --node_service_account SA alice=alice@example.com
+    python src/instructor.py preflight --project P --attendees 20 --kubeconfigs runs/instructor
 """
 from pathlib import Path
 
 from tfk8s.cli import ArgumentParser, UsageError, duration, entry_point
-from tfk8s.instructor import katib, namespaces, plan, status
+from tfk8s.instructor import katib, namespaces, plan, preflight, status
 from tfk8s.kube import render
 
 
@@ -79,7 +81,30 @@ def parse_args(argv=None):
     sub.add_parser("connections", help="every connection the workshop needs or must never make, with its verdict "
                                        "from the rendered NetworkPolicies (network-config-analyzer)")
 
+    r = sub.add_parser("registry", help="an Artifact Registry repository per attendee: immutable tags, the "
+                                        "attendee its only writer, the nodes its reader")
+    r.add_argument("accounts", nargs="+", metavar="NAME=EMAIL", help="attendee and Google account, "
+                                                                    "e.g. alice=alice@example.com")
+    r.add_argument("--project", required=True, help="the Google Cloud project of the cluster")
+    r.add_argument("--location", default=namespaces.REGISTRY_LOCATION,
+                   help=f"the repositories' location (default {namespaces.REGISTRY_LOCATION})")
+    r.add_argument("--node_service_account", required=True, metavar="EMAIL",
+                   help="the nodes' service account, which pulls the images")
+
+    f = sub.add_parser("preflight", help="the day before: pinned images, cloud APIs and CPU quota, the operator "
+                                         "and Katib, each attendee kubeconfig's rights; one table")
+    f.add_argument("--project", required=True, help="the Google Cloud project of the cluster")
+    f.add_argument("--attendees", type=positive, metavar="N",
+                   help="how many attendees the plan is for (default: as many as there are kubeconfigs)")
+    f.add_argument("--machine_type", default=plan.MACHINE_TYPE, help=f"the nodes (default {plan.MACHINE_TYPE})")
+    f.add_argument("--zone", default="europe-west1-b", help="the cluster's zone (default europe-west1-b)")
+    f.add_argument("--kubeconfigs", type=render.directory, default=Path("runs/instructor"),
+                   help="the directory of the attendees' <name>.kubeconfig files (default runs/instructor)")
+    add_storage_flags(f)
+
     args = p.parse_args(argv)
+    if args.command == "registry":
+        args.accounts = namespaces.parse_accounts(args.accounts)
     if getattr(args, "attendees", None) and isinstance(args.attendees, list):
         namespaces.check_names(args.attendees)
     if getattr(args, "duration", None) and not namespaces.DURATION.fullmatch(args.duration):
@@ -115,3 +140,7 @@ def main(argv=None):
     elif args.command == "connections":
         from tfk8s.instructor import connections  # the analyzer is a development dependency
         connections.show()
+    elif args.command == "registry":
+        namespaces.create_registries(args.accounts, args.project, args.node_service_account, args.location)
+    elif args.command == "preflight":
+        preflight.main(args, storage)

@@ -4,6 +4,7 @@
     python src/instructor.py create --output_dir runs/instructor alice bob   # render, apply, kubeconfigs
     python src/instructor.py kubeconfigs --output_dir runs/instructor alice  # fresh tokens
     python src/instructor.py delete alice bob                                # after the workshop
+    python src/instructor.py registry --project P alice=alice@example.com    # a registry each
 
 Per attendee: the namespace (Pod Security restricted, a ResourceQuota from
 the capacity plan, a LimitRange, a ServiceAccount with a Role limited to what
@@ -26,6 +27,7 @@ import yaml
 from tfk8s.cli import UsageError, UserError
 from tfk8s.instructor import plan
 from tfk8s.kube import kubectl, render
+from tfk8s.kube.resources import memory_text
 from tfk8s.paths import KUBE, TEMPLATED
 
 TEMPLATES = TEMPLATED / "instructor"
@@ -36,10 +38,23 @@ NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,57}[a-z0-9])?")
 RESERVED = {"default", "kubeflow", "kube-system", "kube-public", "kube-node-lease", STORAGE_NAMESPACE}
 DURATION = re.compile(r"(\d+)([hm])")
 
+# The Kubernetes project's NFS test server, at the version its own end-to-end tests pin (kubernetes
+# test/utils/image/manifest.go, VolumeNFSServer: volume/nfs 1.4; 1.6.0, pinned before, could not be confirmed
+# there). No digest: none could be established from a source; `make instructor-preflight` resolves it to one.
+NFS_IMAGE = "registry.k8s.io/e2e-test-images/volume/nfs:1.4"
+
 # Sizes of a container that states none, and the most one container may ask for.
+# Ephemeral storage (the node's disk) for a container that states none: what Katib's collector and
+# suggestion would get if they stated none (they state Katib's defaults, 500Mi and 5Gi).
 CONTAINER = {"default_request_cpu": "100m", "default_request_memory": "128Mi",
              "default_limit_cpu": "500m", "default_limit_memory": "512Mi",
+             "default_request_ephemeral": "64Mi", "default_limit_ephemeral": "1Gi",
              "max_cpu": "4", "max_memory": "8Gi"}
+
+
+def container_sizes():
+    """CONTAINER, and the most ephemeral storage one container may ask for: the largest the workshop runs."""
+    return {**CONTAINER, "max_ephemeral": memory_text(plan.ephemeral_maximum())}
 
 ENVIRONMENT = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                                  keep_trailing_newline=True)
@@ -57,7 +72,8 @@ def check_names(names):
 def render_namespace(namespace, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti"):
     """The YAML that gives `namespace` to an attendee: namespace, quota, limits, role, network policy."""
     return ENVIRONMENT.get_template("namespace.yaml.j2").render(
-        namespace=namespace, hard=plan.quota_hard(sweep_parallel, rwx_storage_class, rwx_size), container=CONTAINER)
+        namespace=namespace, hard=plan.quota_hard(sweep_parallel, rwx_storage_class, rwx_size),
+        container=container_sizes())
 
 
 def render_storage_namespace():
@@ -72,7 +88,8 @@ def render_admission():
 def render_nfs_server(namespace, server=None):
     """The attendee's NFS server (disk, Deployment, Service) and PersistentVolume; `server`: the ClusterIP."""
     return ENVIRONMENT.get_template("nfs-server.yaml.j2").render(
-        namespace=namespace, storage_namespace=STORAGE_NAMESPACE, server=server, disk_size=plan.NFS_DISK)
+        namespace=namespace, storage_namespace=STORAGE_NAMESPACE, server=server, disk_size=plan.NFS_DISK,
+        nfs_image=NFS_IMAGE)
 
 
 def render_claim(namespace, rwx_storage_class=None, rwx_size="1Ti"):
@@ -194,3 +211,64 @@ def write_kubeconfigs(names, out, duration):
         path.write_text(render_kubeconfig(name, cluster, server, ca_data, token, f"{expires:%Y-%m-%d %H:%M} UTC"))
         path.chmod(0o600)  # it holds a credential
         print(f"{name}: {path} (token valid for {duration})")
+
+
+# ---------------------------------------------------------------- the registry: one repository per attendee
+
+REGISTRY_LOCATION = "europe"
+ACCOUNT = re.compile(r"([^=\s]+)=([^=\s@]+@[^=\s@]+\.[^=\s@]+)")
+
+
+def repository(name):
+    return f"workshop-{name}"
+
+
+def attendee_image(name, project, location=REGISTRY_LOCATION):
+    """The IMAGE the attendee `name` pushes and the nodes pull: their own repository, nowhere else."""
+    return f"{location}-docker.pkg.dev/{project}/{repository(name)}/mnist"
+
+
+def parse_accounts(pairs):
+    """[(name, email)] from NAME=EMAIL arguments; a UsageError naming the first that is not one."""
+    found = []
+    for pair in pairs:
+        match = ACCOUNT.fullmatch(pair)
+        if not match:
+            raise UsageError(f"{pair!r} is not NAME=EMAIL (an attendee's namespace name and their Google "
+                             "account, e.g. alice=alice@example.com)")
+        found.append(match.groups())
+    check_names([name for name, _ in found])
+    return found
+
+
+def registry_commands(accounts, project, node_service_account, location=REGISTRY_LOCATION):
+    """The gcloud commands that give each attendee a Docker repository of their own in Artifact Registry:
+    immutable tags (a tag, once pushed, always names the same digest), the attendee the only writer, the
+    nodes' service account a reader."""
+    where = ("--location", location, "--project", project)
+    commands = []
+    for name, email in accounts:
+        repo = repository(name)
+        commands.append(["artifacts", "repositories", "create", repo, "--repository-format=docker",
+                         "--immutable-tags", f"--description=the workshop image of {name}", *where])
+        commands.append(["artifacts", "repositories", "add-iam-policy-binding", repo, *where,
+                         f"--member=user:{email}", "--role=roles/artifactregistry.writer"])
+        commands.append(["artifacts", "repositories", "add-iam-policy-binding", repo, *where,
+                         f"--member=serviceAccount:{node_service_account}", "--role=roles/artifactregistry.reader"])
+    return commands
+
+
+def create_registries(accounts, project, node_service_account, location=REGISTRY_LOCATION):
+    """Run registry_commands (a repository that exists is kept, and its tags made immutable), then print
+    each attendee's IMAGE."""
+    from tfk8s.instructor import tools
+    for command in registry_commands(accounts, project, node_service_account, location):
+        print("gcloud " + " ".join(command))
+        result = tools.call("gcloud", *command)
+        if result.returncode != 0 and command[2] == "create" and "ALREADY_EXISTS" in result.stderr:
+            tools.run("gcloud", "artifacts", "repositories", "update", command[3], "--immutable-tags",
+                      *command[-4:])
+        elif result.returncode != 0:
+            raise UserError(f"gcloud {' '.join(command[:4])}: {tools.complaint(result)}")
+    for name, _ in accounts:
+        print(f"{name}: IMAGE={attendee_image(name, project, location)}")

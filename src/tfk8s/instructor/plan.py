@@ -29,9 +29,11 @@ import yaml
 from tfk8s.cli import UsageError
 from tfk8s.kube import render
 from tfk8s.kube.resources import (
+    FIELDS,
     GI,
     MI,
     Usage,
+    container_amount,
     cores,
     cpu_text,
     gib,
@@ -208,8 +210,88 @@ def check_rwx_size(rwx_storage_class, rwx_size):
 def quota(sweep_parallel=SWEEP_PARALLEL):
     """The per-attendee ResourceQuota figures: the largest of each over the steps (a Usage)."""
     found = [usage for _, usage in peaks(sweep_parallel)]
-    return Usage(*(max(getattr(u, key) for u in found) for key in
-                   ("requests_cpu", "requests_memory", "limits_cpu", "limits_memory", "pods")))
+    return Usage(**{key: max(getattr(u, key) for u in found) for key in FIELDS})
+
+
+# The quota's key for counting the objects of each kind: the core ones by their own names, the others as
+# count/<resource>.<group> (Kubernetes' object count quota).
+COUNT_KEYS = {"Service": "services", "ConfigMap": "configmaps", "Secret": "secrets",
+              "PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "count/deployments.apps",
+              "ReplicaSet": "count/replicasets.apps", "Job": "count/jobs.batch", "CronJob": "count/cronjobs.batch",
+              "HorizontalPodAutoscaler": "count/horizontalpodautoscalers.autoscaling",
+              "PodDisruptionBudget": "count/poddisruptionbudgets.policy", "TFJob": "count/tfjobs.kubeflow.org",
+              "Experiment": "count/experiments.kubeflow.org"}
+# Kubernetes' root-CA publisher puts the ConfigMap kube-root-ca.crt into every namespace.
+NAMESPACE_CONFIGMAPS = 1
+# `make retrain-now` Jobs beyond the CronJob's own history: they are the CronJob's too (ownerReference), so its
+# history limits clean them up; one more may be running (concurrencyPolicy Forbid holds only scheduled ones).
+RETRAIN_NOW_RUNNING = 1
+
+
+def grid_size():
+    """The sweep's trials: one TFJob per combination of templated/values.yaml's grid."""
+    return math.prod(len(v) for v in sweep_values.load(TEMPLATED / "values.yaml")["grid"].values())
+
+
+def katib_trials():
+    """The TFJobs of the Katib Experiment: its maxTrialCount, the grid's size by default (sweep/katib.py)."""
+    katib = sweep_values.load(TEMPLATED / "values.yaml").get("katib") or {}
+    return katib.get("maxTrialCount", grid_size())
+
+
+def replicas(tfjob):
+    return sum(r.get("replicas", 1) for r in tfjob["spec"]["tfReplicaSpecs"].values())
+
+
+def object_counts():
+    """{kind: the most objects of that kind one attendee's namespace holds}, every step done and none cleaned up:
+    what the manifests create, what the controllers make of them (a Deployment's ReplicaSets, its revision
+    history included; a CronJob's Jobs, its history limits; the training operator's headless Service per TFJob
+    replica, kept with the finished pods under cleanPodPolicy Running), the sweep's trials (a new sweep deletes
+    the last one's), the Katib Experiment with its trials and its suggestion (a Deployment and a Service)."""
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    docs = render.load(sorted(KUBE.glob("*.yaml")))
+    tfjobs = [d for d in docs if d["kind"] == "TFJob"]
+    trial = sweep_trial()
+    for doc in docs:
+        if doc["kind"] in counts:
+            counts[doc["kind"]] += 1
+    counts["ConfigMap"] += NAMESPACE_CONFIGMAPS
+    counts["TFJob"] += grid_size() + katib_trials()
+    counts["Experiment"] += 1
+    counts["Deployment"] += 1   # Katib's suggestion for the Experiment
+    counts["Service"] += 1      # ... and its Service
+    counts["Service"] += sum(replicas(t) for t in tfjobs) + (grid_size() + katib_trials()) * replicas(trial)
+    counts["ReplicaSet"] = sum((d["spec"].get("revisionHistoryLimit", 10) + 1) for d in docs
+                               if d["kind"] == "Deployment") + 11  # the suggestion's, at Kubernetes' default 10
+    for cron in (d for d in docs if d["kind"] == "CronJob"):
+        counts["Job"] += (cron["spec"].get("successfulJobsHistoryLimit", 3) + cron["spec"].get("failedJobsHistoryLimit",
+                                                                                               1) + 1
+                          + RETRAIN_NOW_RUNNING)
+    return counts
+
+
+def ephemeral_maximum():
+    """The largest ephemeral-storage limit of one container the workshop runs (kube/*.yaml, and what Katib adds
+    to its pods): the LimitRange's max."""
+    from tfk8s.sweep import katib_cluster
+    containers = [c for d in render.load(sorted(KUBE.glob("*.yaml"))) for t in pod_specs(d)
+                  for c in t.get("containers", []) + t.get("initContainers", [])]
+    limits = [container_amount(c, "limits", "ephemeral-storage") for c in containers]
+    limits.append(whole(katib_cluster.DEFAULT_CONTAINER["limits"]["ephemeral-storage"]))
+    return max(limits)
+
+
+def pod_specs(doc):
+    """The pod specs of a workload (a TFJob's replicas, a CronJob's job template)."""
+    spec = doc.get("spec") or {}
+    if doc["kind"] == "TFJob":
+        return [r["template"]["spec"] for r in spec["tfReplicaSpecs"].values()]
+    if doc["kind"] == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+    if "template" in spec:
+        return [spec["template"]["spec"]]
+    return []
 
 
 def quota_hard(sweep_parallel=SWEEP_PARALLEL, rwx_storage_class=None, rwx_size=None):
@@ -217,9 +299,15 @@ def quota_hard(sweep_parallel=SWEEP_PARALLEL, rwx_storage_class=None, rwx_size=N
     most = quota(sweep_parallel)
     hard = {"requests.cpu": cpu_text(most.requests_cpu), "requests.memory": memory_text(most.requests_memory),
             "limits.cpu": cpu_text(most.limits_cpu), "limits.memory": memory_text(most.limits_memory),
+            "requests.ephemeral-storage": memory_text(most.requests_ephemeral),
+            "limits.ephemeral-storage": memory_text(most.limits_ephemeral),
             "pods": str(most.pods), "persistentvolumeclaims": "1",
             "requests.storage": memory_text(claim_size(rwx_storage_class, rwx_size)),
             "services.loadbalancers": "0", "services.nodeports": "0"}
+    counts = object_counts()
+    for kind, key in COUNT_KEYS.items():
+        if kind != "PersistentVolumeClaim":  # the one claim, above
+            hard[key] = str(counts[kind])
     # No Filestore instance of another class: a small claim would quietly become a large instance.
     for storage_class in FILESTORE_MINIMUM:
         allowed = "1" if storage_class == rwx_storage_class else "0"
@@ -273,10 +361,13 @@ class Plan:
         return self.zone.rsplit("-", 1)[0]
 
     def create_command(self):
-        """The cluster's creation: Dataplane V2 (NetworkPolicy enforced), Workload Identity, fixed size."""
+        """The cluster's creation: Dataplane V2 (NetworkPolicy enforced), Workload Identity, fixed size; no
+        Service externalIPs (GKE's DenyServiceExternalIPs admission: an attendee's Service cannot claim another
+        address, CVE-2020-8554), no kubelet read-only port (10255, unauthenticated: every pod spec on the node)."""
         addons = " --addons GcpFilestoreCsiDriver" if self.rwx_storage_class else ""
         return (f"gcloud container clusters create workshop --zone {self.zone} --release-channel regular \\\n"
                 f"  --machine-type {self.machine.name} --num-nodes {self.nodes} --enable-dataplane-v2 \\\n"
+                f"  --no-enable-service-externalips --no-enable-insecure-kubelet-readonly-port \\\n"
                 f'  --workload-pool "$PROJECT.svc.id.goog"{addons}')
 
 
@@ -330,7 +421,12 @@ def report(plan):
     hard = quota_hard(plan.sweep_parallel, plan.rwx_storage_class, plan.rwx_size)
     lines += ["", "Quota per attendee (the largest of each column): "
               + ", ".join(f"{k} {hard[k]}" for k in ("requests.cpu", "requests.memory", "limits.cpu",
-                                                       "limits.memory", "pods", "requests.storage")), ""]
+                                                       "limits.memory", "pods", "requests.storage")),
+              "  disk (ephemeral-storage, the largest over the steps): "
+              + ", ".join(f"{k} {hard[k]}" for k in ("requests.ephemeral-storage", "limits.ephemeral-storage")),
+              "  objects (every step done, nothing cleaned up): "
+              + ", ".join(f"{k.removeprefix('count/')} {hard[k]}" for k in COUNT_KEYS.values()
+                          if k != "persistentvolumeclaims"), ""]
     cpu, memory = plan.machine.allocatable()
     servers = "" if plan.rwx_storage_class else f"{plan.attendees} NFS servers and "
     lines += [f"Cluster, every attendee's quota full at once, with {servers}the cluster add-ons "

@@ -352,9 +352,10 @@ def only(docs, kind):
     return found
 
 
-def cluster_made(namespace, image=render.TRAINER_IMAGE, tag="0.1.0", experiment=None, config=None):
-    """{file name: [docs]} of what the cluster creates in `namespace` from the workshop's manifests."""
-    load = lambda name: render.render(render.load([KUBE / name]), image, tag, namespace)
+def cluster_made(namespace, image=render.TRAINER_IMAGE, tag="0.1.0", experiment=None, config=None, digest=None):
+    """{file name: [docs]} of what the cluster creates in `namespace` from the workshop's manifests, the trainer
+    pulled as IMAGE:TAG@DIGEST (as `make push` recorded it) when `digest` is given."""
+    load = lambda name: render.render(render.load([KUBE / name]), image, tag, namespace, digest=digest)
     config = katib_config() if config is None else config
     files = {name: tfjob_objects(only(load(name), "TFJob")) for name in ("tfjob.yaml", "tfjob-ps.yaml")}
     files["retrain-cronjob.yaml"] = [cronjob_job(only(load("retrain-cronjob.yaml"), "CronJob"))]
@@ -362,7 +363,7 @@ def cluster_made(namespace, image=render.TRAINER_IMAGE, tag="0.1.0", experiment=
                                                           only(load("serving-autoscale.yaml"),
                                                                "HorizontalPodAutoscaler"))]
     if experiment is None:
-        experiment = workshop_experiment(namespace, f"{image}:{tag}")
+        experiment = workshop_experiment(namespace, render.reference(image, tag, digest))
     files["katib.yaml"] = experiment_objects(experiment, config)
     return files
 
@@ -388,6 +389,7 @@ def parse_args(argv=None):
     p.add_argument("--namespace", default="default")
     p.add_argument("--image", default=render.TRAINER_IMAGE)
     p.add_argument("--tag", default="0.1.0")
+    p.add_argument("--digest", help="the digest `make push` recorded (sha256:...), pinned after IMAGE:TAG")
     p.add_argument("--output_dir", type=render.directory, required=True)
     return p.parse_args(argv)
 
@@ -395,7 +397,7 @@ def parse_args(argv=None):
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
-    files = cluster_made(args.namespace, args.image, args.tag)
+    files = cluster_made(args.namespace, args.image, args.tag, digest=args.digest)
     try:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         for name, docs in files.items():

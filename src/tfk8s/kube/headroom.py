@@ -38,7 +38,7 @@ def describe(figures):
     for key, value in figures.items():
         if key.endswith("cpu"):
             parts.append(f"{key} {cores(value)}")
-        elif key.endswith("memory"):
+        elif key.endswith(("memory", "ephemeral-storage")):
             parts.append(f"{key} {gib(value)}Gi")
         else:
             parts.append(f"{key} {value}")

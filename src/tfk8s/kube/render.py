@@ -8,8 +8,13 @@ and no namespace. The Makefile pipes them through this script into kubectl:
     python src/render_manifests.py --image REGISTRY/you/mnist --tag v1 --namespace alice \
         --output_dir runs/render kube/*.yaml          # one file each, to read or to hand to GitOps
 
-What changes: every container that runs the trainer image gets IMAGE:TAG;
-every namespaced object gets the namespace. The shared claim mnist-nfs
+What changes: every container that runs the trainer image gets
+IMAGE:TAG@sha256:..., the digest `make push` recorded in runs/pushed-image
+(--pushed_image; one line `IMAGE:TAG@sha256:<64 hex>`): a node pulls exactly
+the image that was pushed, whatever the tag points at later. A record that is
+missing, or is of another IMAGE:TAG, is refused ("run make push first"); for
+a review without a push, --placeholder_digest writes sha256:000...0, which no
+registry serves. Every namespaced object gets the namespace. The shared claim mnist-nfs
 (kube/storage.yaml) names its volume, mnist-nfs-<namespace>: the instructor's
 PersistentVolume reserved for it. With --rwx_storage_class it asks that
 storage class (Filestore on GKE) for a ReadWriteMany volume of --rwx_size
@@ -33,6 +38,10 @@ CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 IMAGE = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# For reviewing the objects without a push (`make render PLACEHOLDER_DIGEST=1`): no registry serves it.
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+PUSHED_IMAGE = "runs/pushed-image"   # what `make push` (and `make build-remote`) writes: IMAGE:TAG@sha256:...
 
 
 def load(paths):
@@ -63,8 +72,32 @@ def retag(node, image):
             retag(value, image)
 
 
-def render(docs, image, tag, namespace, rwx_storage_class=None, rwx_size="1Ti"):
-    """The documents as they are applied in `namespace`, running `image:tag` (new dicts; `docs` untouched)."""
+def pushed_digest(path, image, tag):
+    """The digest the record at `path` names for image:tag; a UserError if it is missing or of another image."""
+    wanted = f"{image}:{tag}"
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise UserError(f"no record of a push of {wanted} ({path} is missing): run make push first") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    lines = text.splitlines()
+    reference, _, digest = (lines[0] if len(lines) == 1 else "").strip().rpartition("@")
+    if not DIGEST.fullmatch(digest) or not reference:
+        raise UserError(f"{path} is not one line IMAGE:TAG@sha256:<64 hex digits>: run make push first")
+    if reference != wanted:
+        raise UserError(f"{path} records a push of {reference}, not {wanted}: run make push first")
+    return digest
+
+
+def reference(image, tag, digest=None):
+    """IMAGE:TAG@DIGEST, or IMAGE:TAG without a digest (the library's callers that pull nothing)."""
+    return f"{image}:{tag}@{digest}" if digest else f"{image}:{tag}"
+
+
+def render(docs, image, tag, namespace, rwx_storage_class=None, rwx_size="1Ti", digest=None):
+    """The documents as they are applied in `namespace`, running `image:tag@digest` (new dicts; `docs`
+    untouched)."""
     out = []
     for doc in json.loads(json.dumps(docs)):
         kind, meta = doc["kind"], doc.setdefault("metadata", {})
@@ -72,7 +105,7 @@ def render(docs, image, tag, namespace, rwx_storage_class=None, rwx_size="1Ti"):
             rest = {k: v for k, v in meta.items() if k != "namespace"}
             doc["metadata"] = meta = {**({"name": rest.pop("name")} if "name" in rest else {}),
                                       "namespace": namespace, **rest}
-        retag(doc, f"{image}:{tag}")
+        retag(doc, reference(image, tag, digest))
         spec = doc.get("spec", {})
         if kind == "PersistentVolumeClaim" and meta.get("name") == CLAIM:
             if rwx_storage_class:
@@ -99,10 +132,19 @@ def directory(text):
 def parse_args(argv=None):
     p = ArgumentParser(description="Print the manifests with the image, tag and namespace filled in "
                                    "(pipe into `kubectl apply -f -`), or write them to --output_dir.")
-    p.add_argument("files", nargs="+", metavar="FILE", help="manifests, e.g. kube/tensorboard.yaml")
+    p.add_argument("files", nargs="*", metavar="FILE", help="manifests, e.g. kube/tensorboard.yaml")
     p.add_argument("--image", default=TRAINER_IMAGE, help="the trainer image, without its tag")
     p.add_argument("--tag", default="0.1.0", help="the trainer image's tag")
     p.add_argument("--namespace", default="default", help="the namespace every namespaced object goes to")
+    pinned = p.add_mutually_exclusive_group()
+    pinned.add_argument("--pushed_image", metavar="FILE", default=PUSHED_IMAGE,
+                        help=f"the record `make push` wrote, IMAGE:TAG@sha256:... (default {PUSHED_IMAGE}): "
+                             "the trainer image is pulled by that digest")
+    pinned.add_argument("--placeholder_digest", action="store_true",
+                        help=f"for reviewing without a push: pin {PLACEHOLDER_DIGEST[:15]}..., which no registry "
+                             "serves (what is applied must come from a push)")
+    p.add_argument("--print_reference", action="store_true",
+                   help="print IMAGE:TAG@sha256:... from the record and stop (for the sweep's --image)")
     p.add_argument("--rwx_storage_class", help="the claim mnist-nfs asks this ReadWriteMany storage class "
                                                "(e.g. standard-rwx on GKE) instead of the instructor's NFS volume")
     p.add_argument("--rwx_size", default="1Ti", help="the claim's size with --rwx_storage_class "
@@ -121,15 +163,30 @@ def parse_args(argv=None):
     if args.tag == "latest":
         raise UsageError("--tag latest is not reproducible (nodes may run different images under it): "
                          "give a version such as v1 or a git commit")
+    if not args.files and not args.print_reference:
+        raise UsageError("name the manifests to render, e.g. kube/tensorboard.yaml")
     return args
+
+
+def uses_trainer_image(docs):
+    return TRAINER_IMAGE in json.dumps(docs)
 
 
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
-    options = (args.image, args.tag, args.namespace, args.rwx_storage_class, args.rwx_size)
+    def pinned():
+        return PLACEHOLDER_DIGEST if args.placeholder_digest else pushed_digest(args.pushed_image, args.image,
+                                                                                args.tag)
+    if args.print_reference:
+        print(reference(args.image, args.tag, pinned()))
+        return
+    docs = load(args.files)
+    # A manifest without the trainer image (the claim, the model config) needs no push.
+    digest = pinned() if uses_trainer_image(docs) else None
+    options = (args.image, args.tag, args.namespace, args.rwx_storage_class, args.rwx_size, digest)
     if args.output_dir is None:
-        print(dump(render(load(args.files), *options)), end="")
+        print(dump(render(docs, *options)), end="")
         return
     names = [Path(f).name for f in args.files]
     if len(set(names)) != len(names):
@@ -141,4 +198,5 @@ def main(argv=None):
             (args.output_dir / name).write_text(text)
     except OSError as err:
         raise UserError(f"cannot write to {args.output_dir}: {err.strerror}") from None
-    print(f"{args.output_dir}: {', '.join(names)} for namespace {args.namespace}, image {args.image}:{args.tag}")
+    print(f"{args.output_dir}: {', '.join(names)} for namespace {args.namespace}, image "
+          f"{reference(args.image, args.tag, digest)}")

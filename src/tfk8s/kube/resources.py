@@ -7,7 +7,8 @@ PodLimits. A quota adds that up over the namespace's pods that are not
 finished; the scheduler needs it free on one node. Quantities are Kubernetes
 quantities ("500m", "2", "2Gi", "1e3"); CPU is counted in millicores and
 memory and storage in bytes, as whole numbers, rounded up as the API server
-rounds them.
+rounds them. Ephemeral storage (the node's disk: emptyDirs, logs, writable
+layers) is counted like memory.
 """
 import math
 import re
@@ -20,7 +21,14 @@ SUFFIXES = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), ""
             "E": Decimal("1e18"), "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
             "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60)}
 MI, GI = 2**20, 2**30
-KEYS = ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory", "pods")
+KEYS = ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory", "pods", "requests.ephemeral-storage",
+        "limits.ephemeral-storage")
+FIELDS = ("requests_cpu", "requests_memory", "limits_cpu", "limits_memory", "pods", "requests_ephemeral",
+          "limits_ephemeral")  # Usage's figures, in the order of KEYS
+# (field, bound, resource) of what a container states
+AMOUNTS = (("requests_cpu", "requests", "cpu"), ("requests_memory", "requests", "memory"),
+           ("limits_cpu", "limits", "cpu"), ("limits_memory", "limits", "memory"),
+           ("requests_ephemeral", "requests", "ephemeral-storage"), ("limits_ephemeral", "limits", "ephemeral-storage"))
 
 
 def quantity(value):
@@ -68,28 +76,27 @@ def gib(size):
 
 @dataclass
 class Usage:
-    """What pods count against a quota: CPU in millicores, memory in bytes, the number of pods."""
+    """What pods count against a quota: CPU in millicores, memory and ephemeral storage in bytes, the number
+    of pods."""
     requests_cpu: int = 0
     requests_memory: int = 0
     limits_cpu: int = 0
     limits_memory: int = 0
     pods: int = 0
     names: list = field(default_factory=list, compare=False)
+    requests_ephemeral: int = 0
+    limits_ephemeral: int = 0
 
     def __add__(self, other):
-        return Usage(self.requests_cpu + other.requests_cpu, self.requests_memory + other.requests_memory,
-                     self.limits_cpu + other.limits_cpu, self.limits_memory + other.limits_memory,
-                     self.pods + other.pods, self.names + other.names)
+        return Usage(**{f: getattr(self, f) + getattr(other, f) for f in FIELDS}, names=self.names + other.names)
 
     def __sub__(self, other):
-        return Usage(self.requests_cpu - other.requests_cpu, self.requests_memory - other.requests_memory,
-                     self.limits_cpu - other.limits_cpu, self.limits_memory - other.limits_memory,
-                     self.pods - other.pods, [n for n in self.names if n not in other.names])
+        return Usage(**{f: getattr(self, f) - getattr(other, f) for f in FIELDS},
+                     names=[n for n in self.names if n not in other.names])
 
     def as_quota(self):
         """The quota keys and their values in base units (millicores for CPU)."""
-        return dict(zip(KEYS, (self.requests_cpu, self.requests_memory, self.limits_cpu, self.limits_memory,
-                               self.pods), strict=True))
+        return {key: getattr(self, f) for key, f in zip(KEYS, FIELDS, strict=True)}
 
     def fits(self, other):
         """True when every figure of self is at most other's."""
@@ -114,14 +121,14 @@ def container_amount(container, bound, resource):
 
 def pod_usage(spec, name=""):
     """One pod's Usage from its spec: PodRequests and PodLimits (init containers run before the others)."""
-    figures = []
-    for bound, resource in (("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")):
+    figures = {}
+    for key, bound, resource in AMOUNTS:
         running = sum(container_amount(c, bound, resource) for c in spec.get("containers") or [])
         init = max((container_amount(c, bound, resource) for c in spec.get("initContainers") or []), default=0)
         overhead = (spec.get("overhead") or {}).get(resource)
         extra = 0 if overhead is None else (millicores(overhead) if resource == "cpu" else whole(overhead))
-        figures.append(max(running, init) + extra)
-    return Usage(*figures, pods=1, names=[name] if name else [])
+        figures[key] = max(running, init) + extra
+    return Usage(**figures, pods=1, names=[name] if name else [])
 
 
 def workload_pods(doc, replicas=None):
