@@ -1,6 +1,46 @@
 # Part 1 of the workshop: everything on the laptop (no cluster, no Docker).
 # Included by the Makefile; `make help` lists the targets.
 
+# ---------------------------------------------------------------- settings: every terminal, the same cluster
+# `make configure` saves the settings the cluster pages ask you to export, into WORKSHOP_ENV (the Makefile reads
+# it first), so that a second terminal reaches the same namespace; `make where` shows them and what runs.
+WORKSHOP_SETTINGS = NAMESPACE IMAGE TAG KUBECONFIG RWX_CLASS
+# Our own processes, for `make where`: the trainer, replicas, servers, TensorBoard and JupyterLab.
+OUR_PROCESSES = src/(main|demo|serve|tfjob_local|batch_predict)\.py|templated/run\.sh|bin/tensorboard|jupyter-lab
+
+.PHONY: configure
+configure: ## Save NAMESPACE, IMAGE, TAG, KUBECONFIG, RWX_CLASS (as given, or as now) to .workshop.env for every later make, in any terminal
+	@case "$(NAMESPACE)" in ""|-*|*-|*[!a-z0-9-]*) echo "error: NAMESPACE '$(NAMESPACE)' is not a namespace name (lower-case letters, digits and '-'): make configure NAMESPACE=<yours>" >&2; exit 1;; esac
+	@for f in $(subst :, ,$(KUBECONFIG)); do [ -f "$$f" ] || { echo "error: KUBECONFIG: $$f: no such file (make configure KUBECONFIG=<the kubeconfig file you were given>)" >&2; exit 1; }; done
+	@{ echo "# Written by make configure; the Makefile reads it. NAME ?= value: the command line and the environment win."; \
+	  echo "NAMESPACE ?= $(NAMESPACE)"; \
+	  echo "IMAGE ?= $(IMAGE)"; \
+	  echo "TAG ?= $(TAG)"; \
+	  echo "KUBECONFIG ?= $(if $(findstring :,$(KUBECONFIG)),$(KUBECONFIG),$(if $(strip $(KUBECONFIG)),$(abspath $(KUBECONFIG))))"; \
+	  echo "RWX_CLASS ?= $(RWX_CLASS)"; } > $(WORKSHOP_ENV).tmp && mv $(WORKSHOP_ENV).tmp $(WORKSHOP_ENV)
+	@echo "saved to $(WORKSHOP_ENV): every make, in this terminal or another, now uses"
+	@grep -v '^#' $(WORKSHOP_ENV) | sed 's/ ?= /=/; s/^/  /'
+	@echo "(change one: make configure NAME=value; forget them all: rm $(WORKSHOP_ENV); see them: make where)"
+
+.PHONY: where
+where: ## Show where your commands go (kubeconfig, context, namespace, image) and what runs, there and here
+	@echo "settings    $(if $(wildcard $(WORKSHOP_ENV)),$(WORKSHOP_ENV) (written by make configure),none saved: make configure saves them for every terminal)"
+	@echo "kubeconfig  $(or $(strip $(KUBECONFIG)),~/.kube/config (kubectl's default: KUBECONFIG is not set))"
+	@if command -v kubectl >/dev/null; then \
+	  echo "context     $$(kubectl config current-context 2>/dev/null || echo 'none (the laptop labs need none)')"; \
+	else echo "context     none: kubectl is not installed (the laptop labs need none)"; fi
+	@echo "namespace   $(NAMESPACE)"
+	@echo "image       $(IMAGE):$(TAG)"
+	@echo "RWX_CLASS   $(or $(RWX_CLASS),(none: the NFS server))"
+	@echo "running here:"
+	@found=$$(ps -eo pid=,args= | grep -E '$(OUR_PROCESSES)' | grep -v -e grep -e ' ps -eo'); \
+	  if [ -n "$$found" ]; then echo "$$found" | sed 's/^ */  /' | cut -c1-150; else echo "  nothing of ours"; fi
+	@if command -v kubectl >/dev/null && kubectl config current-context >/dev/null 2>&1; then \
+	  echo "running in namespace $(NAMESPACE):"; \
+	  kubectl --namespace $(NAMESPACE) get deployments,jobs,pods --request-timeout=10s 2>&1 | sed 's/^/  /'; \
+	  kubectl --namespace $(NAMESPACE) get tfjobs --request-timeout=10s 2>/dev/null | sed 's/^/  /'; \
+	fi; true
+
 # ---------------------------------------------------------------- local: train
 
 # Extra trainer flags for `make train`, e.g. TRAIN_FLAGS="--steps 500 --hidden_layers 3".
@@ -46,10 +86,14 @@ notebook: venv ## Run notebooks/walkthrough.ipynb headless; the executed copy go
 	  --output=$(abspath $(RUNS))/notebook/walkthrough
 	@echo "executed: $(RUNS)/notebook/walkthrough.ipynb (open it in JupyterLab: make lab)"
 
+# Extra flags for JupyterLab, e.g. LAB_FLAGS="--allow-root" as root (a container, WSL, a cloud VM), or
+# LAB_FLAGS="--no-browser --ip 127.0.0.1 --port 8888" on a machine you reach over ssh.
+LAB_FLAGS ?=
+
 .PHONY: lab
-lab: venv ## Open the walkthrough in JupyterLab (installs JupyterLab into .venv on first use)
+lab: venv ## Open the walkthrough in JupyterLab (installs JupyterLab into .venv on first use); LAB_FLAGS adds flags, e.g. --allow-root
 	@$(VENV)/bin/jupyter-lab --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet $(JUPYTERLAB)
-	$(VENV)/bin/jupyter-lab --LabApp.default_url=/lab/tree/notebooks/walkthrough.ipynb
+	$(VENV)/bin/jupyter-lab --LabApp.default_url=/lab/tree/notebooks/walkthrough.ipynb $(LAB_FLAGS)
 
 # ---------------------------------------------------------------- local: serve and predict
 # The local model server (a development server with TensorFlow Serving's APIs and flags)
@@ -59,6 +103,16 @@ SERVE_EXPORT ?= $(RUNS)/local/export
 .PHONY: serve-local
 serve-local: venv ## Serve runs/local/export here: gRPC localhost:8500, REST localhost:8501 (Ctrl-C stops it)
 	$(PYTHON) src/serve.py --model_name mnist --model_base_path $(SERVE_EXPORT) --port 8500 --rest_api_port 8501
+
+# The sweep's ranking (make sweep-results writes it): serve-best serves its rank 1.
+SWEEP_NAME = $(or $(shell sed -n 's/^name: *//p' $(SWEEP_VALUES) 2>/dev/null),mnist-sweep)
+SWEEP_CSV  = $(or $(SWEEP_ROOT),$(RUNS)/tfjob-local/$(SWEEP_NAME))/$(SWEEP_NAME)-results.csv
+
+.PHONY: serve-best
+serve-best: sweep-results ## Serve the local sweep's winner (rank 1 of make sweep-results) as serve-local serves: gRPC :8500, REST :8501
+	@export_dir=$$($(PYTHON) -m tfk8s.workshop best-export $(SWEEP_CSV)) || exit 1; \
+	  echo "serving the sweep's winner, $$export_dir (make predict-local asks it; Ctrl-C stops it)"; \
+	  exec $(PYTHON) src/serve.py --model_name mnist --model_base_path "$$export_dir" --port 8500 --rest_api_port 8501
 
 .PHONY: predict-local
 predict-local: venv ## Classify data/0.png..9.png with the local server of `make serve-local`
@@ -93,6 +147,10 @@ bench-serve: venv ## Latency p50/p99 and throughput of serve.py at 1 to 32 reque
 .PHONY: samples
 samples: venv ## Write data/0.png..9.png again from the shipped test set
 	$(PYTHON) src/make_samples.py
+
+.PHONY: clean-local
+clean-local: ## Delete runs/ here: every local model, export, sweep and log (refused while a trainer writes there; the cluster's: make clean)
+	@$(PYTHON) -m tfk8s.workshop clean $(RUNS)
 
 # ---------------------------------------------------------------- local: distributed (TFJob) runs
 # The TFJob manifests of kube/, run here before they go to the cluster: one process per
