@@ -68,20 +68,20 @@ bench-distributed: venv ## One process vs. kube/tfjob.yaml's Chief + 1 Worker he
 	$(PYTHON) src/bench.py distributed $(BENCH_DISTRIBUTED_FLAGS)
 
 # The whole local path in one command, and the same path as a notebook.
-DEMO_STEPS ?= 600
+DEMO_STEPS ?= 300
 # Extra flags for src/demo.py, e.g. DEMO_FLAGS=--retrain
 DEMO_FLAGS ?=
 # JupyterLab is not needed by the tests: `make lab` installs this version on first use.
 JUPYTERLAB ?= jupyterlab==4.6.6
 
 .PHONY: demo
-demo: venv ## Train (or reuse runs/demo), serve locally and predict data/0.png..9.png (DEMO_STEPS=600)
+demo: venv ## Train (or reuse runs/demo), serve locally and predict data/0.png..9.png (DEMO_STEPS=300)
 	$(PYTHON) src/demo.py --steps $(DEMO_STEPS) --workdir $(RUNS)/demo $(DEMO_FLAGS)
 
 .PHONY: notebook
 notebook: venv ## Run notebooks/walkthrough.ipynb headless; the executed copy goes to runs/notebook/
 	@mkdir -p $(RUNS)/notebook
-	@echo "running every cell of notebooks/walkthrough.ipynb (one to two minutes: it trains for 30 s)"
+	@echo "running every cell of notebooks/walkthrough.ipynb (about 3 minutes on two cores: it trains for 30 s)"
 	$(VENV)/bin/jupyter-execute notebooks/walkthrough.ipynb --kernel_name=python3 --timeout=900 \
 	  --output=$(abspath $(RUNS))/notebook/walkthrough
 	@echo "executed: $(RUNS)/notebook/walkthrough.ipynb (open it in JupyterLab: make lab)"
@@ -105,7 +105,7 @@ serve-local: venv ## Serve runs/local/export here: gRPC localhost:8500, REST loc
 	$(PYTHON) src/serve.py --model_name mnist --model_base_path $(SERVE_EXPORT) --port 8500 --rest_api_port 8501
 
 # The sweep's ranking (make sweep-results writes it): serve-best serves its rank 1.
-SWEEP_NAME = $(or $(shell sed -n 's/^name: *//p' $(SWEEP_VALUES) 2>/dev/null),mnist-sweep)
+SWEEP_NAME = $(or $(shell sed -n 's/^name: *//p' $(SWEEP_LOCAL_VALUES) 2>/dev/null),mnist-small)
 SWEEP_CSV  = $(or $(SWEEP_ROOT),$(RUNS)/tfjob-local/$(SWEEP_NAME))/$(SWEEP_NAME)-results.csv
 
 .PHONY: serve-best
@@ -144,6 +144,17 @@ promote-local: venv ## A/B: point stable at the canary's version in AB_CONFIG; w
 bench-serve: venv ## Latency p50/p99 and throughput of serve.py at 1 to 32 requests in flight, without and with --enable_batching, and a 10k batch
 	$(PYTHON) src/bench.py serve
 
+# The overview picture of the README, drawn from its source with Graphviz; the SVG records the source's digest,
+# which tests/test_markdown.py compares with the source, so that the picture stays true to it.
+OVERVIEW = docs/images/overview
+
+.PHONY: overview
+overview: ## Draw docs/images/overview.svg from docs/images/overview.dot (needs Graphviz's dot: apt-get install graphviz)
+	@command -v dot >/dev/null || { echo "error: dot not found: install Graphviz (apt-get install graphviz; brew install graphviz)" >&2; exit 1; }
+	dot -Tsvg $(OVERVIEW).dot -o $(OVERVIEW).svg.tmp
+	sed -i "1a <!-- drawn by make overview from $(OVERVIEW).dot, sha256 $$(sha256sum $(OVERVIEW).dot | cut -d' ' -f1) -->" $(OVERVIEW).svg.tmp
+	mv $(OVERVIEW).svg.tmp $(OVERVIEW).svg
+
 .PHONY: samples
 samples: venv ## Write data/0.png..9.png again from the shipped test set
 	$(PYTHON) src/make_samples.py
@@ -173,30 +184,34 @@ tfjob-ps-local: venv ## Run kube/tfjob-ps.yaml here: chief, 2 workers, 1 paramet
 	$(PYTHON) src/tfjob_local.py kube/tfjob-ps.yaml --root $(RUNS)/tfjob-local/mnist-tfjob-ps -- $(TFJOB_LOCAL_FLAGS)
 
 # ---------------------------------------------------------------- local: sweep
-# The hyperparameter sweep of templated/values.yaml, one TFJob per combination:
-# previewed as YAML, or run on this machine (`make sweep` submits it to the cluster).
-# SWEEP_LOCAL_FLAGS are appended to every local trial's trainer flags: the shipped
-# mini data and 300 steps (2 cores: about 2.5 minutes per trial of 3 replicas).
+# The hyperparameter sweep, one TFJob per combination: previewed as YAML (what `make sweep` submits to the
+# cluster: SWEEP_VALUES, the full grid), or run on this machine. Here it runs SWEEP_LOCAL_VALUES, the
+# workshop-sized grid (4 trials of the Chief alone: about 5 minutes on two cores); the full grid is one
+# variable away: SWEEP_LOCAL_VALUES=templated/values.yaml (9 trials of 3 replicas: about 20 minutes).
+# SWEEP_LOCAL_FLAGS are appended to every local trial's trainer flags: the shipped mini data and 300 steps.
 # SWEEP_ROOT: the local stand-in for the cluster (default runs/tfjob-local/<sweep>).
-# SWEEP_TENSORBOARD: rank a cluster sweep instead, read from its TensorBoard
+# SWEEP_TENSORBOARD: rank a cluster sweep (SWEEP_VALUES) instead, read from its TensorBoard
 # (http://localhost:6006 while `make tensorboard` runs).
-SWEEP_VALUES      ?= templated/values.yaml
-SWEEP_LOCAL_FLAGS ?= --dataset mini --steps 300 --eval_every 100 --checkpoint_every 100
-SWEEP_ROOT        ?=
-SWEEP_TENSORBOARD ?=
-SWEEP_RUN          = VENV=$(VENV) templated/run.sh --values $(SWEEP_VALUES)
+SWEEP_VALUES       ?= templated/values.yaml
+SWEEP_LOCAL_VALUES ?= templated/values-workshop.yaml
+SWEEP_LOCAL_FLAGS  ?= --dataset mini --steps 300 --eval_every 100 --checkpoint_every 100
+SWEEP_ROOT         ?=
+SWEEP_TENSORBOARD  ?=
+SWEEP_RUN           = VENV=$(VENV) templated/run.sh --values $(SWEEP_VALUES)
+SWEEP_LOCAL_RUN     = VENV=$(VENV) templated/run.sh --values $(SWEEP_LOCAL_VALUES)
 
 .PHONY: sweep-preview
-sweep-preview: venv ## Write the sweep's TFJobs (one per combination) to runs/sweep-preview; submit nothing
+sweep-preview: venv ## Write the cluster sweep's TFJobs (SWEEP_VALUES: one per combination) to runs/sweep-preview; submit nothing
 	$(SWEEP_RUN) --dry_run --output_dir $(RUNS)/sweep-preview --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
 
 .PHONY: sweep-local
-sweep-local: venv ## Run every trial of the sweep here, one at a time, into runs/tfjob-local/<sweep>
-	$(SWEEP_RUN) --local $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT)) -- $(SWEEP_LOCAL_FLAGS)
+sweep-local: venv ## Run the workshop-sized sweep here (SWEEP_LOCAL_VALUES: 4 trials, ~5 min), into runs/tfjob-local/<sweep>
+	$(SWEEP_LOCAL_RUN) --local $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT)) -- $(SWEEP_LOCAL_FLAGS)
 
 .PHONY: sweep-results
-sweep-results: venv ## Rank the sweep's trials by validation accuracy, name the export to serve, plot them (SWEEP_TENSORBOARD: a cluster sweep)
-	$(SWEEP_RUN) --results $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT)) $(if $(SWEEP_TENSORBOARD),--tensorboard $(SWEEP_TENSORBOARD))
+sweep-results: venv ## Rank the local sweep's trials by validation accuracy, name the export to serve, plot them (SWEEP_TENSORBOARD: a cluster sweep)
+	$(if $(SWEEP_TENSORBOARD),$(SWEEP_RUN),$(SWEEP_LOCAL_RUN)) --results $(if $(SWEEP_ROOT),--root $(SWEEP_ROOT)) \
+	  $(if $(SWEEP_TENSORBOARD),--tensorboard $(SWEEP_TENSORBOARD))
 
 # The same sweep as Katib runs it (`make katib-sweep` on the cluster): one Experiment,
 # checked offline as Katib checks it; here, its grid's trials run one at a time into
@@ -204,12 +219,12 @@ sweep-results: venv ## Rank the sweep's trials by validation accuracy, name the 
 KATIB_ROOT ?=
 
 .PHONY: katib-preview
-katib-preview: venv ## Write the sweep's Katib Experiment to runs/katib-preview, checked as Katib checks it; apply nothing
+katib-preview: venv ## Write the cluster sweep's Katib Experiment to runs/katib-preview, checked as Katib checks it; apply nothing
 	$(SWEEP_RUN) --katib --dry_run --output_dir $(RUNS)/katib-preview --namespace $(NAMESPACE) --image $(IMAGE):$(TAG)
 
 .PHONY: katib-sweep-local
-katib-sweep-local: venv ## Run the Katib Experiment's grid here (trials as Katib builds them) and rank them as Katib would
-	$(SWEEP_RUN) --katib --local $(if $(KATIB_ROOT),--root $(KATIB_ROOT)) -- $(SWEEP_LOCAL_FLAGS)
+katib-sweep-local: venv ## Run the workshop-sized sweep's Katib grid here (trials as Katib builds them) and rank them as Katib would
+	$(SWEEP_LOCAL_RUN) --katib --local $(if $(KATIB_ROOT),--root $(KATIB_ROOT)) -- $(SWEEP_LOCAL_FLAGS)
 
 # ---------------------------------------------------------------- local: beyond one model
 # batch-predict-local: the folder to score; if it holds no image, the 10,000 MNIST test digits are written there first.

@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
-from support import assert_one_line_error, make, make_error
+import yaml
+
+from support import REPO, assert_one_line_error, make, make_error
 from tfk8s.trainer import lock
 
 HEADER = ["rank", "trial", "job", "learning_rate", "status", "step", "validation_accuracy", "test_accuracy",
@@ -48,7 +50,7 @@ def test_best_export_refuses_no_ranking_no_finished_trial_and_a_missing_export(t
 def test_serve_best_before_any_sweep_says_to_run_it(tmp_path):
     result = make("serve-best", f"SWEEP_ROOT={tmp_path}")
     assert result.returncode != 0
-    make_error(result, "no run of sweep mnist-sweep", "run the sweep first")
+    make_error(result, "no run of sweep mnist-small", "run the sweep first")
 
 
 def test_clean_local_refuses_while_a_trainer_writes_and_deletes_runs_after(tmp_path):
@@ -77,3 +79,19 @@ def test_clean_local_deletes_nothing_outside_the_checkout(tmp_path):
         assert_one_line_error(refused, "is not a directory inside this checkout")
     assert (tmp_path / "keep").exists()
     make_error(make("clean-local", "RUNS=/tmp"), "/tmp is not a directory inside this checkout")
+
+
+def test_the_workshop_sized_sweep_is_four_trials_of_the_chief_alone_and_katib_accepts_it(tmp_path):
+    values = "templated/values-workshop.yaml"
+    result = subprocess.run(["templated/run.sh", "--values", values, "--dry_run", "--output_dir", tmp_path / "tfjobs"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "VENV": ".venv"})
+    assert result.returncode == 0, result.stderr
+    tfjobs = sorted(p.name for p in (tmp_path / "tfjobs").glob("*.yaml"))
+    assert tfjobs == [f"mnist-small-t0{n}.yaml" for n in range(1, 5)], tfjobs
+    for path in (tmp_path / "tfjobs").glob("*.yaml"):
+        assert set(yaml.safe_load(path.read_text())["spec"]["tfReplicaSpecs"]) == {"Chief"}
+    katib = subprocess.run(["templated/run.sh", "--values", values, "--katib", "--dry_run", "--output_dir",
+                            tmp_path / "katib"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "VENV": ".venv"})
+    assert katib.returncode == 0, katib.stderr
+    assert (tmp_path / "katib" / "mnist-small-experiment.yaml").exists()

@@ -42,6 +42,7 @@ from pathlib import Path
 from tfk8s import yamlfile
 from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point, fail
 from tfk8s.kube import reaper, tfjob_check
+from tfk8s.noise import is_no_gpu_notice
 from tfk8s.paths import REPO, RUNS
 from tfk8s.ports import free_ports
 
@@ -227,7 +228,8 @@ def start(replica, watchdog):
                 replica.tail.append(line)
                 log.write(line + "\n")
                 log.flush()
-                say(line, replica.name)
+                if not is_no_gpu_notice(line):  # TensorFlow's "no GPU here" notices: in the log only
+                    say(line, replica.name)
 
     replica.reader = threading.Thread(target=copy_output, daemon=True)
     replica.reader.start()
