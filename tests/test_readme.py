@@ -58,7 +58,8 @@ LOG_TAIL = 40             # lines of a failed step's log shown in the failure
 
 QUICK = "--dataset mini --steps 20 --eval_every 10 --checkpoint_every 10"
 SHORTENED = {
-    # `make demo`: 300 steps still classify the ten sample digits right (tests/test_demo.py measures it).
+    # `make demo`: its default, 300 steps (they classify the ten sample digits right: tests/test_demo.py), so the
+    # README's demo is the attendee's.
     "DEMO_STEPS": "300",
     "TRAIN_FLAGS": "--steps 300 --eval_every 100 --checkpoint_every 100",
     "TFJOB_LOCAL_FLAGS": QUICK,

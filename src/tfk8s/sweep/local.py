@@ -3,6 +3,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tfk8s.paths import SRC
@@ -48,6 +49,7 @@ def run_local(trials, paths, root, logs, parallel, trainer_args):
     """
     processes = {}
     logs.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
 
     def start(trial):
         log = logs / f"{trial.job}.log"
@@ -58,6 +60,11 @@ def run_local(trials, paths, root, logs, parallel, trainer_args):
         with open(log, "w") as out:
             processes[trial.id] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         print(f"{trial.job}: started ({trial.describe()}), log {log}", flush=True)
+        done = sum(process.poll() is not None for process in processes.values())
+        if done:  # the time left, at the pace of the trials so far
+            left = round((time.monotonic() - began) / done * (len(trials) - done))
+            print(f"  about {left // 60}m{left % 60:02d}s left: {len(trials) - done} of {len(trials)} trials to go",
+                  flush=True)
 
     def outcome(trial):
         code = processes[trial.id].poll()
