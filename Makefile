@@ -1,6 +1,16 @@
 # Distributed TensorFlow on Kubernetes: every step of the workshop is a target.
 # `make help` lists them. Override any variable on the command line:
 #   make build push deploy IMAGE=docker.io/you/mnist TAG=v1 NAMESPACE=alice
+# or save them once for every terminal: make configure IMAGE=... TAG=... NAMESPACE=... (make where shows them).
+
+# The settings `make configure` saved (NAMESPACE, IMAGE, TAG, KUBECONFIG, RWX_CLASS), as `NAME ?= value`: the
+# command line and the environment still win over them. Git ignores the file.
+WORKSHOP_ENV ?= .workshop.env
+-include $(WORKSHOP_ENV)
+# kubectl, in every recipe, reads the kubeconfig saved there (or given).
+ifneq ($(strip $(KUBECONFIG)),)
+export KUBECONFIG
+endif
 
 IMAGE     ?= ghcr.io/example/mnist-trainer
 TAG       ?= 0.1.0

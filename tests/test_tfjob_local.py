@@ -565,3 +565,24 @@ def test_the_distributed_benchmark_runs_one_process_and_a_two_replica_tfjob_on_t
 def test_the_distributed_benchmark_refuses_a_batch_the_replicas_cannot_share():
     assert_one_line_error(run_script("bench.py", "distributed", "--replicas", 3, "--batch_size", 100),
                           "--batch_size 100 must split evenly over 3 replicas")
+
+
+NO_GPU_NOTICES = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796612629.334315    6397 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+    "GPU will not be used.",
+    "E0000 00:00:1796612645.512326    6397 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+    "Failed call to cuInit: UNKNOWN ERROR (303)",
+]
+
+
+def test_the_no_gpu_notices_of_a_replica_stay_in_its_log_and_off_the_terminal(tmp_path):
+    # What TensorFlow 2.21 prints as it starts on a machine without a GPU (tfk8s/noise.py), then a real error.
+    lines = [*NO_GPU_NOTICES, "E0000 00:00:1796612645.6 6397 other.cc:1] a real error", "hello"]
+    script = f"import sys; sys.stderr.write({chr(10).join(lines) + chr(10)!r})"
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never")}, commands={"Chief": ["python", "-c", script]})
+    result = run_local(manifest, tmp_path / "run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert replica_lines(result.stdout, "chief-0") == lines[-2:], result.stdout
+    (log,) = (tmp_path / "run").rglob("*chief-0.log")
+    assert log.read_text().splitlines() == lines

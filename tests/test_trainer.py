@@ -23,6 +23,10 @@ def test_short_run_learns_far_above_chance(trained_model):
     assert accuracy > 96.7, trained_model["stdout"]
     progress = re.findall(r"^step +(\d+)/300 .*validation loss [\d.]+ acc ([\d.]+)%", trained_model["stdout"], re.M)
     assert [int(step) for step, _ in progress] == [150, 300]
+    # A line at least every PROGRESS_EVERY (100) steps between evaluations, with the time left.
+    reported = [int(step) for step in re.findall(r"^step +(\d+)/300 ", trained_model["stdout"], re.M)]
+    assert reported == [100, 150, 200, 300], trained_model["stdout"]
+    assert re.search(r"^step +200/300 .* images/s, about \d+s to go$", trained_model["stdout"], re.M)
 
 
 @pytest.mark.slow
@@ -73,6 +77,8 @@ def test_rerun_exports_a_new_version_and_keeps_the_first(trained_model, tmp_path
     result = run_script("main.py", "--steps", 300, "--model_dir", model_dir, "--export_dir", export_dir)
     assert result.returncode == 0, result.stderr
     assert "already trained to step 300 of 300" in result.stdout
+    # The restore only evaluates and exports, on purpose: no warning about the optimizer's unrestored slots.
+    assert "unrestored values" not in result.stderr, result.stderr
     found = versions.versions(export_dir)
     assert len(found) == 2 and found[0] == int(first.name) and found[1] > found[0]
     assert {p.name: p.stat().st_mtime_ns for p in first.rglob("*")} == before
@@ -133,3 +139,23 @@ def test_help_describes_every_flag():
     for flag in ("--steps", "--hidden_layers", "--learning_rate", "--model_dir", "--export_dir",
                  "--batch_size", "--dataset", "--data_dir", "--eval_every"):
         assert flag in result.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_the_same_command_resumes(tmp_path):
+    model_dir = tmp_path / "model"
+    args = [sys.executable, str(SRC / "main.py"), "--steps", "5000", "--eval_every", "20", "--checkpoint_every", "20",
+            "--hidden_layers", "1", "--model_dir", str(model_dir), "--export_dir", str(tmp_path / "export")]
+    # Ctrl-C as a terminal sends it, whatever this test runner was started with (a background job ignores SIGINT,
+    # and its children inherit that).
+    trainer = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 300
+    while not (model_dir / "ckpt-20.index").exists():
+        assert trainer.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    trainer.send_signal(signal.SIGINT)
+    out, err = trainer.communicate(timeout=120)
+    assert trainer.returncode == 130, err
+    assert err.strip().splitlines()[-1] == ("error: interrupted: the checkpoints saved so far are intact; "
+                                            "run the same command again to resume from the last one"), err

@@ -1,14 +1,14 @@
 """The whole local path in one command: train, export, serve, and predict the ten sample digits.
 
     make demo                          # the same as: python src/demo.py
-    python src/demo.py --retrain       # train again although an export exists
+    make demo DEMO_FLAGS=--retrain     # train again although an export exists (python src/demo.py --retrain)
 
 Every step runs what an attendee runs in the workshop (src/main.py,
 src/serve.py, src/client.py), so the demo shows what those steps do. The
-first run trains for --steps steps into runs/demo/ (about two minutes on two
-cores); later runs find the export in runs/demo/export and go straight to
-serving. The model server is always stopped at the end, also after an error,
-Ctrl-C or SIGTERM.
+first run trains for --steps steps into runs/demo/; later runs find the export in runs/demo/export and go straight to
+serving. The trainer's output is relayed without TensorFlow's no-GPU notices
+(tfk8s/noise.py). The model server is always stopped at the end, also after an
+error, Ctrl-C or SIGTERM; Ctrl-C while training says that the same command resumes.
 """
 import contextlib
 import json
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tfk8s import versions
 from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point
+from tfk8s.noise import is_no_gpu_notice
 from tfk8s.paths import REPO, RUNS, SRC
 
 SAMPLES_DIR = REPO / "data"  # data/0.png ... data/9.png: real test digits, written by src/make_samples.py
@@ -33,7 +34,7 @@ SERVER_START_TIMEOUT = 180  # seconds for the server to import TensorFlow and lo
 
 def parse_args(argv=None):
     p = ArgumentParser(description="Train (or reuse) a model, serve it locally and predict the sample digits.")
-    p.add_argument("--steps", type=int, default=600, help="training steps, when there is no export to reuse")
+    p.add_argument("--steps", type=int, default=300, help="training steps, when there is no export to reuse")
     p.add_argument("--workdir", type=Path, default=RUNS / "demo",
                    help="holds model/ (checkpoints and TensorBoard summaries) and export/ (SavedModel versions)")
     p.add_argument("--retrain", action="store_true",
@@ -64,6 +65,32 @@ def run(script, argv, **kwargs):
     return subprocess.run([sys.executable, str(SRC / script), *map(str, argv)], env=env, **kwargs)
 
 
+def relay(script, argv):
+    """Run src/<script> as run() does, copying its output here line by line without TensorFlow's no-GPU notices
+    (tfk8s/noise.py); return its exit code. Ctrl-C reaches it too: its last words are copied before we go on."""
+    print(command_line(script, argv), flush=True)
+    env = child_env()
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with subprocess.Popen([sys.executable, str(SRC / script), *map(str, argv)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace") as process:
+        def copy(lines):
+            for line in lines:
+                if not is_no_gpu_notice(line):
+                    print(line, end="", flush=True)
+        try:
+            copy(process.stdout)
+        except KeyboardInterrupt:  # the child has its SIGINT too: let it say where it stopped
+            try:
+                copy(process.communicate(timeout=60)[0].splitlines(keepends=True))
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+        except BaseException:
+            process.kill()
+            raise
+    return process.returncode
+
+
 def step(title):
     print(f"\n== {title}", flush=True)
 
@@ -72,17 +99,22 @@ def train(steps, model_dir, export_dir, retrain):
     """Run the trainer (it prints its own progress), unless an export exists and `retrain` is false."""
     existing = list(versions.listing(export_dir).values())
     if existing and not retrain:
-        print(f"reusing the export {shown(existing[-1])}: no training (--retrain trains again)", flush=True)
+        print(f"reusing the export {shown(existing[-1])}: no training "
+              "(to train again: make demo DEMO_FLAGS=--retrain)", flush=True)
         return existing[-1]
     if retrain and model_dir.exists():
         print(f"--retrain: removing the previous checkpoints and summaries in {shown(model_dir)}", flush=True)
         shutil.rmtree(model_dir)
     every = max(1, steps // 5)  # five progress lines, each with a validation score
     started = time.monotonic()
-    result = run("main.py", ["--steps", steps, "--eval_every", every, "--checkpoint_every", every,
-                             "--model_dir", model_dir, "--export_dir", export_dir])
-    if result.returncode != 0:
-        raise UserError(f"training failed (exit code {result.returncode}); its output is above")
+    try:
+        code = relay("main.py", ["--steps", steps, "--eval_every", every, "--checkpoint_every", every,
+                                 "--model_dir", model_dir, "--export_dir", export_dir])
+    except KeyboardInterrupt:
+        raise InterruptedByUserError("interrupted: make demo again resumes the training from its last checkpoint") \
+            from None
+    if code != 0:
+        raise UserError(f"training failed (exit code {code}); its output is above")
     print(f"trained and exported in {time.monotonic() - started:.0f}s", flush=True)
     return versions.newest(export_dir)
 
@@ -126,7 +158,7 @@ def local_server(export_dir):
         lines = str(err).strip().splitlines()
         reason = next((line for line in reversed(lines) if line.startswith("error: ")), lines[-1])
         raise UserError(f"the model server did not start ({lines[0].rstrip(':')}): {reason.removeprefix('error: ')}; "
-                        f"to train and export a new model: python src/demo.py --retrain") from None
+                        f"to train and export a new model: make demo DEMO_FLAGS=--retrain") from None
     print(f"model server stopped (pid {server.process.pid})", flush=True)
 
 
@@ -160,6 +192,10 @@ def report(records):
         verdict = "" if truth is None else ("ok" if truth == digit else f"WRONG: it is a {truth}")
         print(f"{shown(record['image']):<14} {digit:>5} {record['probability']:>12.2%}  {verdict}")
     print(f"{correct}/{judged} correct", flush=True)
+
+
+class InterruptedByUserError(UserError):
+    exit_code = 130  # 128 + SIGINT
 
 
 class TerminatedError(UserError):

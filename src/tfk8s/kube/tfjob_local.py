@@ -46,6 +46,7 @@ from pathlib import Path
 from tfk8s import yamlfile
 from tfk8s.cli import ArgumentParser, UserError, child_env, duration, entry_point, fail
 from tfk8s.kube import reaper, tfjob_check
+from tfk8s.noise import is_no_gpu_notice
 from tfk8s.paths import REPO, RUNS
 from tfk8s.ports import free_ports
 
@@ -306,7 +307,8 @@ def start(replica, watchdog):
                     except OSError as err:
                         replica.output_error = f"cannot write its log {replica.log_path}: {err.strerror}"
                         log = close_quietly(log)
-                say(line, replica.name)
+                if not is_no_gpu_notice(line):  # TensorFlow's "no GPU here" notices: in the log only
+                    say(line, replica.name)
         except Exception as err:  # noqa: BLE001 (any failure is the run's, reported by the main loop)
             replica.output_error = replica.output_error or f"its output could not be read ({err})"
             for _ in process.stdout:

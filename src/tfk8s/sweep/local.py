@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tfk8s.kube import reaper
@@ -50,6 +51,7 @@ def run_local(trials, paths, root, logs, parallel, trainer_args):
     """
     processes = {}
     logs.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
 
     def start(trial):
         log = logs / f"{trial.job}.log"
@@ -64,6 +66,11 @@ def run_local(trials, paths, root, logs, parallel, trainer_args):
                                                    stdin=subprocess.DEVNULL,
                                                    preexec_fn=reaper.die_with_runner(signal.SIGTERM))
         print(f"{trial.job}: started ({trial.describe()}), log {log}", flush=True)
+        done = sum(process.poll() is not None for process in processes.values())
+        if done:  # the time left, at the pace of the trials so far
+            left = round((time.monotonic() - began) / done * (len(trials) - done))
+            print(f"  about {left // 60}m{left % 60:02d}s left: {len(trials) - done} of {len(trials)} trials to go",
+                  flush=True)
 
     def outcome(trial):
         code = processes[trial.id].poll()

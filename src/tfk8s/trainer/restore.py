@@ -165,7 +165,8 @@ def trained_hidden_layers(prefix):
 
 
 def load(checkpoint, prefix, hidden_layers):
-    """Restore `checkpoint` from `prefix`; a model of another shape is one line naming the mismatch.
+    """Restore `checkpoint` from `prefix` and return the restore's status; a model of another shape is one line
+    naming the mismatch.
 
     The number of convolution blocks is read from the checkpoint first: restoring into another model would
     fail on the first variable of another shape, and leave TensorFlow's warnings about the rest at exit.
@@ -177,8 +178,10 @@ def load(checkpoint, prefix, hidden_layers):
                         f"blocks): it was trained with --hidden_layers {trained}, this run has {hidden_layers}; give "
                         "the same flags to resume it, or another --model_dir to train this model")
     try:
-        checkpoint.restore(prefix).assert_existing_objects_matched()
+        status = checkpoint.restore(prefix)
+        status.assert_existing_objects_matched()
     except (ValueError, AssertionError) as err:
         raise UserError(f"--model_dir {model_dir} holds a model of another shape ({name}: {one_line(err)}): "
                         "it was trained with other model flags; give the same flags to resume it, or another "
                         "--model_dir to train this model") from None
+    return status

@@ -21,6 +21,7 @@ by every replica; a restarted process resumes from the last one (global step
 and optimizer state); evaluation every --eval_every steps with TensorBoard
 summaries under --model_dir; one export per run under --export_dir.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ import tf_keras as keras
 from tensorboard.plugins.hparams import api as hp
 
 from tfk8s import mnist
-from tfk8s.cli import RetryableError
+from tfk8s.cli import RetryableError, UserError
 from tfk8s.trainer import cluster, restore, storage
 from tfk8s.trainer.export import export_saved_model
 from tfk8s.trainer.model import augment, build_model, make_optimizer
@@ -47,6 +48,9 @@ PEER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
 # Errors that a failed write raises (a full disk: OSError from Python, ResourceExhaustedError from TensorFlow).
 WRITE_FAILED = (OSError, tf.errors.OpError)
 EVAL_BATCH = 1000
+# A progress line every this many steps between evaluations: about 10 s at 1,000 images/s (batch 100), so that
+# a slow laptop is never a minute without news. Every replica stops at the same steps (next_boundary).
+PROGRESS_EVERY = 100
 
 
 # ---------------------------------------------------------------- 1. data
@@ -139,8 +143,7 @@ class Checkpoints:
 
     def restore(self, hidden_layers):
         """Resume from the newest intact checkpoint in model_dir; its path, or None for a fresh start."""
-        if self.latest:
-            restore.load(self.checkpoint, self.latest, hidden_layers)
+        self.status = restore.load(self.checkpoint, self.latest, hidden_layers) if self.latest else None
         return self.latest
 
     def save(self, step):
@@ -234,7 +237,7 @@ class Summaries:
             self.writers = {run: tf.summary.create_file_writer(os.path.join(model_dir, run))
                             for run in ("train", "eval", "test")}
             with tf.summary.create_file_writer(model_dir).as_default():
-                hp.hparams(hparams, trial_id=os.path.basename(os.path.normpath(model_dir)))
+                hp.hparams(hparams, trial_id=session_name(model_dir))
             if metrics_dir:
                 self.copies = {run: tf.summary.create_file_writer(os.path.join(metrics_dir, run))
                                for run in ("eval", "test")}
@@ -268,15 +271,36 @@ class Summaries:
         writer.flush()  # TensorBoard on a shared volume sees it now, not at exit
 
 
-def next_boundary(step, steps, eval_every, checkpoint_every):
+def session_name(model_dir):
+    """The HParams session (TensorBoard's trial id) of a run: one per --model_dir, e.g. `local/model 3f2a9c`.
+
+    TensorBoard's HParams tab averages the sessions that share a trial id into one row
+    (tensorboard 2.21, plugins/hparams/list_session_groups.py: the group is `group_name or session.name`),
+    so the basename would merge runs/demo/model, runs/local/model and every sweep's t01 into one row `model`
+    (or `t01`) with figures no run reached. The last two parts of the path keep the row readable; a digest of
+    the whole absolute path keeps it apart from any other run. Resuming the same model_dir stays the same session.
+    """
+    path = os.path.abspath(os.path.normpath(model_dir))
+    tail = "/".join(part for part in Path(path).parts[-2:] if part != os.sep)
+    return f"{tail} {hashlib.sha256(path.encode()).hexdigest()[:6]}"
+
+
+def next_boundary(step, steps, eval_every, checkpoint_every, progress_every=PROGRESS_EVERY):
     """The next step at which the loop stops to report, evaluate or save."""
-    return min(steps, (step // eval_every + 1) * eval_every, (step // checkpoint_every + 1) * checkpoint_every)
+    return min(steps, *((step // every + 1) * every for every in (eval_every, checkpoint_every, progress_every)))
+
+
+def duration(seconds):
+    """`45s`, `3m05s`: what a progress line says is left."""
+    seconds = round(seconds)
+    return f"{seconds}s" if seconds < 60 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def loop(args, learner, run_steps, checkpoints, summaries, snapshot, validate, say):
     """Train from the current global step to args.steps; return the images/s of each window."""
     speeds = []
     window_start, window_step = time.time(), learner.step
+    run_start, run_step = window_start, window_step
     while learner.step < args.steps:
         run_steps(next_boundary(learner.step, args.steps, args.eval_every, args.checkpoint_every) - learner.step)
         current = learner.step
@@ -296,6 +320,10 @@ def loop(args, learner, run_steps, checkpoints, summaries, snapshot, validate, s
                 say(f"step {current:>6}/{args.steps}  train loss {loss:.4f} acc {accuracy:.2%}  "
                     f"validation loss {val_loss:.4f} acc {val_accuracy:.2%}  "
                     f"lr {lr:.5f}  {images_per_second:,.0f} images/s")
+        elif current < args.steps:
+            left = (args.steps - current) * (time.time() - run_start) / max(current - run_step, 1)
+            say(f"step {current:>6}/{args.steps}  train loss {loss:.4f} acc {accuracy:.2%}  "
+                f"{images_per_second:,.0f} images/s, about {duration(left)} to go")
         window_start, window_step = time.time(), current
     return speeds
 
@@ -356,6 +384,10 @@ def train(args, role, strategy, writer=None):
     start_step = learner.step
     if start_step >= args.steps:
         say(f"already trained to step {start_step} of {args.steps}: evaluating and exporting")
+        if checkpoints.status:
+            # No step runs, so the optimizer's slots are never built: without this, TensorFlow warns about each
+            # of them ("... being deleted with unrestored values") when the run ends.
+            checkpoints.status.expect_partial()
     train_start = time.time()
     validate = (lambda: evaluate(eval_model, *data["validation"])) if chief else None
     speeds = loop(args, learner, run_steps, checkpoints, summaries, snapshot, validate, say)
@@ -403,4 +435,13 @@ def run(args, role, writer=None):
     except PEER_LOST as err:
         raise RetryableError(f"{role.name} lost a peer replica ({type(err).__name__}); "
                              "exiting to be restarted and resume from the last checkpoint") from None
+    except KeyboardInterrupt:
+        raise TrainingInterruptedError("interrupted: the checkpoints saved so far are intact; run the same command "
+                                       "again to resume from the last one") from None
     return result
+
+
+class TrainingInterruptedError(UserError):
+    """Ctrl-C: exit 130, as a shell reports SIGINT, saying how to go on."""
+
+    exit_code = 130
