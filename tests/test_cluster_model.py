@@ -3,11 +3,12 @@ operator's pods and headless Services, Katib's trial Chief and suggestion pod un
 (with the workshop's katib-config, and refused with the stock one), schemas, the CronJob's Job, serving at the
 autoscaler's maximum."""
 import json
+import re
 
 import pytest
 import yaml
 
-from support import VERSIONS, make, validate
+from support import VERSIONS, make, pushed_record, validate
 from tfk8s.kube import cluster_model, pod_security, render
 from tfk8s.kube.tfjob_local import operator_tf_config
 from tfk8s.paths import KUBE
@@ -156,13 +157,20 @@ def test_every_object_the_cluster_makes_passes_the_checks_of_the_objects_we_writ
 
 
 def test_make_render_writes_what_the_cluster_makes_to_a_directory_of_its_own(tmp_path):
-    result = make("render", f"OUT={tmp_path}", "NAMESPACE=alice", "IMAGE=r.example.com/alice-mnist", "TAG=v1")
+    digest = "sha256:" + "5e" * 32
+    (tmp_path / "record").mkdir()
+    record = pushed_record(tmp_path / "record", f"r.example.com/alice-mnist:v1@{digest}")
+    result = make("render", f"OUT={tmp_path / 'out'}", "NAMESPACE=alice", "IMAGE=r.example.com/alice-mnist", "TAG=v1",
+                  f"PUSHED_IMAGE={record}")
     assert result.returncode == 0, result.stdout + result.stderr
-    out = tmp_path / "cluster-made"
+    out = tmp_path / "out" / "cluster-made"
     assert sorted(p.name for p in out.glob("*.yaml")) == sorted(cluster_model.cluster_made("alice"))
     for path in out.glob("*.yaml"):
         text = path.read_text()
         assert text.startswith("# Made by the cluster, not applied by anyone")
         docs = [d for d in yaml.safe_load_all(text) if d]
-        assert docs == cluster_model.cluster_made("alice", "r.example.com/alice-mnist", "v1")[path.name]
+        # The trainer pulled by the digest `make push` recorded, as every object the attendee applies.
+        assert docs == cluster_model.cluster_made("alice", "r.example.com/alice-mnist", "v1", digest=digest)[path.name]
+        pulls = re.findall(r"r\.example\.com/alice-mnist\S*", text)
+        assert set(pulls) <= {f"r.example.com/alice-mnist:v1@{digest}"}, (path.name, pulls)
         assert pod_security.violations(docs, "restricted") == [], path.name

@@ -272,14 +272,14 @@ def object_counts():
 
 
 def ephemeral_maximum():
-    """The largest ephemeral-storage limit of one container the workshop runs (kube/*.yaml, and what Katib adds
-    to its pods): the LimitRange's max."""
-    from tfk8s.sweep import katib_cluster
-    containers = [c for d in render.load(sorted(KUBE.glob("*.yaml"))) for t in pod_specs(d)
+    """The largest ephemeral-storage limit of one container the workshop runs (kube/*.yaml, and the pods Katib
+    makes and mutates, as the cluster model builds them): the LimitRange's max."""
+    from tfk8s.kube import cluster_model
+    katib = cluster_model.experiment_objects(cluster_model.workshop_experiment(
+        "default", f"{render.TRAINER_IMAGE}:0.1.0"), cluster_model.katib_config())
+    containers = [c for d in render.load(sorted(KUBE.glob("*.yaml"))) + katib for t in pod_specs(d)
                   for c in t.get("containers", []) + t.get("initContainers", [])]
-    limits = [container_amount(c, "limits", "ephemeral-storage") for c in containers]
-    limits.append(whole(katib_cluster.DEFAULT_CONTAINER["limits"]["ephemeral-storage"]))
-    return max(limits)
+    return max(container_amount(c, "limits", "ephemeral-storage") for c in containers)
 
 
 def pod_specs(doc):
@@ -289,6 +289,8 @@ def pod_specs(doc):
         return [r["template"]["spec"] for r in spec["tfReplicaSpecs"].values()]
     if doc["kind"] == "CronJob":
         return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+    if doc["kind"] == "Pod":
+        return [spec]
     if "template" in spec:
         return [spec["template"]["spec"]]
     return []
