@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from support import REPO, SRC, assert_one_line_error, make, run_script
-from tfk8s.ports import free_port
+from tfk8s.ports import free_port, free_ports
 from tfk8s.serving import model_config
 from tfk8s.serving import process as serve
 from tfk8s.serving.tensors import apis, to_tensor_proto
@@ -175,7 +175,7 @@ def test_make_promote_edits_the_live_config_map_and_waits_for_the_pod_to_serve_i
     assert ('kubectl --namespace "$namespace" get configmap "$configmap" --output yaml \\\n'
             '    | "$python" src/model_config.py "$@" --configmap - | kubectl --namespace "$namespace" apply -f -') \
         in script
-    assert '"$python" src/model_config.py wait --configmap - --server http://localhost:8501' in script
+    assert '"$python" src/model_config.py wait --configmap - --server "$server"' in script
 
 
 def test_make_canary_loads_the_new_version_before_it_labels_it():
@@ -303,7 +303,10 @@ def test_serve_py_refuses_a_bad_config_at_start_up_in_one_line(tmp_path, flags, 
     binary = tmp_path / "binary.config"
     binary.write_bytes(bytes(range(256)))
     names = {"config": config, "exports": tmp_path, "missing": tmp_path / "none", "bad": bad, "binary": binary}
-    result = run_script("serve.py", *[f.format(**names) for f in flags], timeout=120)
+    # Free ports first (a flag given later wins): the refusal must not depend on 8500 being free here.
+    ports = [str(p) for p in free_ports(2)]
+    result = run_script("serve.py", "--port", ports[0], "--rest_api_port", ports[1],
+                        *[f.format(**names) for f in flags], timeout=120)
     assert_one_line_error(result, fragment)
 
 

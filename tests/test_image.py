@@ -46,7 +46,8 @@ def test_the_jobs_pod_becomes_its_docker_run_flags(tmp_path):
     assert flags(args, "--cpus") == ["2"] and flags(args, "--cpu-shares") == ["1024"]
     assert flags(args, "--memory") == [str(4 * 2**30)] == flags(args, "--memory-swap")
     assert flags(args, "--env") == ["PYTHONUNBUFFERED=1"]
-    assert flags(args, "--tmpfs") == ["/tmp:rw,exec,nosuid,nodev,gid=1000,mode=2777"]
+    # kube/job.yaml's /tmp emptyDir has sizeLimit 1Gi: the tmpfs is that size.
+    assert flags(args, "--tmpfs") == [f"/tmp:rw,exec,nosuid,nodev,gid=1000,mode=2777,size={1024 * MIB}"]
     assert flags(args, "--mount") == [f"type=bind,source={tmp_path / 'mnist-nfs'},target=/mnt/nfs"]
     # command: the entrypoint and its arguments; then the manifest's args; then the runner's own.
     assert flags(args, "--entrypoint") == ["python"]

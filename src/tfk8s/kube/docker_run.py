@@ -36,7 +36,7 @@ import uuid
 from pathlib import Path
 
 from tfk8s import yamlfile
-from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point
+from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, duration, entry_point
 from tfk8s.kube import resources, tfjob_local
 from tfk8s.paths import RUNS
 
@@ -330,7 +330,8 @@ def main(argv=None):
                         help="where the claims' stand-ins and the logs go (default: runs/docker/<name>)")
     parser.add_argument("--replicas", action="append", default=[], metavar="TYPE=N",
                         help="change a TFJob replica count, e.g. Worker=1 (repeatable)")
-    parser.add_argument("--restart_delay", type=float, default=tfjob_local.RESTART_DELAY, metavar="SECONDS",
+    parser.add_argument("--restart_delay", type=duration(zero=True, maximum=3600),
+                        default=tfjob_local.RESTART_DELAY, metavar="SECONDS",
                         help="seconds before a failed TFJob replica is started again")
     args = parser.parse_args(own)
     docs = yamlfile.documents(args.manifest)

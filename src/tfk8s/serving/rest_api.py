@@ -157,11 +157,10 @@ class Api:
         return json_examples.regress_response(result)
 
     def _check(self, signature, dims):
-        """The shapes a body's tensors will have, checked against the signature and the limits before they
-        are built (a body of a few hundred MB used to become a tensor first, then be refused)."""
+        """The sizes a body's tensors will have, checked against the limits before they are built (a body of a
+        few hundred MB used to become a tensor first, then be refused). The signature's shapes are checked once
+        the values are read, as TensorFlow Serving does: a value of the wrong type is named first."""
         dtypes = {alias: signature.inputs[alias].dtype for alias in dims}
-        if set(dims) == set(signature.inputs):
-            signature.check_types_and_shapes(dtypes, dims)
         for alias, shape in dims.items():
             refusal = too_large(alias, shape, tensors.nbytes(dtypes[alias], shape), self.max_bytes, self.budget)
             if refusal:

@@ -241,8 +241,18 @@ class LoadedVersion:
     def rest_signature(self, name):
         """The REST handler's lookup (GetInfoMap): INVALID_ARGUMENT, and its own message."""
         key = name or DEFAULT_SIGNATURE
-        if key not in self.signature_defs.signature_def:
+        # A name that is not UTF-8 names no signature (the protobuf map cannot even be asked for it).
+        if not utf8_text(key) or key not in self.signature_defs.signature_def:
             raise invalid(f'Serving signature name: "{key}" not found in signature def')
         if not self.signature_defs.signature_def[key].inputs or key not in self.signatures:
             raise invalid(f"Failed to get input map for signature: {name or 'DEFAULT'}")
         return self.signatures[key]
+
+
+def utf8_text(text):
+    """True when `text` is valid UTF-8 (no byte smuggled in by surrogateescape, no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
