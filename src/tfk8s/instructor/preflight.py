@@ -55,9 +55,15 @@ class Row:
 # ---------------------------------------------------------------- images
 
 def dockerfile_base():
+    """The image src/Dockerfile's first FROM starts from, its build arguments' defaults filled in (FROM ${BASE})."""
+    defaults = {}
     for line in (REPO / "src" / "Dockerfile").read_text().splitlines():
+        if line.startswith("ARG ") and "=" in line:
+            name, _, value = line[4:].strip().partition("=")
+            defaults[name] = value
         if line.startswith("FROM "):
-            return line.split()[1]
+            image = line.split()[1]
+            return re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)), image)
     raise UserError("src/Dockerfile has no FROM line")
 
 
