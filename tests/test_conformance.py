@@ -308,7 +308,7 @@ NOT_UTF8 = [  # (request, HTTP status, bytes the error holds): TensorFlow Servin
     (post(b"/v1/models/m:predict", b'{"instances": [1], "x": "\\uDBFF\\u0041"}'), 400,
      b"The surrogate pair in string is invalid. at offset: 25"),
     (post(b"/v1/models/m:predict", b'{"signature_name": "\xff", "instances": [1]}'), 400,
-     b'Serving signature name: "\xff" not found in signature def'),
+     b'Serving signature name: \\"\xff\\" not found in signature def'),  # quotes escaped in the JSON body
     (post(b"/v1/models/m:classify", b'{"signature_name": "classify_x_to_y", "examples": [{"\xff": 1.0}]}'), 400,
      b"not valid UTF-8"),
     (b"GET /v1/models/m/versions/" + LONG_VERSION + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 400,
