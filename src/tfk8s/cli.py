@@ -103,3 +103,12 @@ def duration(unit="seconds", zero=False, maximum=None, integer=False):
 
     parse.__name__ = "duration"  # argparse names the type in its messages
     return parse
+
+
+def split_at_dashes(argv):
+    """(the command's own arguments, those after `--`, which it passes on to the trainer)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    at = argv.index("--")
+    return argv[:at], argv[at + 1:]

@@ -36,7 +36,7 @@ import uuid
 from pathlib import Path
 
 from tfk8s import yamlfile
-from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, duration, entry_point
+from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, duration, entry_point, split_at_dashes
 from tfk8s.kube import resources, tfjob_local
 from tfk8s.paths import RUNS
 
@@ -318,8 +318,7 @@ def set_replicas(doc, assignments):
 
 @entry_point
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    own, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    own, extra = split_at_dashes(sys.argv[1:] if argv is None else argv)
     parser = ArgumentParser(
         description="Run kube/job.yaml or a TFJob manifest as containers of the trainer image, under each "
                     "pod's securityContext, resources, environment, arguments and volumes.",
@@ -334,13 +333,14 @@ def main(argv=None):
                         default=tfjob_local.RESTART_DELAY, metavar="SECONDS",
                         help="seconds before a failed TFJob replica is started again")
     args = parser.parse_args(own)
-    docs = yamlfile.documents(args.manifest)
+    docs = yamlfile.documents(args.manifest, must_hold="a Job or a TFJob")
     if len(docs) != 1 or not isinstance(docs[0], dict):
         raise UserError(f"{args.manifest} holds {len(docs)} documents; expected one Job or one TFJob")
     kind = docs[0].get("kind")
     if kind == "TFJob":
         doc = tfjob_local.load_tfjob(args.manifest)
         set_replicas(doc, args.replicas)
+        tfjob_local.count_replicas(doc)
     elif kind == "Job":
         doc = docs[0]
         if args.replicas:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfk8s import yamlfile
-from tfk8s.cli import ArgumentParser, UserError, child_env, duration, entry_point, fail
+from tfk8s.cli import ArgumentParser, UserError, child_env, duration, entry_point, fail, split_at_dashes
 from tfk8s.kube import reaper, tfjob_check
 from tfk8s.noise import is_no_gpu_notice
 from tfk8s.paths import REPO, RUNS
@@ -442,8 +442,7 @@ def supervise(doc, replicas, watchdog, restart_delay=RESTART_DELAY):
 
 @entry_point
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    own, trainer_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    own, trainer_args = split_at_dashes(sys.argv[1:] if argv is None else argv)
     parser = ArgumentParser(
         description="Run a TFJob manifest locally: one process per replica, with the TF_CONFIG, restarts "
                     "and success rule of the Kubeflow training operator.",

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from tfk8s.cli import ArgumentParser, UserError, duration, entry_point
+from tfk8s.cli import ArgumentParser, UserError, duration, entry_point, split_at_dashes
 from tfk8s.kube import kubectl
 from tfk8s.paths import REPO, RUNS, TEMPLATED
 from tfk8s.sweep import cluster, local
@@ -88,9 +88,7 @@ algorithm, early stopping and the trial budget); its trials are the same TFJobs,
 
 
 def parse_args(argv):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    trainer_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    argv, trainer_args = split_at_dashes(sys.argv[1:] if argv is None else argv)
     p = ArgumentParser(prog="templated/run.sh", formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="A hyperparameter sweep: one TFJob per combination of the values file's grid.",
                        epilog=HELP, usage="%(prog)s [options] [--dry_run --output_dir DIR | --local | --delete | "
