@@ -28,7 +28,9 @@ KUBECTL = kubectl --namespace $(NAMESPACE)
 PUSHED_IMAGE ?= $(RUNS)/pushed-image
 PLACEHOLDER_DIGEST ?=
 DIGEST_FLAGS = $(if $(PLACEHOLDER_DIGEST),--placeholder_digest,--pushed_image $(PUSHED_IMAGE))
-RENDER_ANY = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --namespace $(NAMESPACE)$(RWX_FLAGS)
+# The upstream images (TensorFlow Serving) by the digests the instructor pinned (make instructor-pin-images).
+PINNED_IMAGES ?= pinned-images.yaml
+RENDER_ANY = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --namespace $(NAMESPACE) --pins $(PINNED_IMAGES)$(RWX_FLAGS)
 RENDER  = $(RENDER_ANY) $(DIGEST_FLAGS)
 # The pushed reference IMAGE:TAG@sha256:... for the sweep's --image (one line and exit 1 without a push):
 # `ref=$$($(IMAGE_REFERENCE)) && COMMAND --image "$$ref"`.
