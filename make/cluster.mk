@@ -161,10 +161,14 @@ serve: check-cluster venv model-config ## Step 7: serve the newest export with T
 	$(RENDER) kube/serving.yaml | $(KUBECTL) apply -f -
 	$(KUBECTL) rollout status deployment/$(SERVING) --timeout=10m
 
+# What `make predict` asks serving (src/client.py's flags): the images of data/ by default; a load test with
+# PREDICT_FLAGS="--num_tests 20000 --concurrency 32", a label with PREDICT_FLAGS="--image data --version_label canary".
+PREDICT_FLAGS ?= --image data
+
 .PHONY: predict
-predict: check-cluster venv ## Step 8: classify data/*.png with the served model, from this laptop
+predict: check-cluster venv ## Step 8: classify data/*.png with the served model, from this laptop (other client flags: PREDICT_FLAGS=...)
 	$(STEPS) with-port-forward $(NAMESPACE) $(SERVING) 8500 \
-	  sh -c 'exec $(PYTHON) src/client.py --host 127.0.0.1 --port $$FORWARDED_PORT --image data --model mnist --signature_name predict'
+	  sh -c 'exec $(PYTHON) src/client.py --host 127.0.0.1 --port $$FORWARDED_PORT --model mnist --signature_name predict $(PREDICT_FLAGS)'
 
 .PHONY: sweep
 sweep: check-cluster check-pushed ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once (a new run each time)

@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import sys
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -97,7 +98,7 @@ def katib_images():
 
 
 def healthy_world():
-    images = [ref for _, ref in preflight.pinned_images()] + [i for v in katib_images().values() for i in v]
+    images = [ref for _, ref in preflight.pinned_images(the_pins=[])] + [i for v in katib_images().values() for i in v]
     deployments = {"training-operator": {"replicas": 1, "ready": 1, "images": ["kubeflow/training-operator:v1"]},
                    **{name: {"replicas": 1, "ready": 1, "images": images} for name, images in katib_images().items()}}
     the_plan = plan.make_plan(2, plan.MACHINE_TYPE)
@@ -125,7 +126,11 @@ def world(tmp_path):
     state = healthy_world()
     path = tmp_path / "world.json"
 
-    def run(without=(), pins=pins.PINS):
+    # The repository's pinned-images.yaml as it is before `make instructor-pin-images`: no digests.
+    unpinned = tmp_path / "pinned-images.yaml"
+    unpinned.write_text(pins.dump([replace(p, digest="") for p in pins.read()]))
+
+    def run(without=(), pins=unpinned):
         path.write_text(json.dumps(state))
         for tool in without:
             (bin_dir / tool).unlink()
@@ -176,8 +181,8 @@ def test_a_healthy_project_and_cluster_pass_every_row(world):
 ], ids=["the-pinned-digest", "another-digest"])
 def test_the_serving_row_checks_the_digest_pinned_images_yaml_records(world, tmp_path, registry, result, detail):
     run, state = world
-    file = tmp_path / "pinned-images.yaml"
-    pinned = pins.with_digests(pins.read(), {"tensorflow/serving:2.20.0": DIGEST})
+    file = tmp_path / "pinned.yaml"
+    pinned = pins.with_digests(pins.read(tmp_path / "pinned-images.yaml"), {"tensorflow/serving:2.20.0": DIGEST})
     file.write_text(pins.dump(pinned))
     state["digests"][f"tensorflow/serving:2.20.0@{DIGEST}"] = registry
     assert rows(run(pins=file))["image: serving (kube/serving.yaml)"] == (result, detail)

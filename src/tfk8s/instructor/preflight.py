@@ -137,7 +137,7 @@ def pin_images(path=pins.PINS):
     for pin in before:
         digest, why = resolve(pin.reference)
         if digest is None or not pins.DIGEST.fullmatch(digest):
-            failed.append(f"{pin.reference} ({pin.what}): {why or f'answered {digest!r}, not a digest'}")
+            failed.append(f"{pin.what}: {pin.reference}: {why or f'answered {digest!r}, not a digest'}")
         else:
             digests[pin.reference] = digest
     if failed:

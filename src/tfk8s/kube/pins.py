@@ -1,7 +1,7 @@
 """The upstream images the workshop runs, pinned by digest: pinned-images.yaml at the repository's root.
 
     images:
-      - what: TensorFlow Serving (kube/serving.yaml)
+      - what: serving (kube/serving.yaml)
         reference: tensorflow/serving:2.20.0
         digest: ""
 
@@ -31,8 +31,8 @@ COMMAND = "make instructor-pin-images"
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 HEADER = f"""\
 # Every upstream image the workshop runs, its tag and the digest a node pulls: `reference@digest`.
-# The digests are empty in the repository: a digest is learned from the registry that serves the image,
-# never guessed or copied. The instructor fills them in the day before, on a machine that reaches the
+# A digest is learned from the registry that serves the image, never guessed or copied: the repository
+# ships them empty, and the instructor fills them in the day before, on a machine that reaches the
 # registries:
 #   {COMMAND}     (src/instructor.py pin-images: crane digest, or docker manifest inspect)
 # which rewrites this file. Until then the tag alone is pulled, with a warning each time one is rendered.
