@@ -106,6 +106,16 @@ def test_an_image_that_does_not_resolve_is_one_line_naming_it_and_the_file_stays
     assert sorted(p.name for p in path.parent.iterdir()) == ["pinned-images.yaml"]
 
 
+def test_without_crane_or_docker_pin_images_is_one_line_and_writes_nothing(tmp_path):
+    path = pins_copy(tmp_path)
+    before = path.read_bytes()
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    result = run_script("instructor.py", "pin-images", "--pins", path, env={"PATH": str(empty)})
+    assert_one_line_error(result, "neither crane nor docker is installed")
+    assert path.read_bytes() == before
+
+
 def test_without_a_digest_serving_runs_its_tag_with_one_warning_line(tmp_path):
     result = render_serving(pins_copy(tmp_path))
     assert result.returncode == 0, result.stderr

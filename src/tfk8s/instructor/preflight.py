@@ -133,6 +133,8 @@ def pin_images(path=pins.PINS):
     written there (the file replaced at once); one table. An image that does not resolve is one line naming it,
     and the file is left as it was."""
     before = pins.read(path)
+    if not (tools.installed("crane") or tools.installed("docker")):
+        raise UserError(f"neither crane nor docker is installed here: install one to resolve the images of {path}")
     digests, failed = {}, []
     for pin in before:
         digest, why = resolve(pin.reference)
