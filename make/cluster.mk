@@ -28,7 +28,9 @@ KUBECTL = kubectl --namespace $(NAMESPACE)
 PUSHED_IMAGE ?= $(RUNS)/pushed-image
 PLACEHOLDER_DIGEST ?=
 DIGEST_FLAGS = $(if $(PLACEHOLDER_DIGEST),--placeholder_digest,--pushed_image $(PUSHED_IMAGE))
-RENDER_ANY = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --namespace $(NAMESPACE)$(RWX_FLAGS)
+# The upstream images (TensorFlow Serving) by the digests the instructor pinned (make instructor-pin-images).
+PINNED_IMAGES ?= pinned-images.yaml
+RENDER_ANY = $(PYTHON) src/render_manifests.py --image $(IMAGE) --tag $(TAG) --namespace $(NAMESPACE) --pins $(PINNED_IMAGES)$(RWX_FLAGS)
 RENDER  = $(RENDER_ANY) $(DIGEST_FLAGS)
 # The pushed reference IMAGE:TAG@sha256:... for the sweep's --image (one line and exit 1 without a push):
 # `ref=$$($(IMAGE_REFERENCE)) && COMMAND --image "$$ref"`.
@@ -159,10 +161,14 @@ serve: check-cluster venv model-config ## Step 7: serve the newest export with T
 	$(RENDER) kube/serving.yaml | $(KUBECTL) apply -f -
 	$(KUBECTL) rollout status deployment/$(SERVING) --timeout=10m
 
+# What `make predict` asks serving (src/client.py's flags): the images of data/ by default; a load test with
+# PREDICT_FLAGS="--num_tests 20000 --concurrency 32", a label with PREDICT_FLAGS="--image data --version_label canary".
+PREDICT_FLAGS ?= --image data
+
 .PHONY: predict
-predict: check-cluster venv ## Step 8: classify data/*.png with the served model, from this laptop
+predict: check-cluster venv ## Step 8: classify data/*.png with the served model, from this laptop (other client flags: PREDICT_FLAGS=...)
 	$(STEPS) with-port-forward $(NAMESPACE) $(SERVING) 8500 \
-	  sh -c 'exec $(PYTHON) src/client.py --host 127.0.0.1 --port $$FORWARDED_PORT --image data --model mnist --signature_name predict'
+	  sh -c 'exec $(PYTHON) src/client.py --host 127.0.0.1 --port $$FORWARDED_PORT --model mnist --signature_name predict $(PREDICT_FLAGS)'
 
 .PHONY: sweep
 sweep: check-cluster check-pushed ## Step 9: the hyperparameter sweep, one TFJob per trial, SWEEP_PARALLEL at once (a new run each time)

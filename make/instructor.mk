@@ -29,7 +29,7 @@ instructor-operator: check-cluster ## Instructor, once per cluster: install the 
 
 .PHONY: instructor-namespaces
 instructor-namespaces: venv ## Instructor: per attendee a namespace, quota, role, network policy, storage and kubeconfig (ATTENDEES="alice bob")
-	$(INSTRUCTOR) create --output_dir $(INSTRUCTOR_DIR) --duration $(TOKEN_DURATION) --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS) $(ATTENDEES)
+	$(INSTRUCTOR) create --pins $(PINNED_IMAGES) --output_dir $(INSTRUCTOR_DIR) --duration $(TOKEN_DURATION) --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS) $(ATTENDEES)
 
 .PHONY: instructor-kubeconfigs
 instructor-kubeconfigs: venv ## Instructor: fresh tokens, INSTRUCTOR_DIR/<name>.kubeconfig for each of ATTENDEES
@@ -37,7 +37,7 @@ instructor-kubeconfigs: venv ## Instructor: fresh tokens, INSTRUCTOR_DIR/<name>.
 
 .PHONY: instructor-render
 instructor-render: venv ## Instructor: write every object instructor-namespaces applies for ATTENDEES to OUT=DIR
-	$(INSTRUCTOR) render --output_dir "$(OUT)" --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS) $(ATTENDEES)
+	$(INSTRUCTOR) render --pins $(PINNED_IMAGES) --output_dir "$(OUT)" --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS) $(ATTENDEES)
 
 .PHONY: instructor-status
 instructor-status: venv ## Instructor: a row per attendee: storage, image, Job/TFJobs, serving, sweep, quota (WATCH=1 refreshes)
@@ -61,6 +61,10 @@ NODE_SA           ?=
 instructor-registry: venv ## Instructor: a registry repository per attendee (ACCOUNTS="alice=alice@example.com ..."), immutable tags, writer only there
 	$(INSTRUCTOR) registry --project "$(PROJECT)" --location $(REGISTRY_LOCATION) --node_service_account "$(NODE_SA)" $(ACCOUNTS)
 
+.PHONY: instructor-pin-images
+instructor-pin-images: venv ## Instructor, the day before, where the registries are reachable: the digests of the upstream images, into pinned-images.yaml
+	$(INSTRUCTOR) pin-images --pins $(PINNED_IMAGES)
+
 .PHONY: instructor-preflight
 instructor-preflight: venv ## Instructor, the day before: one table of pinned images, cloud APIs, CPU quota, operator, Katib and every kubeconfig's rights
-	$(INSTRUCTOR) preflight --project "$(PROJECT)" --machine_type "$(MACHINE_TYPE)" --kubeconfigs $(INSTRUCTOR_DIR) --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS)
+	$(INSTRUCTOR) preflight --pins $(PINNED_IMAGES) --project "$(PROJECT)" --machine_type "$(MACHINE_TYPE)" --kubeconfigs $(INSTRUCTOR_DIR) --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS)

@@ -32,7 +32,7 @@ from support import (
 CLUSTER_TARGETS = ("check-cluster", "build", "push", "deploy", "storage", "job", "tensorboard", "tfjob", "tfjob-ps",
                    "logs", "serve", "predict", "sweep", "clean", "render", "instructor-plan", "instructor-operator",
                    "instructor-namespaces", "instructor-kubeconfigs", "instructor-render", "instructor-status",
-                   "instructor-clean")
+                   "instructor-clean", "instructor-pin-images")
 EXAMPLE = {"IMAGE": "registry.example.com/me/mnist", "TAG": "v9", "NAMESPACE": "alice"}
 
 
@@ -383,6 +383,25 @@ def test_make_predict_talks_to_the_forward_never_to_what_holds_8500_on_the_lapto
         pod.close()
         if laptop is not None:
             laptop.close()
+
+
+@pytest.mark.parametrize("flags, asked", [((), "--image data"),
+                                          (("PREDICT_FLAGS=--num_tests 20 --concurrency 4",),
+                                           "--num_tests 20 --concurrency 4")])
+def test_make_predict_passes_its_client_flags_behind_the_forward(flags, asked):
+    result = make("-n", "predict", "NAMESPACE=alice", *flags)
+    assert result.returncode == 0, result.stderr
+    command = result.stdout[result.stdout.index("with-port-forward alice mnist-serving 8500"):]
+    assert "--port $FORWARDED_PORT --model mnist --signature_name predict " + asked + "'" in command
+
+
+def test_no_attendee_page_forwards_a_fixed_local_port():
+    """A fixed local port may be held by something on the laptop (make serve-local on 8500): the pages use the
+    targets' forwards, to a port kubectl picks."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*/*.md"))]
+    fixed = [f"{page.relative_to(REPO)}: {m.group()}" for page in pages
+             for m in re.finditer(r"port-forward\s+\S+\s+\d+:\d+", page.read_text())]
+    assert fixed == []
 
 
 def test_an_unknown_step_is_one_line():

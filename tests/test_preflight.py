@@ -10,12 +10,14 @@ import copy
 import json
 import os
 import sys
+from dataclasses import replace
 
 import pytest
 import yaml
 
 from support import REPO, run_script
 from tfk8s.instructor import katib, namespaces, plan, preflight
+from tfk8s.kube import pins
 
 STAND_IN = """#!{python}
 import json, os, sys
@@ -96,7 +98,7 @@ def katib_images():
 
 
 def healthy_world():
-    images = [ref for _, ref in preflight.pinned_images()] + [i for v in katib_images().values() for i in v]
+    images = [ref for _, ref in preflight.pinned_images(the_pins=[])] + [i for v in katib_images().values() for i in v]
     deployments = {"training-operator": {"replicas": 1, "ready": 1, "images": ["kubeflow/training-operator:v1"]},
                    **{name: {"replicas": 1, "ready": 1, "images": images} for name, images in katib_images().items()}}
     the_plan = plan.make_plan(2, plan.MACHINE_TYPE)
@@ -124,13 +126,17 @@ def world(tmp_path):
     state = healthy_world()
     path = tmp_path / "world.json"
 
-    def run(without=()):
+    # The repository's pinned-images.yaml as it is before `make instructor-pin-images`: no digests.
+    unpinned = tmp_path / "pinned-images.yaml"
+    unpinned.write_text(pins.dump([replace(p, digest="") for p in pins.read()]))
+
+    def run(without=(), pins=unpinned):
         path.write_text(json.dumps(state))
         for tool in without:
             (bin_dir / tool).unlink()
         env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "PREFLIGHT_WORLD": str(path)}
         return run_script("instructor.py", "preflight", "--project", "workshop-project", "--kubeconfigs", configs,
-                          env=env, timeout=300)
+                          "--pins", pins, env=env, timeout=300)
     return run, state
 
 
@@ -160,11 +166,26 @@ def test_a_healthy_project_and_cluster_pass_every_row(world):
             "API artifactregistry.googleapis.com", "CPU quota CPUS in europe-west1", "training operator",
             "Katib katib-controller", "image: Katib katib-controller", "kubeconfig alice.kubeconfig",
             "kubeconfig bob.kubeconfig"} <= checks
-    # A tag is resolved and the digest to pin named; the trainer's base is pinned already.
-    assert f"tensorflow/serving:2.20.0 is {DIGEST} (the tag only is pinned: pin tensorflow/serving:2.20.0@{DIGEST})" \
-        == table["image: serving (kube/serving.yaml)"][1]
+    # A tag (pinned-images.yaml has no digest yet) is resolved and the command that pins it named; the trainer's
+    # base is pinned already.
+    assert f"tensorflow/serving:2.20.0 is {DIGEST} (the tag only is pinned: make instructor-pin-images pins it " \
+           "in pinned-images.yaml)" == table["image: serving (kube/serving.yaml)"][1]
     assert table["image: trainer base (src/Dockerfile)"][1] == preflight.dockerfile_base()
     assert result.stdout.splitlines()[-1] == f"all {len(table)} checks passed"
+
+
+@pytest.mark.parametrize("registry, result, detail", [
+    (DIGEST, "ok", f"tensorflow/serving:2.20.0@{DIGEST}"),
+    ("sha256:" + "cd" * 32, "FAIL", f"tensorflow/serving:2.20.0@{DIGEST} resolves to sha256:{'cd' * 32}: "
+                                    "the pin names another image"),
+], ids=["the-pinned-digest", "another-digest"])
+def test_the_serving_row_checks_the_digest_pinned_images_yaml_records(world, tmp_path, registry, result, detail):
+    run, state = world
+    file = tmp_path / "pinned.yaml"
+    pinned = pins.with_digests(pins.read(tmp_path / "pinned-images.yaml"), {"tensorflow/serving:2.20.0": DIGEST})
+    file.write_text(pins.dump(pinned))
+    state["digests"][f"tensorflow/serving:2.20.0@{DIGEST}"] = registry
+    assert rows(run(pins=file))["image: serving (kube/serving.yaml)"] == (result, detail)
 
 
 def test_without_crane_docker_resolves_the_linux_amd64_image(world):

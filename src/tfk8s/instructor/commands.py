@@ -9,12 +9,13 @@
     python src/instructor.py katib --output_dir runs/instructor alice bob
     python src/instructor.py registry --project P --node_service_account SA alice=alice@example.com
     python src/instructor.py preflight --project P --attendees 20 --kubeconfigs runs/instructor
+    python src/instructor.py pin-images
 """
 from pathlib import Path
 
 from tfk8s.cli import ArgumentParser, UsageError, duration, entry_point
 from tfk8s.instructor import katib, namespaces, plan, preflight, status
-from tfk8s.kube import render
+from tfk8s.kube import pins, render
 
 
 def positive(text):
@@ -34,6 +35,11 @@ def add_storage_flags(p):
     p.add_argument("--rwx_storage_class", help="give the attendees a claim of this managed ReadWriteMany class "
                                                "(Filestore: standard-rwx) instead of an NFS server each")
     p.add_argument("--rwx_size", default="1Ti", help="each claim's size with --rwx_storage_class (default 1Ti)")
+
+
+def add_pins_flag(p):
+    p.add_argument("--pins", type=Path, default=pins.PINS, metavar="FILE",
+                   help="the upstream images' digests (default pinned-images.yaml, written by pin-images)")
 
 
 def parse_args(argv=None):
@@ -57,6 +63,7 @@ def parse_args(argv=None):
         c.add_argument("--output_dir", type=render.directory, default=Path("runs/instructor"),
                        help="where the files go")
         add_storage_flags(c)
+        add_pins_flag(c)
         if name == "create":
             c.add_argument("--duration", default="24h", help="how long the tokens last (e.g. 12h, 48h)")
 
@@ -101,6 +108,11 @@ def parse_args(argv=None):
     f.add_argument("--kubeconfigs", type=render.directory, default=Path("runs/instructor"),
                    help="the directory of the attendees' <name>.kubeconfig files (default runs/instructor)")
     add_storage_flags(f)
+    add_pins_flag(f)
+
+    i = sub.add_parser("pin-images", help="the day before, where the registries are reachable: resolve every "
+                                          "upstream image of pinned-images.yaml to its digest and write it there")
+    add_pins_flag(i)
 
     args = p.parse_args(argv)
     if args.command == "registry":
@@ -125,10 +137,14 @@ def main(argv=None):
     if args.command == "plan":
         print(plan.report(plan.make_plan(args.attendees, args.machine_type, daemonsets=(
             args.daemonset_cpu, args.daemonset_memory), zone=args.zone, **storage)))
-    elif args.command == "render":
-        namespaces.write_files(namespaces.rendered_files(args.attendees, **storage), args.output_dir)
-    elif args.command == "create":
-        namespaces.create(args.attendees, args.output_dir, args.duration, **storage)
+    elif args.command in ("render", "create"):
+        the_pins = pins.read(args.pins)
+        namespaces.warn_unpinned(the_pins, args.pins, storage["rwx_storage_class"])
+        if args.command == "render":
+            namespaces.write_files(namespaces.rendered_files(args.attendees, **storage, the_pins=the_pins),
+                                   args.output_dir)
+        else:
+            namespaces.create(args.attendees, args.output_dir, args.duration, **storage, the_pins=the_pins)
     elif args.command == "kubeconfigs":
         namespaces.write_kubeconfigs(args.attendees, args.output_dir, args.duration)
     elif args.command == "status":
@@ -144,3 +160,5 @@ def main(argv=None):
         namespaces.create_registries(args.accounts, args.project, args.node_service_account, args.location)
     elif args.command == "preflight":
         preflight.main(args, storage)
+    elif args.command == "pin-images":
+        preflight.pin_images(args.pins)

@@ -26,7 +26,7 @@ import yaml
 
 from tfk8s.cli import UsageError, UserError
 from tfk8s.instructor import plan
-from tfk8s.kube import kubectl, render
+from tfk8s.kube import kubectl, pins, render
 from tfk8s.kube.resources import memory_text
 from tfk8s.paths import KUBE, TEMPLATED
 
@@ -40,7 +40,7 @@ DURATION = re.compile(r"(\d+)([hm])")
 
 # The Kubernetes project's NFS test server, at the version its own end-to-end tests pin (kubernetes
 # test/utils/image/manifest.go, VolumeNFSServer: volume/nfs 1.4; 1.6.0, pinned before, could not be confirmed
-# there). No digest: none could be established from a source; `make instructor-preflight` resolves it to one.
+# there). Its digest is in pinned-images.yaml (tfk8s.kube.pins), once `make instructor-pin-images` resolved it.
 NFS_IMAGE = "registry.k8s.io/e2e-test-images/volume/nfs:1.4"
 
 # Sizes of a container that states none, and the most one container may ask for.
@@ -85,11 +85,19 @@ def render_admission():
     return ENVIRONMENT.get_template("admission.yaml.j2").render()
 
 
-def render_nfs_server(namespace, server=None):
-    """The attendee's NFS server (disk, Deployment, Service) and PersistentVolume; `server`: the ClusterIP."""
+def render_nfs_server(namespace, server=None, the_pins=None):
+    """The attendee's NFS server (disk, Deployment, Service) and PersistentVolume; `server`: the ClusterIP. The
+    server runs NFS_IMAGE by the digest of `the_pins` (default: pinned-images.yaml's), its tag while it has none."""
+    the_pins = pins.read() if the_pins is None else the_pins
     return ENVIRONMENT.get_template("nfs-server.yaml.j2").render(
         namespace=namespace, storage_namespace=STORAGE_NAMESPACE, server=server, disk_size=plan.NFS_DISK,
-        nfs_image=NFS_IMAGE)
+        nfs_image=pins.pinned(NFS_IMAGE, the_pins))
+
+
+def warn_unpinned(the_pins, path, rwx_storage_class=None):
+    """One warning line when the NFS servers would run their image by tag only."""
+    if not rwx_storage_class:
+        pins.warn(pins.unpinned([NFS_IMAGE], the_pins), path)
 
 
 def render_claim(namespace, rwx_storage_class=None, rwx_size="1Ti"):
@@ -103,7 +111,8 @@ def render_kubeconfig(namespace, cluster, server, ca_data, token, expires):
         namespace=namespace, cluster=cluster, server=server, ca_data=ca_data, token=token, expires=expires)
 
 
-def rendered_files(names, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti"):
+def rendered_files(names, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti",
+                   the_pins=None):
     """{file name: YAML} for everything the instructor applies: the admission policies, the storage namespace
     (NFS only), then per attendee its namespace's objects, its storage and its claim, in the order they are applied."""
     files = {"admission.yaml": render_admission()}
@@ -112,7 +121,7 @@ def rendered_files(names, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=
     for name in names:
         parts = [render_namespace(name, sweep_parallel, rwx_storage_class, rwx_size)]
         if not rwx_storage_class:
-            parts.append(render_nfs_server(name))
+            parts.append(render_nfs_server(name, the_pins=the_pins))
         parts.append(render_claim(name, rwx_storage_class, rwx_size))
         files[f"{name}.yaml"] = "".join(part if part.startswith("---") else "---\n" + part for part in parts)
     return files
@@ -137,22 +146,23 @@ def split(text, cluster_scoped):
     return render.dump([d for d in docs if (d["kind"] == "PersistentVolume") == cluster_scoped])
 
 
-def create_storage(name):
+def create_storage(name, the_pins=None):
     """The NFS server of one attendee, then its PersistentVolume on the server's ClusterIP."""
-    kubectl.run("apply", "-f", "-", stdin=split(render_nfs_server(name), cluster_scoped=False))
+    kubectl.run("apply", "-f", "-", stdin=split(render_nfs_server(name, the_pins=the_pins), cluster_scoped=False))
     kubectl.run("--namespace", STORAGE_NAMESPACE, "rollout", "status", f"deployment/nfs-{name}", "--timeout=5m",
                 timeout=330)
     ip = kubectl.run("--namespace", STORAGE_NAMESPACE, "get", "service", f"nfs-{name}",
                      "--output", "jsonpath={.spec.clusterIP}").strip()
     if not ip:
         raise UserError(f"the Service nfs-{name} in {STORAGE_NAMESPACE} has no ClusterIP")
-    kubectl.run("apply", "-f", "-", stdin=split(render_nfs_server(name, server=ip), cluster_scoped=True))
+    kubectl.run("apply", "-f", "-", stdin=split(render_nfs_server(name, ip, the_pins), cluster_scoped=True))
     print(f"{name}: PersistentVolume mnist-nfs-{name} -> NFS server {ip}:/")
 
 
-def create(names, out, duration, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti"):
+def create(names, out, duration, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti",
+           the_pins=None):
     """Render, then (with a cluster in kubectl's context) apply every attendee's objects and write kubeconfigs."""
-    files = rendered_files(names, sweep_parallel, rwx_storage_class, rwx_size)
+    files = rendered_files(names, sweep_parallel, rwx_storage_class, rwx_size, the_pins)
     write_files(files, out)
     if not kubectl.has_context():
         print(f"no cluster in kubectl's context: rendered only. Apply: kubectl apply -f {out}/<name>.yaml")
@@ -165,7 +175,7 @@ def create(names, out, duration, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage
     for name in names:
         kubectl.run("apply", "-f", "-", stdin=render_namespace(name, sweep_parallel, rwx_storage_class, rwx_size))
         if not rwx_storage_class:
-            create_storage(name)
+            create_storage(name, the_pins)
         kubectl.run("apply", "-f", "-", stdin=render_claim(name, rwx_storage_class, rwx_size))
         if not rwx_storage_class:
             kubectl.run("--namespace", name, "wait", "--for=jsonpath={.status.phase}=Bound",

@@ -4,8 +4,9 @@ project and cluster, and a non-zero exit when any row failed.
     python src/instructor.py preflight --project P --kubeconfigs runs/instructor
 
 - every pinned image resolves to a digest in its registry (`crane digest`, or `docker manifest inspect
-  --verbose` without crane): the trainer's base (src/Dockerfile), TensorFlow Serving (kube/serving.yaml),
-  the NFS server (namespaces.NFS_IMAGE), Katib's Deployments when Katib is installed;
+  --verbose` without crane), the digest it is pinned to: the trainer's base (src/Dockerfile), TensorFlow
+  Serving (kube/serving.yaml) and the NFS server (namespaces.NFS_IMAGE) at the digests of pinned-images.yaml,
+  Katib's Deployments when Katib is installed;
 - the cloud APIs the workshop uses are enabled (`gcloud services list --enabled`), and the region's CPU
   quota holds the plan's nodes (`gcloud compute regions describe`);
 - the training operator (its CRD, its Deployment ready) and, if installed, Katib (kubectl);
@@ -14,6 +15,8 @@ project and cluster, and a non-zero exit when any row failed.
   it must never have, and that it has none in another namespace.
 
 Each failing row says what to fix.
+
+    python src/instructor.py pin-images     # the digests of pinned-images.yaml, resolved and written there
 """
 import json
 import re
@@ -25,7 +28,7 @@ import yaml
 
 from tfk8s.cli import UserError
 from tfk8s.instructor import katib, namespaces, plan, tools
-from tfk8s.kube import render
+from tfk8s.kube import pins, render
 from tfk8s.paths import KUBE, REPO
 
 OK, FAIL, SKIP = "ok", "FAIL", "-"
@@ -67,13 +70,20 @@ def dockerfile_base():
     raise UserError("src/Dockerfile has no FROM line")
 
 
-def pinned_images(rwx_storage_class=None):
-    """[(what, image reference)] of every image the workshop pins, but Katib's."""
-    serving = next(c["image"] for d in render.load([KUBE / "serving.yaml"]) if d["kind"] == "Deployment"
-                   for c in d["spec"]["template"]["spec"]["containers"])
-    found = [("trainer base (src/Dockerfile)", dockerfile_base()), ("serving (kube/serving.yaml)", serving)]
+def serving_image():
+    """The image kube/serving.yaml names (its tag: the digest is in pinned-images.yaml)."""
+    return next(c["image"] for d in render.load([KUBE / "serving.yaml"]) if d["kind"] == "Deployment"
+                for c in d["spec"]["template"]["spec"]["containers"])
+
+
+def pinned_images(rwx_storage_class=None, the_pins=None):
+    """[(what, image reference as the nodes pull it)] of every image the workshop pins, but Katib's: the serving
+    and NFS images by the digest pinned-images.yaml (or `the_pins`) records, their tag while it has none."""
+    the_pins = pins.read() if the_pins is None else the_pins
+    found = [("trainer base (src/Dockerfile)", dockerfile_base()),
+             ("serving (kube/serving.yaml)", pins.pinned(serving_image(), the_pins))]
     if not rwx_storage_class:
-        found.append(("NFS server (namespaces.NFS_IMAGE)", namespaces.NFS_IMAGE))
+        found.append(("NFS server (namespaces.NFS_IMAGE)", pins.pinned(namespaces.NFS_IMAGE, the_pins)))
     return found
 
 
@@ -104,7 +114,8 @@ def resolve(reference):
     return None, "no linux/amd64 image in its manifest list"
 
 
-def image_row(what, reference):
+def image_row(what, reference, fix=None):
+    """The row of one image: it resolves, and to the digest it is pinned to; `fix` says how to pin a tag."""
     digest, why = resolve(reference)
     if digest is None:
         return Row(f"image: {what}", FAIL, f"{reference}: {why}: pin a version that exists in its registry")
@@ -113,8 +124,32 @@ def image_row(what, reference):
         return Row(f"image: {what}", FAIL, f"{reference} resolves to {digest}: the pin names another image")
     if pinned:
         return Row(f"image: {what}", OK, f"{reference}")
-    return Row(f"image: {what}", OK, f"{reference} is {digest} (the tag only is pinned: pin "
-                                     f"{reference}@{digest})")
+    return Row(f"image: {what}", OK, f"{reference} is {digest} (the tag only is pinned: "
+                                     f"{fix or f'pin {reference}@{digest}'})")
+
+
+def pin_images(path=pins.PINS):
+    """`make instructor-pin-images`: every image of pinned-images.yaml resolved to its digest in its registry and
+    written there (the file replaced at once); one table. An image that does not resolve is one line naming it,
+    and the file is left as it was."""
+    before = pins.read(path)
+    if not (tools.installed("crane") or tools.installed("docker")):
+        raise UserError(f"neither crane nor docker is installed here: install one to resolve the images of {path}")
+    digests, failed = {}, []
+    for pin in before:
+        digest, why = resolve(pin.reference)
+        if digest is None or not pins.DIGEST.fullmatch(digest):
+            failed.append(f"{pin.what}: {pin.reference}: {why or f'answered {digest!r}, not a digest'}")
+        else:
+            digests[pin.reference] = digest
+    if failed:
+        raise UserError(f"{'; '.join(failed)}: pin a version that exists in its registry ({path} is unchanged)")
+    after = pins.with_digests(before, digests)
+    pins.write(after, path)
+    print(table([Row(f"image: {new.what}", OK, new.pinned() + (f" (was {old.digest})" if old.digest and
+                                                               old.digest != new.digest else ""))
+                 for old, new in zip(before, after, strict=True)]))
+    print(f"{len(after)} images pinned by digest in {path}")
 
 
 # ---------------------------------------------------------------- the cloud project
@@ -295,7 +330,7 @@ def kubeconfigs(directory):
 
 
 def checks(project, kubeconfig_dir, attendees=None, machine_type=plan.MACHINE_TYPE, zone="europe-west1-b",
-           sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti"):
+           sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti", pins_path=pins.PINS):
     """Every row, in order."""
     files = kubeconfigs(kubeconfig_dir)
     count = attendees or len(files)
@@ -304,7 +339,10 @@ def checks(project, kubeconfig_dir, attendees=None, machine_type=plan.MACHINE_TY
                         "or say how many attendees to plan for with --attendees")
     the_plan = plan.make_plan(count, machine_type, sweep_parallel, rwx_storage_class, rwx_size or "1Ti",
                               zone=zone)
-    rows = [image_row(what, ref) for what, ref in pinned_images(rwx_storage_class)]
+    the_pins = pins.read(pins_path)
+    fix = f"{pins.COMMAND} pins it in {Path(pins_path).name}"
+    rows = [image_row(what, ref, fix if ref in {p.reference for p in the_pins} else None)
+            for what, ref in pinned_images(rwx_storage_class, the_pins)]
     rows += api_rows(project, rwx_storage_class)
     rows.append(quota_row(project, the_plan))
     rows.append(operator_row())
@@ -319,7 +357,8 @@ def main(args, storage):
         raise UserError("kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/")
     if not tools.installed("gcloud"):
         raise UserError("gcloud is not installed: see https://cloud.google.com/sdk/docs/install")
-    rows = checks(args.project, args.kubeconfigs, args.attendees, args.machine_type, args.zone, **storage)
+    rows = checks(args.project, args.kubeconfigs, args.attendees, args.machine_type, args.zone, **storage,
+                  pins_path=args.pins)
     print(table(rows))
     failed = [r.check for r in rows if r.result == FAIL]
     if failed:

@@ -14,7 +14,10 @@ IMAGE:TAG@sha256:..., the digest `make push` recorded in runs/pushed-image
 the image that was pushed, whatever the tag points at later. A record that is
 missing, or is of another IMAGE:TAG, is refused ("run make push first"); for
 a review without a push, --placeholder_digest writes sha256:000...0, which no
-registry serves. Every namespaced object gets the namespace. The shared claim mnist-nfs
+registry serves. An upstream image listed in pinned-images.yaml (TensorFlow
+Serving) gets the digest that file records (`make instructor-pin-images`
+fills it in); while it records none, the tag alone, with one warning line.
+Every namespaced object gets the namespace. The shared claim mnist-nfs
 (kube/storage.yaml) names its volume, mnist-nfs-<namespace>: the instructor's
 PersistentVolume reserved for it. With --rwx_storage_class it asks that
 storage class (Filestore on GKE) for a ReadWriteMany volume of --rwx_size
@@ -28,6 +31,7 @@ import yaml
 
 from tfk8s import yamlfile
 from tfk8s.cli import ArgumentParser, UsageError, UserError, entry_point
+from tfk8s.kube import pins
 
 TRAINER_IMAGE = "ghcr.io/example/mnist-trainer"   # the image the plain manifests name
 CLAIM = "mnist-nfs"                                 # the ReadWriteMany claim every pod mounts
@@ -57,19 +61,35 @@ def load(paths):
     return docs
 
 
-def retag(node, image):
-    """Point every container running the trainer image (any tag) at `image`."""
+def containers(node):
+    """Every container (of containers, initContainers, ephemeralContainers) anywhere in `node`."""
     if isinstance(node, list):
         for item in node:
-            retag(item, image)
+            yield from containers(item)
     elif isinstance(node, dict):
         for key, value in node.items():
             if key in CONTAINER_LISTS and isinstance(value, list):
-                for container in value:
-                    current = container.get("image", "")
-                    if current == TRAINER_IMAGE or current.startswith((TRAINER_IMAGE + ":", TRAINER_IMAGE + "@")):
-                        container["image"] = image
-            retag(value, image)
+                yield from (c for c in value if isinstance(c, dict))
+            yield from containers(value)
+
+
+def retag(node, image):
+    """Point every container running the trainer image (any tag) at `image`."""
+    for container in containers(node):
+        current = container.get("image", "")
+        if current == TRAINER_IMAGE or current.startswith((TRAINER_IMAGE + ":", TRAINER_IMAGE + "@")):
+            container["image"] = image
+
+
+def pin_upstream(node, the_pins):
+    """Point every container running an upstream image of pinned-images.yaml at its digest (tfk8s.kube.pins)."""
+    for container in containers(node):
+        if "image" in container:
+            container["image"] = pins.pinned(container["image"], the_pins)
+
+
+def images(docs):
+    return [c["image"] for c in containers(docs) if "image" in c]
 
 
 def pushed_digest(path, image, tag):
@@ -95,9 +115,10 @@ def reference(image, tag, digest=None):
     return f"{image}:{tag}@{digest}" if digest else f"{image}:{tag}"
 
 
-def render(docs, image, tag, namespace, rwx_storage_class=None, rwx_size="1Ti", digest=None):
-    """The documents as they are applied in `namespace`, running `image:tag@digest` (new dicts; `docs`
-    untouched)."""
+def render(docs, image, tag, namespace, rwx_storage_class=None, rwx_size="1Ti", digest=None, the_pins=None):
+    """The documents as they are applied in `namespace`, running `image:tag@digest` and the upstream images
+    by the digests of `the_pins` (default: pinned-images.yaml's) (new dicts; `docs` untouched)."""
+    the_pins = pins.read() if the_pins is None else the_pins
     out = []
     for doc in json.loads(json.dumps(docs)):
         kind, meta = doc["kind"], doc.setdefault("metadata", {})
@@ -106,6 +127,7 @@ def render(docs, image, tag, namespace, rwx_storage_class=None, rwx_size="1Ti", 
             doc["metadata"] = meta = {**({"name": rest.pop("name")} if "name" in rest else {}),
                                       "namespace": namespace, **rest}
         retag(doc, reference(image, tag, digest))
+        pin_upstream(doc, the_pins)
         spec = doc.get("spec", {})
         if kind == "PersistentVolumeClaim" and meta.get("name") == CLAIM:
             if rwx_storage_class:
@@ -149,6 +171,8 @@ def parse_args(argv=None):
                                                "(e.g. standard-rwx on GKE) instead of the instructor's NFS volume")
     p.add_argument("--rwx_size", default="1Ti", help="the claim's size with --rwx_storage_class "
                                                      "(at least the class's smallest volume: 1Ti for standard-rwx)")
+    p.add_argument("--pins", type=Path, default=pins.PINS, metavar="FILE",
+                   help="the upstream images' digests (default pinned-images.yaml; make instructor-pin-images)")
     p.add_argument("--output_dir", type=directory, help="write each FILE, rendered, to this directory under its own "
                                                    "name instead of printing them all")
     args = p.parse_args(argv)
@@ -184,7 +208,9 @@ def main(argv=None):
     docs = load(args.files)
     # A manifest without the trainer image (the claim, the model config) needs no push.
     digest = pinned() if uses_trainer_image(docs) else None
-    options = (args.image, args.tag, args.namespace, args.rwx_storage_class, args.rwx_size, digest)
+    the_pins = pins.read(args.pins)
+    pins.warn(pins.unpinned(images(docs), the_pins), args.pins)
+    options = (args.image, args.tag, args.namespace, args.rwx_storage_class, args.rwx_size, digest, the_pins)
     if args.output_dir is None:
         print(dump(render(docs, *options)), end="")
         return
