@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import REPO, SRC, FakeRest, assert_one_line_error, copy_export, run_script, variants
+from support import REPO, SRC, FakeRest, assert_one_line_error, copy_export, run_script, variants, whole_share
 from tfk8s.ports import free_port
 from tfk8s.serving import client as client_module
 from tfk8s.serving import process as serve
@@ -93,9 +93,11 @@ def test_load_test_reports_no_errors_and_the_accuracy(server):
     match = re.search(r"200 requests, 8 in flight, .*: (\d+) predictions/s, latency p50 [\d.]+ ms p99 [\d.]+ ms, "
                       r"error rate 0\.00% \(0 failed\), accuracy ([\d.]+)%", result.stdout)
     assert match, result.stdout
-    # The first 200 test images, through the trained_model fixture's export: 99.5-100% in six measured runs
-    # (seeds 0-4, seed 0 again); threshold 2 points under the lowest (one image is half a point).
-    assert float(match[2]) > 97.5
+    # A share of the 200 answers (at most 100%, a whole number of them). The first 200 test images, through the
+    # trained_model fixture's export: 99.5-100% in six measured runs (seeds 0-4, seed 0 again); threshold 2 points
+    # under the lowest (one image is half a point).
+    whole_share(match[2], 200)
+    assert float(match[2]) > 97.5, result.stdout
 
 
 @pytest.mark.slow
