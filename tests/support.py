@@ -297,6 +297,16 @@ def copy_export(version_dir, export_dir, version=None):
     return int(target.name)
 
 
+def whole_share(printed, count):
+    """How many of `count` items a printed percentage stands for (`98.36` from a share printed as `{share:.2%}`):
+    it must lie in 0..100 and be exactly a whole number of the `count` items, or AssertionError names it."""
+    value = float(printed)
+    assert 0 <= value <= 100, f"{printed}% is no share: a percentage lies in 0..100"
+    whole = round(value * count / 100)
+    assert f"{whole / count:.2%}" == f"{printed}%", f"{printed}% is no whole number of {count} items"
+    return whole
+
+
 def tf_events(run_dir, tag="accuracy"):
     """[(step, value)] of `tag` in a run directory, read with TensorFlow's own record reader (not TensorBoard's)."""
     import tensorflow as tf

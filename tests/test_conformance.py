@@ -19,11 +19,27 @@ import numpy as np
 import pytest
 import requests
 
-from tfk8s.serving import process
+from tfk8s.serving import process, protocol
 from tfk8s.serving.tensors import DT, apis, to_ndarray, to_tensor_proto
 
 Code = grpc.StatusCode
 pytestmark = pytest.mark.slow  # one model server for the module
+
+
+# TensorFlow Serving's REST status for each status code: ToHTTPStatusCode in
+# tensorflow_serving/model_servers/http_server.cc, the numbers of the names it returns in
+# tensorflow_serving/util/net_http/server/public/response_code_enum.h (tensorflow/serving, 2.x).
+UPSTREAM_HTTP_STATUS = {
+    "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501, "INTERNAL": 500,
+    "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401,
+}
+
+
+def test_every_status_code_gets_tensorflow_servings_http_status():
+    assert {code.name: protocol.http_status(code) for code in grpc.StatusCode} == UPSTREAM_HTTP_STATUS
+    assert protocol.http_status(None) == 500  # anything else: upstream's default, an internal error
 
 
 @pytest.fixture(scope="module")

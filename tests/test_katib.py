@@ -24,6 +24,7 @@ from support import (
 )
 from support import SWEEP_IMAGE as IMAGE
 from support import katib_experiment as experiment
+from tfk8s.cli import child_env
 from tfk8s.kube import katib_check, tfjob_check
 from tfk8s.sweep import katib_metrics
 from tfk8s.sweep import trials as planning
@@ -315,6 +316,32 @@ def test_the_file_collector_reads_the_same_values_from_metrics_json(katib_local_
         from_json = katib_metrics.observation(katib_metrics.json_logs(collector / "metrics.json", names), strategies)
         for name in names:
             assert float(from_json[name]["latest"]) == pytest.approx(float(from_events[name]["latest"]), abs=1e-6)
+
+
+def test_two_katib_local_runs_in_one_root_keep_their_own_manifests(tmp_path):
+    """Two runs started at once in one --root: each claims its own run id, and its trials' TFJobs stay in its
+    own manifests/<run>/ (the trainers refuse --steps 0 before TensorFlow loads: nothing trains)."""
+    values = write_values(tmp_path, TINY + "  earlyStopping: true\n")  # the File collector: no TensorFlow here
+    root = tmp_path / "root"
+    command = [str(REPO / "templated" / "run.sh"), "--values", str(values), "--katib", "--local", "--parallel", "2",
+               "--root", str(root), "--", "--steps", "0"]
+    env = {**child_env(), "VENV": sys.prefix}
+    sweeps = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True) for _ in range(2)]
+    outputs = [s.communicate(timeout=300)[0] for s in sweeps]
+    assert [s.returncode for s in sweeps] == [1, 1], outputs
+    runs = [re.search(r"^Experiment tiny, run (\S+): 2 trials", out, re.M)[1] for out in outputs]
+    assert runs[0] != runs[1] and all(planning.RUN_ID.fullmatch(r) for r in runs), runs
+    for run, out in zip(runs, outputs):
+        started = set(re.findall(r"^(tiny-[a-z0-9]{8}): started", out, re.M))
+        assert len(started) == 2, out
+        manifests = root / "manifests" / run
+        assert {p.stem for p in manifests.iterdir()} == started, out
+        for trial in started:
+            job = yaml.safe_load((manifests / f"{trial}.yaml").read_text())
+            assert job["metadata"]["name"] == trial
+            assert (root / "logs" / run / f"{trial}.log").is_file()
+    assert sorted(p.name for p in (root / "manifests").iterdir()) == sorted(runs)
 
 
 def test_katib_local_needs_a_grid_it_can_list(tmp_path):

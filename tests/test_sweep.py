@@ -34,7 +34,7 @@ from support import TINY_VALUES as TINY
 from tfk8s.cli import UsageError, UserError, child_env
 from tfk8s.kube import tfjob_check
 from tfk8s.ports import free_port
-from tfk8s.sweep import trials
+from tfk8s.sweep import results, trials
 from tfk8s.trainer import flags as trainer_flags
 
 DEFAULT_VALUES = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())
@@ -328,6 +328,21 @@ def test_local_sweep_trains_every_trial_into_its_own_directories(local_sweep):
     # The sweep's experiment for TensorBoard's HParams view sits at the run's root, beside the trials.
     (config,) = (volume / "runs" / "tiny" / run).glob("events.out.tfevents.*")
     assert b"_hparams_/experiment" in config.read_bytes()
+
+
+def test_rank_orders_by_validation_accuracy_alone_then_unfinished_failed_and_missing_trials():
+    def trial(name, status, validation=None, test=None):
+        return results.Result(name, name, {}, "", "", status=status, validation=validation, test=test)
+    ranked = results.rank([
+        trial("missing", results.MISSING), trial("failed", results.FAILED, 0.99),
+        trial("unfinished", results.UNFINISHED, 0.999), trial("low", results.FINISHED, 0.90, test=0.99),
+        trial("first-of-equals", results.FINISHED, 0.95, test=0.90), trial("stopped", results.EARLY_STOPPED, 0.97),
+        trial("second-of-equals", results.FINISHED, 0.95, test=0.95), trial("no-eval", results.FINISHED)])
+    # The test accuracy plays no part; equals keep their trial order; a trial without a final validation accuracy
+    # is not ranked, whatever it reached before it ended.
+    assert [(r.id, r.rank) for r in ranked] == [
+        ("stopped", 1), ("first-of-equals", 2), ("second-of-equals", 3), ("low", 4),
+        ("unfinished", None), ("no-eval", None), ("failed", None), ("missing", None)]
 
 
 @pytest.mark.slow

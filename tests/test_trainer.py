@@ -9,18 +9,23 @@ import time
 import numpy as np
 import pytest
 
-from support import SRC, assert_one_line_error, run_script
+from support import SRC, assert_one_line_error, run_script, tf_events, whole_share
 from tfk8s import mnist, versions
 from tfk8s.trainer.lock import LOCK_NAME
 
 
 @pytest.mark.slow
 def test_short_run_learns_far_above_chance(trained_model):
-    accuracy = float(re.search(r"test accuracy ([\d.]+)%", trained_model["stdout"]).group(1))
+    printed, images = re.search(r"^test accuracy ([\d.]+)% \(loss [\d.]+\) on (\d+) images$", trained_model["stdout"],
+                                re.M).groups()
+    # A share of the test images (at most 100%, a whole number of them), and exactly the one the run's test
+    # summary holds.
+    whole_share(printed, int(images))
+    assert f"{tf_events(trained_model['model_dir'] / 'test')[-1][1]:.2%}" == f"{printed}%"
     # Measured: the trained_model fixture's command (300 steps, 2 hidden layers) with seeds 0-4, and seed 0 again
     # (CPU kernels are not bit-for-bit repeatable): 98.27-98.60% on the 10,000 test images. Threshold: 1.5 points
     # under the lowest.
-    assert accuracy > 96.7, trained_model["stdout"]
+    assert float(printed) > 96.7, trained_model["stdout"]
     progress = re.findall(r"^step +(\d+)/300 .*validation loss [\d.]+ acc ([\d.]+)%", trained_model["stdout"], re.M)
     assert [int(step) for step, _ in progress] == [150, 300]
     # A line at least every PROGRESS_EVERY (100) steps between evaluations, with the time left.

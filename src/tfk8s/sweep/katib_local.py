@@ -92,15 +92,18 @@ def run(experiment, namespace, root, parallel, trainer_args):
     for trial in trials:
         trial.job = trial.id
         jobs.append(with_collector_volume(katib_check.run_spec(doc, trial.id, namespace, trial.params), spec))
-    manifests = planning.fresh_output_dir(Path(root) / "manifests", "--root's manifests/")
-    paths = {t.id: planning.write_yaml(manifests / f"{t.id}.yaml", f"Trial {t.id} of Katib Experiment {name}: "
-                                       f"{t.describe()}", job) for t, job in zip(trials, jobs)}
-    print(f"Experiment {name}: {len(trials)} trials of the grid, {parallel} at a time; metric {OBJECTIVE} "
-          f"(test accuracy as {TEST_METRIC}), read as Katib's "
+    # As the plain local sweep does: the run claims its id (mkdir is atomic), and with it its own logs/<run>/
+    # and manifests/<run>/, so that two runs in one --root never write over each other's TFJobs.
+    run_id = planning.claim_run(Path(root) / "logs")
+    manifests = planning.fresh_output_dir(Path(root) / "manifests" / run_id, "--root's manifests/<run>/")
+    paths = {t.id: planning.write_yaml(manifests / f"{t.id}.yaml", f"Trial {t.id} of Katib Experiment {name} "
+                                       f"(run {run_id}): {t.describe()}", job) for t, job in zip(trials, jobs)}
+    print(f"Experiment {name}, run {run_id}: {len(trials)} trials of the grid, {parallel} at a time; "
+          f"metric {OBJECTIVE} (test accuracy as {TEST_METRIC}), read as Katib's "
           f"{spec['metricsCollectorSpec']['collector']['kind']} collector reads it", flush=True)
     failure = None
     try:
-        local.run_local(trials, paths, root, Path(root) / "logs", parallel, trainer_args)
+        local.run_local(trials, paths, root, Path(root) / "logs" / run_id, parallel, trainer_args)
     except UserError as err:  # some trials failed: rank the others, then say so
         failure = err
     entries = []

@@ -81,8 +81,9 @@ algorithm, early stopping and the trial budget); its trials are the same TFJobs,
   --katib                              create it (a finished one of the same name is deleted first), follow it
                                        to its end and print the best trial
   --katib --results                    rank its trials from the Trials' observed metrics (CSV and plot)
-  --katib --local                      run its grid here (root: runs/katib-local/<sweep>) and rank the trials
-                                       with Katib's metric collector and rule, as Katib would rank them
+  --katib --local                      run its grid here (root: runs/katib-local/<sweep>; each run claims an id,
+                                       its trials' logs in logs/<run>/, their TFJobs in manifests/<run>/) and
+                                       rank the trials with Katib's metric collector and rule, as Katib would
   --katib --delete                     delete the Experiment (its trials and their TFJobs)
 """
 
