@@ -37,6 +37,10 @@ $(VENV)/.installed: requirements-dev.lock pyproject.toml make/venv.sh
 .PHONY: venv
 venv: $(VENV)/.installed ## Create .venv from the hashed lock requirements-dev.lock (with uv; only when it changed)
 
+.PHONY: prerequisites
+prerequisites: ## Check the day's tools against their minimum versions (Python 3.11, make, git; kubectl, docker or gcloud): what to install, one line each
+	@make/prerequisites.sh "$(PYTHON_BIN)" "$(VENV)" "$(MAKE_VERSION)" "$(IMAGE)"
+
 # uv on PATH, or the one make/venv.sh installed into the venv.
 UV = $(or $(shell command -v uv 2>/dev/null),$(VENV)/bin/uv)
 

@@ -253,6 +253,25 @@ model-config: check-cluster venv ## Create the ConfigMap mnist-model-config (TF 
 model-config-reset: check-cluster venv ## Serve the two newest versions again, without labels (kube/model-config.yaml as written)
 	$(RENDER) kube/model-config.yaml | $(KUBECTL) apply -f -
 
+# `make serve-best SWEEP_TENSORBOARD=...` (make/local.mk) on the cluster: the ranking's winner (its export
+# directory on the shared volume) becomes the model config's base path, the serving pods restart on it (a pod
+# is Ready once TensorFlow Serving reports a version AVAILABLE: kube/serving.yaml's probe), and the wait
+# confirms it through the REST API. The ConfigMap applied stays in SERVE_BEST_CONFIG.
+SERVE_BEST_CONFIG ?= $(RUNS)/serve-best/$(MODEL_CONFIG).yaml
+define serve_best_cluster
+@export_dir=$$($(PYTHON) -m tfk8s.workshop best-export --cluster $(SWEEP_CSV)) || exit 1; \
+  mkdir -p $(dir $(SERVE_BEST_CONFIG)) && $(RENDER) kube/model-config.yaml \
+  | $(PYTHON) src/model_config.py serve --base_path "$$export_dir" --configmap - > $(SERVE_BEST_CONFIG) || exit 1; \
+  echo "serving the sweep's winner, $$export_dir: $(KUBECTL) apply -f $(SERVE_BEST_CONFIG)"; \
+  $(KUBECTL) apply -f - < $(SERVE_BEST_CONFIG)
+$(RENDER) kube/serving.yaml | $(KUBECTL) apply -f -
+$(KUBECTL) rollout restart deployment/$(SERVING)
+$(KUBECTL) rollout status deployment/$(SERVING) --timeout=10m
+@$(with_rest) sh -c 'exec $(PYTHON) src/model_config.py wait --configmap $(SERVE_BEST_CONFIG) --server http://127.0.0.1:$$FORWARDED_PORT'
+@echo "deployment/$(SERVING) serves the sweep's winner as model mnist (service/$(SERVING): gRPC 8500, REST 8501); ask it: make predict"
+@echo "back to your own training's newest export: make model-config-reset"
+endef
+
 .PHONY: canary
 canary: check-cluster venv ## A/B: serve two versions labelled stable and canary (CANARY=<version>; default: the newest loaded)
 	$(if $(CANARY),$(with_rest) $(call model_config,load --version $(CANARY) --server forwarded))

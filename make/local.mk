@@ -104,15 +104,22 @@ SERVE_EXPORT ?= $(RUNS)/local/export
 serve-local: venv ## Serve runs/local/export here: gRPC localhost:8500, REST localhost:8501 (Ctrl-C stops it)
 	$(PYTHON) src/serve.py --model_name mnist --model_base_path $(SERVE_EXPORT) --port 8500 --rest_api_port 8501
 
-# The sweep's ranking (make sweep-results writes it): serve-best serves its rank 1.
-SWEEP_NAME = $(or $(shell sed -n 's/^name: *//p' $(SWEEP_LOCAL_VALUES) 2>/dev/null),mnist-small)
-SWEEP_CSV  = $(or $(SWEEP_ROOT),$(RUNS)/tfjob-local/$(SWEEP_NAME))/$(SWEEP_NAME)-results.csv
+# The sweep's ranking (make sweep-results writes it): serve-best serves its rank 1. Like sweep-results, it takes
+# the local sweep, or with SWEEP_TENSORBOARD the cluster sweep, which TensorFlow Serving on the cluster then
+# serves (make/cluster.mk: serve_best_cluster).
+sweep_name = $(or $(shell sed -n 's/^name: *//p' $(1) 2>/dev/null),$(2))
+SWEEP_NAME = $(if $(SWEEP_TENSORBOARD),$(call sweep_name,$(SWEEP_VALUES),mnist-sweep),$(call sweep_name,$(SWEEP_LOCAL_VALUES),mnist-small))
+SWEEP_CSV  = $(or $(SWEEP_ROOT),$(if $(SWEEP_TENSORBOARD),runs/sweep,$(RUNS)/tfjob-local)/$(SWEEP_NAME))/$(SWEEP_NAME)-results.csv
+
+define serve_best_local
+@export_dir=$$($(PYTHON) -m tfk8s.workshop best-export $(SWEEP_CSV)) || exit 1; \
+  echo "serving the sweep's winner, $$export_dir (make predict-local asks it; Ctrl-C stops it)"; \
+  exec $(PYTHON) src/serve.py --model_name mnist --model_base_path "$$export_dir" --port 8500 --rest_api_port 8501
+endef
 
 .PHONY: serve-best
-serve-best: sweep-results ## Serve the local sweep's winner (rank 1 of make sweep-results) as serve-local serves: gRPC :8500, REST :8501
-	@export_dir=$$($(PYTHON) -m tfk8s.workshop best-export $(SWEEP_CSV)) || exit 1; \
-	  echo "serving the sweep's winner, $$export_dir (make predict-local asks it; Ctrl-C stops it)"; \
-	  exec $(PYTHON) src/serve.py --model_name mnist --model_base_path "$$export_dir" --port 8500 --rest_api_port 8501
+serve-best: $(if $(SWEEP_TENSORBOARD),check-cluster) sweep-results ## Serve the sweep's winner (rank 1 of sweep-results): here as serve-local (:8500, :8501); with SWEEP_TENSORBOARD, the cluster's on TF Serving (make predict)
+	$(if $(SWEEP_TENSORBOARD),$(serve_best_cluster),$(serve_best_local))
 
 .PHONY: predict-local
 predict-local: venv ## Classify data/0.png..9.png with the local server of `make serve-local`

@@ -413,8 +413,8 @@ class Namespace:
 # ---------------------------------------------------------------- a server that answers what a test says
 
 class FakeRest:
-    """A JSON server on loopback standing for a model server's REST API: every GET answers `get`, every POST
-    answers `post` after `delay` seconds (200, JSON), whatever their shape."""
+    """A JSON server on loopback standing for a model server's REST API: every GET answers `get` (or `get(path)`,
+    None: 404), every POST answers `post` after `delay` seconds (200, JSON), whatever their shape."""
 
     def __init__(self, get, post=None, delay=0.0):
         import http.server
@@ -430,7 +430,11 @@ class FakeRest:
                 self.wfile.write(data)
 
             def do_GET(self):
-                self.reply(get)
+                body = get(self.path) if callable(get) else get
+                if body is None:
+                    self.send_error(404)
+                else:
+                    self.reply(body)
 
             def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))

@@ -518,6 +518,52 @@ def read_cmdline(pid):
 
 
 @pytest.mark.slow
+def test_a_local_sweep_interrupted_says_what_finished_where_it_stays_and_that_the_same_command_starts_anew(
+        tmp_path):
+    """Ctrl-C: the terminal sends SIGINT to the whole foreground group (the sweep, its runners, the trainers).
+    t01 trains 20 steps and finishes; t02 is interrupted. The last line counts t01, names where the run's files
+    stay and how to rank them, and says what the same command does: a new run (a run is never resumed)."""
+    values = write_values(tmp_path, """\
+        name: tiny
+        workers: 0
+        grid:
+          steps: [20, 5000]
+        flags:
+          dataset: mini
+          eval_every: 10
+          checkpoint_every: 10
+        """)
+    root = tmp_path / "root"
+    sweep = subprocess.Popen([str(RUN), "--values", str(values), "--local", "--root", str(root)], cwd=REPO,
+                             env={**child_env(), "VENV": sys.prefix}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        wait_for(lambda: [p for p in marked(f"{root}/nfs/runs/tiny/") if "/t02" in read_cmdline(p)],
+                 "the second trial's trainer", timeout=300)
+        members = family(sweep.pid)
+        os.killpg(sweep.pid, signal.SIGINT)
+        _, err = sweep.communicate(timeout=120)
+        wait_for(lambda: not alive(members) and not marked(str(root)), "every process of the sweep to end",
+                 timeout=30)
+    finally:
+        for pid in marked(str(root)) + alive(family(sweep.pid)):
+            os.kill(pid, signal.SIGKILL)
+    assert sweep.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    run = re.search(r"trials of run (\S+) had finished", last)[1]
+    assert (root / "logs" / run).is_dir() and trials.RUN_ID.fullmatch(run), last
+    volume = root / "nfs"
+    assert last == (f"error: interrupted: 1 of 2 trials of run {run} had finished, their files stay in "
+                    f"{volume}/{{runs,exports}}/tiny/{run} (rank them: templated/run.sh --results --values {values} "
+                    f"--root {root} --run_id {run}); the same command starts a new run, every trial from the start")
+    assert (volume / "exports" / "tiny" / run / "t01").is_dir() and (volume / "runs" / "tiny" / run / "t01").is_dir()
+    assert not (volume / "exports" / "tiny" / run / "t02").exists()
+    ranked = run_sweep("--values", values, "--results", "--root", root, "--run_id", run)
+    assert ranked.returncode == 0, ranked.stderr
+    assert f"sweep tiny, run {run}" in ranked.stdout and "1 of 2 trials finished" in ranked.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_local_sweep_killed_or_terminated_leaves_no_process(tmp_path, signum):
     values, root = write_values(tmp_path, ONE_TRIAL), tmp_path / "root"

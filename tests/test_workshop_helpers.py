@@ -1,13 +1,17 @@
-"""`make serve-best` and `make clean-local`: what they refuse, in one line, and what they do."""
+"""`make serve-best` (here, and on the cluster) and `make clean-local`: what they refuse, in one line, and what
+they do."""
 import csv
 import json
 import os
 import subprocess
 import sys
+import urllib.parse
 
+import pytest
 import yaml
 
-from support import REPO, assert_one_line_error, make, make_error
+from support import REPO, TINY_VALUES, FakeRest, assert_one_line_error, make, make_error, write_values
+from tfk8s.serving import model_config
 from tfk8s.trainer import lock
 
 HEADER = ["rank", "trial", "job", "learning_rate", "status", "step", "validation_accuracy", "test_accuracy",
@@ -51,6 +55,94 @@ def test_serve_best_before_any_sweep_says_to_run_it(tmp_path):
     result = make("serve-best", f"SWEEP_ROOT={tmp_path}")
     assert result.returncode != 0
     make_error(result, "no run of sweep mnist-small", "run the sweep first")
+
+
+def cluster_side(scalars):
+    """What the port-forwards reach, on loopback: TensorBoard's scalars API over the trials' event files (run ->
+    tag -> [(step, value)]), and TensorFlow Serving's REST model status (one version AVAILABLE)."""
+    def answer(path):
+        url = urllib.parse.urlsplit(path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path == "/data/plugin/scalars/tags":
+            return {run: {tag: {"displayName": tag, "description": ""} for tag in tags}
+                    for run, tags in scalars.items()}
+        if url.path == "/data/plugin/scalars/scalars" and query.get("tag") in scalars.get(query.get("run"), {}):
+            return [[1700000000.0 + step, step, value] for step, value in scalars[query["run"]][query["tag"]]]
+        if url.path == "/v1/models/mnist":
+            return {"model_version_status": [{"version": "1767225600", "state": "AVAILABLE",
+                                              "status": {"error_code": "OK", "error_message": ""}}]}
+        return None
+    return FakeRest(answer)
+
+
+RUN_ID = "20260114-101500"
+
+
+def cluster_sweep(tmp_path, fake_kubectl, scalars):
+    """make serve-best SWEEP_TENSORBOARD=... against the stand-in kubectl, whose port-forward reaches ClusterSide."""
+    path, calls = fake_kubectl
+    values = write_values(tmp_path, TINY_VALUES)
+    side = cluster_side(scalars)
+    try:
+        result = make("serve-best", f"SWEEP_VALUES={values}", f"SWEEP_TENSORBOARD={side.url}",
+                      f"SWEEP_ROOT={tmp_path / 'ranking'}", f"SERVE_BEST_CONFIG={tmp_path / 'applied.yaml'}",
+                      "NAMESPACE=alice", env={"FAKE_CONTEXT_NAMESPACE": "alice", "FAKE_FORWARD_TO": str(side.port)},
+                      path=path)
+    finally:
+        side.close()
+    return result, [c for c in calls() if c["args"][0] != "config"]
+
+
+def trial_scalars(trial, validation, test=None):
+    run = f"tiny/{RUN_ID}/{trial}"
+    found = {f"{run}/eval": {"accuracy": [(30, validation)]}}
+    if test is not None:
+        found[f"{run}/test"] = {"accuracy": [(30, test)]}
+    return found
+
+
+def test_serve_best_on_the_cluster_points_tensorflow_serving_at_the_winners_export(tmp_path, fake_kubectl):
+    """The winner on validation (t02, though t01 tests better) is the base path of the ConfigMap applied;
+    serving then restarts on it and the wait reads the version it serves over the forwarded REST port."""
+    result, calls = cluster_sweep(tmp_path, fake_kubectl, {**trial_scalars("t01", 0.80, 0.99),
+                                                          **trial_scalars("t02", 0.90, 0.85)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    winner = f"/mnt/nfs/exports/tiny/{RUN_ID}/t02"
+    applied = [c for c in calls if c["args"][2:4] == ["apply", "-f"]]
+    configmaps = [d for c in applied for d in yaml.safe_load_all(c["stdin"]) if d and d["kind"] == "ConfigMap"]
+    assert len(configmaps) == 1 and configmaps[0]["metadata"] == {
+        "name": "mnist-model-config", "namespace": "alice",
+        "labels": {"app": "mnist-serving", "app.kubernetes.io/part-of": "mnist-workshop"}}
+    _, config = model_config.read_configmap(yaml.safe_dump(configmaps[0]))
+    served = model_config.model(config)
+    assert served.base_path == winner and not served.version_labels
+    assert model_config.version_policy(served) == ("latest", 2)  # kube/model-config.yaml's: the newest there
+    deployments = [d for c in applied for d in yaml.safe_load_all(c["stdin"]) if d and d["kind"] == "Deployment"]
+    assert [d["metadata"]["name"] for d in deployments] == ["mnist-serving"]
+    mounted = next(v for v in deployments[0]["spec"]["template"]["spec"]["volumes"] if "configMap" in v)
+    assert mounted["configMap"]["name"] == configmaps[0]["metadata"]["name"]
+    verbs = [c["args"][2:] for c in calls]
+    order = [verbs.index(["apply", "-f", "-"]), verbs.index(["rollout", "restart", "deployment/mnist-serving"]),
+             verbs.index(["rollout", "status", "deployment/mnist-serving", "--timeout=10m"]),
+             verbs.index(["port-forward", "service/mnist-serving", ":8501"])]
+    assert order == sorted(order), verbs
+    assert "serves mnist: versions 1767225600" in result.stdout
+    assert f"serving the sweep's winner, {winner}" in result.stdout and "make predict" in result.stdout
+
+
+def test_serve_best_on_the_cluster_with_no_finished_trial_is_one_line_and_applies_nothing(tmp_path, fake_kubectl):
+    result, calls = cluster_sweep(tmp_path, fake_kubectl, trial_scalars("t01", 0.80))  # evaluated, not tested
+    make_error(result, "no trial is ranked (none has finished)")
+    assert [c for c in calls if "apply" in c["args"] or "rollout" in c["args"]] == []
+
+
+@pytest.mark.parametrize("export", ["", "runs/exports/t01", "/elsewhere/t01"])
+def test_best_export_of_a_cluster_sweep_is_on_the_shared_volume(tmp_path, export):
+    path = ranking(tmp_path / "r.csv", [["1", "t01", "s-t01", "0.1", "finished", "20", "0.9", "0.9", "m1", export]])
+    assert_one_line_error(workshop("best-export", "--cluster", path, cwd=tmp_path), "is not on the shared volume")
+    ranking(path, [["1", "t01", "s-t01", "0.1", "finished", "20", "0.9", "0.9", "m1", "/mnt/nfs/exports/s/r/t01"]])
+    result = workshop("best-export", "--cluster", path, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == "/mnt/nfs/exports/s/r/t01\n", result.stderr
 
 
 def test_clean_local_refuses_while_a_trainer_writes_and_deletes_runs_after(tmp_path):

@@ -1,6 +1,7 @@
-"""Two laptop helpers of make/local.mk: the sweep winner's export (`make serve-best`), and `make clean-local`.
+"""Two helpers of make/local.mk: the sweep winner's export (`make serve-best`), and `make clean-local`.
 
     python -m tfk8s.workshop best-export RESULTS_CSV   # print the export directory of the sweep's rank 1
+    python -m tfk8s.workshop best-export --cluster RESULTS_CSV   # the same of a cluster sweep, as the pods see it
     python -m tfk8s.workshop clean RUNS                # delete RUNS, unless a trainer is writing there
 """
 import csv
@@ -9,15 +10,19 @@ import sys
 from pathlib import Path
 
 from tfk8s.cli import ArgumentParser, UserError, entry_point
+from tfk8s.sweep.trials import NFS
 from tfk8s.trainer import lock
 
 
-def best_export(results_csv):
+def best_export(results_csv, cluster=False):
     """The export directory (TensorFlow Serving's --model_base_path) of the rank-1 trial of a ranking that
-    `templated/run.sh --results` wrote (its `export` column is that trial's newest version)."""
+    `templated/run.sh --results` wrote: here, its `export` column is that trial's newest version; of a cluster
+    sweep (`cluster`, ranked from TensorBoard), the trial's export directory on the shared volume itself."""
     path = Path(results_csv)
     if not path.is_file():
-        raise UserError(f"no ranking {path}: run the sweep first (make sweep-local), then make serve-best")
+        then = "(make sweep), then make serve-best SWEEP_TENSORBOARD=..." if cluster else "(make sweep-local), then " \
+                                                                                   "make serve-best"
+        raise UserError(f"no ranking {path}: run the sweep first {then}")
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -26,6 +31,13 @@ def best_export(results_csv):
     best = [row for row in rows if row.get("rank") == "1"]
     if not best:
         raise UserError(f"{path}: no trial is ranked (none has finished): see make sweep-results")
+    if cluster:
+        export_dir = best[0].get("export") or ""
+        if not export_dir.startswith(f"{NFS}/"):
+            raise UserError(f"{path}: the winner {best[0].get('trial')}'s export {export_dir or '(none)'} is not on "
+                            f"the shared volume ({NFS}): rank the cluster sweep with make sweep-results "
+                            "SWEEP_TENSORBOARD=...")
+        return export_dir
     version = best[0].get("export") or ""
     if not version or not Path(version).is_dir():
         raise UserError(f"the winner {best[0].get('trial')} has no export to serve ({version or 'none'}): "
@@ -66,11 +78,14 @@ def clean(runs):
 def main(argv=None):
     p = ArgumentParser(prog="python -m tfk8s.workshop", description=__doc__.splitlines()[0])
     actions = p.add_subparsers(dest="action", required=True)
-    actions.add_parser("best-export", help="print the export directory of the sweep's winner").add_argument("csv")
+    best = actions.add_parser("best-export", help="print the export directory of the sweep's winner")
+    best.add_argument("--cluster", action="store_true", help="a cluster sweep's ranking: the directory as the pods "
+                                                              "see it, on the shared volume")
+    best.add_argument("csv")
     actions.add_parser("clean", help="delete RUNS unless a trainer writes there").add_argument("runs")
     args = p.parse_args(argv)
     if args.action == "best-export":
-        print(best_export(args.csv))
+        print(best_export(args.csv, args.cluster))
     else:
         clean(args.runs)
 

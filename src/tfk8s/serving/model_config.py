@@ -27,6 +27,7 @@ mnist-model-config (kube/model-config.yaml); locally it is any file:
     python src/model_config.py wait --config models.config --server http://localhost:8501
     python src/model_config.py canary --config models.config --canary 1767312000    # ...then label it
     python src/model_config.py promote --config models.config      # stable := the canary's version
+    python src/model_config.py serve --config models.config --base_path /mnt/nfs/exports/mnist-sweep/RUN/t03
     kubectl get configmap mnist-model-config -o yaml \\
       | python src/model_config.py promote --configmap - | kubectl apply -f -
 
@@ -244,6 +245,17 @@ def split(config, stable, canary, loaded=None, name=MODEL):
     return check(config)
 
 
+def serve_export(config, base_path, name=MODEL):
+    """Serve the export directory `base_path` instead, as kube/model-config.yaml serves its own (its version
+    policy: the newest versions there); labels go, since they name versions of the directory served before."""
+    m = model(config, name)
+    _, default = read_configmap(CONFIGMAP_SOURCE.read_text(), str(CONFIGMAP_SOURCE))
+    m.base_path = str(base_path)
+    m.model_version_policy.CopyFrom(model(default).model_version_policy)
+    m.version_labels.clear()
+    return check(config)
+
+
 def promote(config, name=MODEL):
     """Point `stable` at the canary's version. Both stay loaded, so moving `stable` back is a rollback."""
     m = model(config, name)
@@ -395,6 +407,8 @@ def parse_args(argv=None):
         "load": actions.add_parser("load", help="also serve --version N, labels unchanged (before labelling it)"),
         "canary": actions.add_parser("canary", help="serve two loaded versions, labelled stable and canary"),
         "promote": actions.add_parser("promote", help="point stable at the canary's version"),
+        "serve": actions.add_parser("serve", help="serve the newest versions of --base_path instead (the policy "
+                                                  "of kube/model-config.yaml), labels removed"),
         "wait": actions.add_parser("wait", help="wait until --server serves the config (versions loaded, labels set)"),
     }
     subs["load"].add_argument("--version", type=int, required=True, help="the version to load")
@@ -405,6 +419,8 @@ def parse_args(argv=None):
     subs["wait"].add_argument("--timeout", type=duration(), default=300.0, help="seconds to wait at most")
     subs["init"].add_argument("--config", metavar="FILE", required=True, help="the file to write (not overwritten)")
     subs["init"].add_argument("--base_path", required=True, help="the export directory to serve")
+    subs["serve"].add_argument("--base_path", required=True, help="the export directory to serve, as TensorFlow "
+                                                                  "Serving sees it (an absolute path)")
     for name, sub in subs.items():
         if name == "init":  # writes a new file: none to read
             continue
@@ -414,7 +430,7 @@ def parse_args(argv=None):
         where.add_argument("--configmap", metavar="FILE", help="a ConfigMap in YAML ('-': standard input)" +
                            ("" if name in ("show", "wait") else "; the changed ConfigMap goes to standard output"))
         sub.add_argument("--model", default=MODEL, help="which model of the config")
-        if name != "show":
+        if name not in ("show", "serve"):
             sub.add_argument("--server", metavar="URL", required=name == "wait",
                              help="a model server's REST address (e.g. http://localhost:8501): "
                                   + ("the server to wait for" if name == "wait" else "what it has loaded"))
@@ -462,7 +478,7 @@ def init(path, base_path):
     if not base_path.is_dir():
         raise UsageError(f"--base_path {base_path} is not a directory")
     _, config = read_configmap(CONFIGMAP_SOURCE.read_text(), str(CONFIGMAP_SOURCE))
-    model(config).base_path = str(base_path)
+    serve_export(config, base_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write(path, config)
     return model(config)
@@ -482,8 +498,10 @@ def main(argv=None):
     if args.action == "wait":
         wait(args.server, config, args.model, args.timeout)
         return
-    loaded = available_versions(args.server, args.model) if args.server else None
-    if args.action == "load":
+    loaded = available_versions(args.server, args.model) if getattr(args, "server", None) else None
+    if args.action == "serve":
+        message = describe(model(serve_export(config, args.base_path, args.model), args.model))
+    elif args.action == "load":
         load(config, args.version, loaded, args.model)
         message = f"loads version {args.version} too"
     elif args.action == "canary":

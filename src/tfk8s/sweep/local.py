@@ -7,9 +7,20 @@ import sys
 import time
 from pathlib import Path
 
+from tfk8s.cli import UserError
 from tfk8s.kube import reaper
 from tfk8s.paths import SRC
 from tfk8s.sweep import cluster
+
+
+class SweepInterruptedError(UserError):
+    """Ctrl-C (or `kill`, a closed terminal) during a local sweep: exit 130, as a shell reports SIGINT."""
+
+    exit_code = 130
+
+    def __init__(self, finished, total, message=None):
+        super().__init__(message or f"interrupted: {finished} of {total} trials had finished")
+        self.finished, self.total = finished, total
 
 
 @contextlib.contextmanager
@@ -48,6 +59,7 @@ def run_local(trials, paths, root, logs, parallel, trainer_args):
 
     All trials share `root`, so that its volume holds them side by side as the
     NFS claim does on the cluster; each trial's output goes to <logs>/<job>.log.
+    Interrupted, it stops the running trials and raises SweepInterruptedError (how many had finished).
     """
     processes = {}
     logs.mkdir(parents=True, exist_ok=True)
@@ -83,6 +95,8 @@ def run_local(trials, paths, root, logs, parallel, trainer_args):
         signal.signal(signum, stopped)
     try:
         outcomes = cluster.at_most(parallel, trials, start, outcome, interval=1.0)
+    except KeyboardInterrupt:  # counted before the stop below, which ends the running trials with a failure
+        raise SweepInterruptedError(sum(p.poll() == 0 for p in processes.values()), len(trials)) from None
     finally:
         for process in processes.values():  # interrupted: tfjob_local stops its replicas on SIGTERM
             if process.poll() is None:

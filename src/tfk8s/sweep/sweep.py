@@ -195,11 +195,19 @@ def main(argv=None):
     elif args.local:
         paths = dict(zip((t.id for t in trials), planning.write_manifests(trials, docs, root / "manifests" / run_id,
                                                                           "--root's manifests/<run>/")))
-        local.write_hparams_config(trials, planning.volume_dir(root, container) / "runs" / name / run_id)
-        local.run_local(trials, paths, root, root / "logs" / run_id, args.parallel or 1, args.trainer_args)
-        print(f"all {len(trials)} trials of run {run_id} succeeded; rank them with: templated/run.sh --results"
-              + (f" --values {args.values}" if args.values else "")
-              + (f" --name {name}" if args.name else "") + (f" --root {args.root}" if args.root else ""))
+        volume = planning.volume_dir(root, container)
+        local.write_hparams_config(trials, volume / "runs" / name / run_id)
+        rank = ("templated/run.sh --results" + (f" --values {args.values}" if args.values else "")
+                + (f" --name {name}" if args.name else "") + (f" --root {args.root}" if args.root else ""))
+        try:
+            local.run_local(trials, paths, root, root / "logs" / run_id, args.parallel or 1, args.trainer_args)
+        except local.SweepInterruptedError as stop:
+            # A run is never resumed: the same command claims a new run id and trains every trial afresh.
+            raise local.SweepInterruptedError(stop.finished, stop.total,
+                f"interrupted: {stop.finished} of {stop.total} trials of run {run_id} had finished, their files "
+                f"stay in {volume}/{{runs,exports}}/{name}/{run_id} (rank them: {rank} --run_id {run_id}); the same "
+                "command starts a new run, every trial from the start") from None
+        print(f"all {len(trials)} trials of run {run_id} succeeded; rank them with: {rank}")
     else:
         import tempfile
         cluster.require_kubectl()
