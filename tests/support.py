@@ -3,6 +3,7 @@
 Fixtures and the session's checks are in conftest.py; everything a test imports by name is here
 (`from support import ...`), never from another test module.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -79,6 +80,17 @@ def tree_digest(root):
     """{relative path: sha256} of every file under root: what a shared artefact must still be at the end."""
     return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(Path(root).rglob("*")) if path.is_file()}
+
+
+@contextlib.contextmanager
+def reaped(process):
+    """The block's process, killed and reaped at the end if it is still running (the test failed before it ended)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def wait_for(condition, what, timeout=60, log=None, interval=0.25):

@@ -214,3 +214,36 @@ def test_of_trainers_racing_for_a_stale_lock_exactly_one_wins(tmp_path):
         for r in racers:
             r.kill()
             r.wait()
+
+
+@pytest.mark.slow
+def test_a_running_trainer_that_loses_its_lock_stops_without_writing_another_checkpoint(tmp_path):
+    from support import SRC, reaped, wait_for
+    model_dir, export_dir = tmp_path / "model", tmp_path / "export"
+    # 400 steps: a trainer that ignored the lost lock would finish (exit 0, an export) in about a minute.
+    command = [str(part) for part in (sys.executable, SRC / "main.py", "--steps", 400, "--checkpoint_every", 20,
+                                      "--eval_every", 400, "--model_dir", model_dir, "--export_dir", export_dir)]
+    trainer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+
+    def checkpoints():
+        return sorted(p.name for p in model_dir.glob("ckpt-*.index"))
+
+    with reaped(trainer):
+        wait_for(lambda: checkpoints() or trainer.poll() is not None, "the trainer's first checkpoint", timeout=300)
+        assert trainer.poll() is None, trainer.communicate()
+        # Paused right after a checkpoint appeared (the next one is 20 steps away), another trainer takes the lock,
+        # as one whose lease-holder looked dead would.
+        trainer.send_signal(signal.SIGSTOP)
+        kept = checkpoints()
+        path = model_dir / LOCK_NAME
+        record = {**json.loads(path.read_text()), "token": "theirs", "pid": 999999, "host": "node-b"}
+        (model_dir / "lock.tmp").write_text(json.dumps(record) + "\n")
+        os.replace(model_dir / "lock.tmp", path)
+        trainer.send_signal(signal.SIGCONT)
+        out, err = trainer.communicate(timeout=300)
+    assert trainer.returncode == 1, out + err
+    assert_one_line_error(subprocess.CompletedProcess(command, 1, out, err), "lost the lock on --model_dir",
+                          "(taken over by pid 999999 on host node-b", "stopped without writing")
+    assert checkpoints() == kept, f"checkpoints written after the lock was lost: {set(checkpoints()) - set(kept)}"
+    assert not export_dir.exists() or not any(export_dir.iterdir()), "exported after the lock was lost"
+    assert json.loads(path.read_text())["token"] == "theirs", "the new holder's lock was removed"

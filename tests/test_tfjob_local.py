@@ -247,6 +247,22 @@ def test_without_a_chief_worker_0_decides_and_a_retryable_exit_is_retried(tmp_pa
     assert "worker-0 succeeded; 1 restart(s)" in result.stdout
 
 
+def test_without_a_chief_another_worker_succeeding_first_does_not_end_the_job(tmp_path):
+    # training-operator v1.9.x, pkg/controller.v1/tensorflow/tfjob_controller.go (UpdateJobStatus): with no Chief,
+    # the job succeeds when worker 0 has completed; worker 1 finishing first leaves it running.
+    manifest = fake_tfjob(tmp_path, {"Worker": (2, "ExitCode")})
+    # Worker 1 succeeds at once; worker 0 fails with a retryable code and succeeds after a 2 s restart delay.
+    result = run_local(manifest, tmp_path / "run", "worker-1=0", "worker-0=138,0", restart_delay=2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "worker-1 succeeded" not in result.stdout.split("[tfjob] job fake succeeded")[-1]
+    assert replica_lines(result.stdout, "worker-0")[::2] == ["worker-0 run 0", "worker-0 run 1"], \
+        "the job ended before worker 0 ran again: " + result.stdout
+    assert re.search(r"\[tfjob\] job fake succeeded in \d+s: worker-0 succeeded; 1 restart", result.stdout), \
+        result.stdout
+    failed = run_local(manifest, tmp_path / "run2", "worker-1=0", "worker-0=1")
+    assert_one_line_error(failed, "job fake failed after", "worker-0 exited with code 1")
+
+
 @pytest.mark.parametrize("policy, codes, restarted", [
     ("ExitCode", "137,0", True), ("ExitCode", "143,0", True), ("ExitCode", "130,0", True),
     ("ExitCode", "139,0", True), ("ExitCode", "128,0", True),  # v1.9: every code from 128 up is retryable
