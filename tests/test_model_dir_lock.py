@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from support import assert_one_line_error, run_script
+from support import assert_one_line_error, reaped, run_script, wait_for
 from tfk8s.cli import UserError, child_env
 from tfk8s.trainer import lock
 from tfk8s.trainer.lock import LOCK_NAME, WriterLock
@@ -177,10 +177,12 @@ def test_the_holder_renews_its_lease_and_stops_writing_once_another_took_the_loc
     held, _ = taken(tmp_path)
     path = tmp_path / LOCK_NAME
     os.utime(path, (time.time() - 100, time.time() - 100))
-    time.sleep(0.5)
-    assert time.time() - path.stat().st_mtime < 1  # renewed
+    wait_for(lambda: time.time() - path.stat().st_mtime < 1, "the lease renewed", timeout=30)
     held.check()
-    path.write_text(json.dumps({**held.me, "token": "theirs", "pid": 999999, "host": "node-b"}))
+    # Replaced in one step (a new file renamed over it), so that the heartbeat cannot read it half-written
+    # (truncated, then written: under load it once did, and the test failed on the record, not the rule).
+    (tmp_path / "lock.tmp").write_text(json.dumps({**held.me, "token": "theirs", "pid": 999999, "host": "node-b"}))
+    os.replace(tmp_path / "lock.tmp", path)
     lost = (r"lost the lock on --model_dir .* \(taken over by pid 999999 on host node-b \(chief-0\)\), "
             "probably while this process was paused past its 30s lease: stopped without writing; "
             r"run one trainer per --model_dir")
@@ -218,7 +220,7 @@ def test_of_trainers_racing_for_a_stale_lock_exactly_one_wins(tmp_path):
 
 @pytest.mark.slow
 def test_a_running_trainer_that_loses_its_lock_stops_without_writing_another_checkpoint(tmp_path):
-    from support import SRC, reaped, wait_for
+    from support import SRC
     model_dir, export_dir = tmp_path / "model", tmp_path / "export"
     # 400 steps: a trainer that ignored the lost lock would finish (exit 0, an export) in about a minute.
     command = [str(part) for part in (sys.executable, SRC / "main.py", "--steps", 400, "--checkpoint_every", 20,
