@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -23,6 +24,7 @@ from tfk8s.trainer.lock import LOCK_NAME, WriterLock
 # Holds the lock on argv[1] until killed (or stdin closes).
 HOLDER = """
 import sys
+import threading
 from tfk8s.trainer.lock import WriterLock
 WriterLock(sys.argv[1], "chief-0", say=lambda line: print(line, flush=True)).acquire()
 print("held", flush=True)
@@ -249,3 +251,26 @@ def test_a_running_trainer_that_loses_its_lock_stops_without_writing_another_che
     assert checkpoints() == kept, f"checkpoints written after the lock was lost: {set(checkpoints()) - set(kept)}"
     assert not export_dir.exists() or not any(export_dir.iterdir()), "exported after the lock was lost"
     assert json.loads(path.read_text())["token"] == "theirs", "the new holder's lock was removed"
+
+
+def test_the_heartbeat_and_the_writer_read_the_file_systems_clock_at_once_without_tripping_each_other(tmp_path):
+    # At a takeover both the heartbeat thread and the writer's check() read the lock's age (WriterLock.clock):
+    # each probe file must be its own, or one removes the other's between its write and its stat.
+    held, _ = taken(tmp_path)
+    failures = []
+
+    def read_clock():
+        try:
+            for _ in range(300):
+                held.clock()
+        except OSError as err:
+            failures.append(err)
+
+    threads = [threading.Thread(target=read_clock) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    held.release()
+    assert not failures, failures[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a clock probe was left behind"

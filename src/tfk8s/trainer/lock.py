@@ -176,8 +176,12 @@ class WriterLock:
         return holder, stat.st_ino, self.clock() - stat.st_mtime
 
     def clock(self):
-        """Now, by the clock of the file system that holds the lock: the mtime of a file written now."""
-        probe = self.path.with_name(f".{LOCK_NAME}.clock.{self.me['token']}")
+        """Now, by the clock of the file system that holds the lock: the mtime of a file written now.
+
+        The probe's name is new on each call: the heartbeat and the writer's check() may both read the clock at
+        the moment the lock is taken over, and one must not remove the other's probe.
+        """
+        probe = self.path.with_name(f".{LOCK_NAME}.clock.{self.me['token']}.{uuid.uuid4().hex}")
         try:
             probe.write_bytes(b"")
             return probe.stat().st_mtime
