@@ -15,16 +15,14 @@ Everything that applies one of these images pins it through here: src/render_man
 Serving, `make serve`) and the instructor's NFS servers (tfk8s.instructor.namespaces).
 """
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tfk8s import yamlfile
 from tfk8s.cli import UserError
-from tfk8s.paths import REPO
+from tfk8s.paths import REPO, replace_text
 
 PINS = REPO / "pinned-images.yaml"
 COMMAND = "make instructor-pin-images"
@@ -86,17 +84,8 @@ def dump(pins):
 
 def write(pins, path=PINS):
     """Replace the file at `path` with `pins` at once: a reader sees the old file or the new one, never a part."""
-    path = Path(path)
     try:
-        handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(handle, "w") as out:
-                out.write(dump(pins))
-            os.chmod(staging, 0o644)
-            os.replace(staging, path)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
+        replace_text(path, dump(pins))
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror}") from None
 

@@ -35,9 +35,7 @@ Why one module of some 460 lines: the parser, the writer and the rules of the fi
 (what TensorFlow Serving accepts) are one format, and each subcommand is a few lines over them.
 """
 import copy
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,7 +45,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tfk8s import rest, yamlfile
 from tfk8s.cli import ArgumentParser, UsageError, UserError, duration, entry_point
-from tfk8s.paths import KUBE
+from tfk8s.paths import KUBE, replace_text
 
 MODEL = "mnist"
 CONFIGMAP_KEY = "models.config"   # the file name TensorFlow Serving sees in the mounted ConfigMap
@@ -100,16 +98,7 @@ def read(path):
 
 def write(path, config):
     """Replace `path` in one step: a server polling the file never reads half of it."""
-    path = Path(path)
-    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dumps(config))
-        os.chmod(staging, 0o644)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    replace_text(path, dumps(config))
 
 
 def validate(config, source="the model config"):
