@@ -53,7 +53,11 @@ class Client:
     def __init__(self, server, account_dir, pod_name, timeout=TIMEOUT):
         self.server, self.dir, self.pod_name, self.timeout = server.rstrip("/"), Path(account_dir), pod_name, timeout
         self.namespace = self.read("namespace")
-        self.context = ssl.create_default_context(cafile=str(self.dir / "ca.crt"))
+        try:
+            self.context = ssl.create_default_context(cafile=str(self.dir / "ca.crt"))
+        except (OSError, ssl.SSLError) as err:
+            raise NotInClusterError(f"cannot use the service account's ca.crt ({self.dir / 'ca.crt'}): "
+                                    f"{getattr(err, 'strerror', None) or err}") from None
 
     def read(self, name):
         try:
