@@ -65,13 +65,22 @@ class Argo:
         self.workflows, self.calls, self.requests = {}, [], []
         self.followed = {}                    # step -> main's state when its log was first followed
         self.changed = threading.Condition()
-        self.clock = 0
+        self.clock = 1
+        self.step_of = {}                     # a step's pod -> the step
+        self.emitted = {}                     # pod -> [(time, line)] its main container has written so far
+        self.drop = set()                     # steps whose first log stream ends while they run (a lost connection)
 
     # ---------------------------------------------------------------- the controller
 
     def stamp(self):
+        """The time of a log line as the kubelet writes it (Go's RFC3339Nano: trailing zeros dropped), 50 ms
+        apart: .1, .15, .2, ..."""
         self.clock += 1
-        return f"2026-12-07T09:00:00.{self.clock:09d}Z"
+        seconds, nanos = divmod(self.clock * 50_000_000, 10**9)
+        return f"2026-12-07T09:00:{seconds:02d}" + (f".{nanos:09d}".rstrip("0") if nanos else "") + "Z"
+
+    def emit(self, pod, lines):
+        self.emitted.setdefault(pod, []).extend((self.stamp(), line) for line in lines)
 
     def pod_of(self, wf, task):
         return f"{wf['metadata']['name']}-{task}-{fnv32a(wf['metadata']['name'] + '.' + task)}"
@@ -100,10 +109,12 @@ class Argo:
                     node["phase"] = outcome
                     if outcome == "Failed":
                         node["message"] = "Error (exit code 3)"
+                    self.emit(pod, self.lines(step)[1:])
                     node["finishedAt"] = self.stamp()
                     self.set_main(pod, "terminated")
             elif node["phase"] == "Pending":
                 node["phase"] = "Running"
+                self.emit(pod, self.lines(step)[:1])
                 self.set_main(pod, "running")
         failed = any(n["phase"] in ("Failed", "Error") for n in steps.values())
         tasks = next(t for t in wf["spec"]["templates"] if t["name"] == "pipeline")["dag"]["tasks"]
@@ -115,6 +126,7 @@ class Argo:
                     node_id = f"{name}-{fnv32a(node_name)}"
                     nodes[node_id] = {"id": node_id, "name": node_name, "displayName": task["name"], "type": "Pod",
                                       "templateName": task["template"], "phase": "Pending", "ticks": 0}
+                    self.step_of[self.pod_of(wf, task["name"])] = task["name"]
                     self.pods[self.pod_of(wf, task["name"])] = {
                         "metadata": {"name": self.pod_of(wf, task["name"]), "namespace": NAMESPACE},
                         "status": {"phase": "Pending", "containerStatuses": [
@@ -172,26 +184,41 @@ class Argo:
             node.pop("ticks", None)
         return handler.json(200, shown)
 
+    def lines(self, step):
+        return self.logs.get(step, [f"{step} line 1", f"{step} line 2"])
+
     def follow(self, handler, pod, query):
-        """A followed log, as the kubelet serves it: 400 while main waits; the lines so far, then the rest as
-        they come until main terminates."""
-        step = next((s for s in STEPS if f"-{s}-" in pod), None)
+        """A followed log, as the kubelet serves it: 400 while main waits; the lines so far (from sinceTime's
+        second: the API server passes it on in whole seconds), then the rest as they come until main
+        terminates."""
+        step = self.step_of[pod]
         state = next(iter(self.pods[pod]["status"]["containerStatuses"][1]["state"]))
         if state == "waiting":
             return handler.status(400, "BadRequest", f'container "main" in pod "{pod}" is waiting to start: '
                                                      "PodInitializing")
         assert query["container"] == ["main"] and query["follow"] == ["true"], query
-        lines = self.logs.get(step, [f"{step} line 1", f"{step} line 2"])
+        since = query.get("sinceTime", [""])[0][:19]
         handler.send_response(200)
         handler.send_header("Content-Type", "text/plain")
         handler.end_headers()
-        handler.wfile.write("".join(f"{self.stamp()} {line}\n" for line in lines[:1]).encode())
-        handler.wfile.flush()
+        sent = 0
+
+        def send():
+            nonlocal sent
+            with self.changed:
+                new, sent = self.emitted.get(pod, [])[sent:], len(self.emitted.get(pod, []))
+            handler.wfile.write("".join(f"{t} {line}\n" for t, line in new if t[:19] >= since).encode())
+            handler.wfile.flush()
+
+        send()
         with self.changed:
             self.followed.setdefault(step, state)
+            if step in self.drop and not since:
+                return None  # the connection is lost while main runs
             self.changed.wait_for(lambda: "terminated" in self.pods[pod]["status"]["containerStatuses"][1]["state"],
                                   timeout=60)
-        handler.wfile.write("".join(f"{self.stamp()} {line}\n" for line in lines[1:]).encode())
+        send()
+        return None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -292,6 +319,18 @@ def test_a_pipeline_runs_states_and_logs_as_they_come(api):
     assert f"kubectl get workflow pipeline-test-1 -n {NAMESPACE}" in result.stdout
     assert result.stderr == ""
     assert set(argo.requests) == rights.COMMAND_RIGHTS - {("patch", "argoproj.io", "workflows")}
+
+
+def test_a_log_stream_lost_while_the_step_runs_is_opened_again_without_repeating_a_line(api):
+    """The first stream ends after line 1 (.1 s) while main runs; the second, from that second on, repeats it:
+    printed once, and line 2 (.15 s: before .1 as text) printed too."""
+    api.argo.drop = {"s1-echo"}
+    result = flow(api, "--name", "pipeline-test-6", text="echo one")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[s1-echo] s1-echo")]
+    assert lines == ["[s1-echo] s1-echo line 1", "[s1-echo] s1-echo line 2"], result.stdout
+    follows = [c[1] for c in api.argo.calls if "/log?" in c[1]]
+    assert len(follows) == 2 and "sinceTime=2026-12-07T09%3A00%3A00.1Z" in follows[1], follows
 
 
 def test_a_failed_step_is_named_and_nothing_after_it_runs(api):

@@ -17,6 +17,7 @@ api/jsonschema/schema.json, v4.1.2). Ctrl-C, SIGTERM or SIGHUP stop every step's
 after GRACE seconds); if this runner is killed outright, the kernel and the reaper (tfk8s.kube.reaper) stop them.
 """
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -75,6 +76,13 @@ def pod_name(wf, node):
     return f"{prefix}-{fnv32a(node['name'])}"
 
 
+def moment(stamp):
+    """A log line's timestamp (RFC 3339, as the kubelet writes it: Go's RFC3339Nano drops trailing zeros, so
+    ".1Z" follows ".05Z" but sorts before ".15Z" as text) as something that sorts in time."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z", stamp or "")
+    return (match[1], int((match[2] or "").ljust(9, "0"))) if match else (stamp or "", 0)
+
+
 def main_state(pod):
     """'waiting', 'running' or 'terminated': the state of the pod's `main` container (waiting before it has one)."""
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -114,8 +122,8 @@ class StepLog(threading.Thread):
                     continue
                 try:
                     for stamp, line in self.client.log_lines(self.pod, since_time=last):
-                        if last is not None and stamp <= last:
-                            continue  # seen before the stream was opened again
+                        if last is not None and moment(stamp) <= moment(last):
+                            continue  # seen before the stream was opened again (sinceTime counts whole seconds)
                         last = stamp
                         say(line, self.step)
                 except TimeoutError:
@@ -240,9 +248,9 @@ def run_cluster(text, name=None, dry_run=False, pod_file=None, poll=POLL):
                 raise
             raise UserError(f"creating workflow {name} in namespace {namespace}: Argo Workflows is not installed in "
                             "the cluster (the API server knows no workflows.argoproj.io): ask the instructor") from None
-        count = sum(len(s) for s in steps)
+        count, step_container = sum(len(s) for s in steps), doc["spec"]["templates"][1]["container"]
         say(f"workflow {name} submitted in namespace {namespace}: {count} step(s) in {len(steps)} stage(s), "
-            f"image {doc['spec']['templates'][1]['container']['image']}", ME)
+            f"image {step_container['image']}, in {step_container.get('workingDir', 'its WORKDIR')}", ME)
         wf = follow(client, name, steps, poll)
     except KeyboardInterrupt:
         stop_workflow(client, name, namespace)
