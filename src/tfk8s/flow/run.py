@@ -16,6 +16,7 @@ detects that one of the DAG nodes is failed. Then it waits until all DAG nodes a
 api/jsonschema/schema.json, v4.1.2). Ctrl-C, SIGTERM or SIGHUP stop every step's group (SIGTERM, then SIGKILL
 after GRACE seconds); if this runner is killed outright, the kernel and the reaper (tfk8s.kube.reaper) stop them.
 """
+import http.client
 import os
 import re
 import shlex
@@ -123,13 +124,16 @@ class StepLog(threading.Thread):
                 try:
                     for stamp, line in self.client.log_lines(self.pod, since_time=last):
                         if last is not None and moment(stamp) <= moment(last):
-                            continue  # seen before the stream was opened again (sinceTime counts whole seconds)
+                            # seen before the stream was opened again: the API server passes sinceTime on to the
+                            # kubelet in whole seconds (pkg/registry/core/pod/strategy.go LogLocation, RFC3339)
+                            continue
                         last = stamp
                         say(line, self.step)
-                except TimeoutError:
-                    pass
+                except (OSError, http.client.HTTPException):
+                    pass  # silent for LOG_TIMEOUT, or the connection lost: opened again while main runs
                 if self.state() in ("terminated", "gone"):
                     return
+                self.done.wait(1.0)  # the stream ended while main runs: open it again, not in a tight loop
         except UserError as err:
             say(f"(log unavailable: {err})", self.step)
 
@@ -351,7 +355,9 @@ def run_local(text):
         for steps in stages:
             if OUTPUT_CLOSED.is_set():
                 raise OutputClosedError()
-            runs = [start_step(s, cwd, watchdog) for s in steps]
+            runs = []
+            for step in steps:  # each kept as soon as it starts: a signal meanwhile stops those started
+                runs.append(start_step(step, cwd, watchdog))
             failed = wait_stage(runs, watchdog)
             if failed:
                 not_run = order[order.index(steps[-1].name) + 1:]
