@@ -104,6 +104,7 @@ TIME_FLAGS = [
      "--timeout"),
     ("client.py", [], "--timeout"),
     ("tfjob_local.py", ["kube/tfjob.yaml"], "--restart_delay"),
+    ("flow.py", ["run", "-c", "echo a", "--local"], "--poll"),
 ]
 
 
