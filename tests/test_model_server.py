@@ -19,7 +19,7 @@ from google.protobuf import text_format
 
 from tfk8s.cli import child_env
 from tfk8s.ports import free_port
-from tfk8s.serving import flags, model_config
+from tfk8s.serving import flags, model_config, protocol
 from tfk8s.serving.config_file import ModelConfigFile
 from tfk8s.serving.grpc_api import start_grpc
 from tfk8s.serving.models import ModelServer, ServedModel
@@ -208,6 +208,19 @@ def test_a_missing_base_path_changes_nothing(tmp_path, capsys):
     server.poll()
     assert states(model) == {2: ("AVAILABLE", "OK"), 1: ("AVAILABLE", "OK")} and y(server, version=1) == 2.0
     assert f"Could not find base path {model.base_path} for servable m" in capsys.readouterr().out
+
+
+def test_with_debug_on_each_poll_says_what_it_found_once_it_decided(tmp_path, capsys, monkeypatch):
+    """The evidence the slow tests wait for before asserting that a poll changed nothing."""
+    monkeypatch.setattr(protocol, "DEBUG", True)
+    server, model = one_model(tmp_path, 1, args=["--max_num_load_retries", 0])
+    put(model.base_path, 2, broken=True)
+    server.poll()
+    model.base_path.rename(tmp_path / "away")
+    server.poll()
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("debug: ")] == [
+        "debug: poll 1: m: on disk [1], loaded [1]", "debug: poll 2: m: on disk [1, 2], loaded [1]",
+        f"debug: poll 3: no base path {model.base_path} for m: nothing changed"]
 
 
 # ---------------------------------------------------------------- labels

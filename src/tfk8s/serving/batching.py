@@ -25,7 +25,7 @@ from collections import deque
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
-from tfk8s.serving.protocol import Code, ServingError, invalid, skipped
+from tfk8s.serving.protocol import Code, ServingError, debug, invalid, skipped
 
 # TensorFlow's SharedBatchScheduler defaults: what --enable_batching gives without a parameters file.
 DEFAULTS = {"max_batch_size": 1000, "batch_timeout_micros": 0, "max_enqueued_batches": 10,
@@ -143,6 +143,8 @@ class Scheduler:
                 self.batches.append([[], 0, time.monotonic()])
             self.batches[-1][0].append(task)
             self.batches[-1][1] += rows
+            queued = sum(len(batch[0]) for batch in self.batches)
+        debug(f"{self.name}: queued a task of {rows} row(s); {queued} task(s) waiting")
         while not task.finished:
             batch, wait = self._claim()
             if batch is not None:
