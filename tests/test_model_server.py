@@ -9,6 +9,7 @@ test_serving_limits.py and test_conformance.py (slow).
 import json
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 
@@ -55,7 +56,7 @@ class FixedLoader:
 
         def run(inputs):
             if self.run_hook:
-                self.run_hook()
+                self.run_hook(inputs)
             if self.raises:
                 raise self.raises
             return {"y": inputs["x"] + version}
@@ -331,6 +332,28 @@ def test_rest_refuses_a_tensor_over_the_message_limit_before_building_it_and_a_b
                      "takes bodies of up to 64 bytes (grpc.max_receive_message_length)"}
     finally:
         rest.stop(0)
+
+
+def test_with_enable_batching_concurrent_requests_are_merged_into_one_model_call(tmp_path):
+    """A batch that runs once it holds 8 rows (its timeout is a minute): 8 requests of one row, one call."""
+    parameters = tmp_path / "batching.config"
+    parameters.write_text("max_batch_size { value: 8 } batch_timeout_micros { value: 60000000 }")
+    server, model = one_model(tmp_path, 1, args=["--enable_batching", "--batching_parameters_file", parameters])
+    rows = []
+    model.options.loader.run_hook = lambda inputs: rows.append(len(inputs["x"]))
+    api, answers = Api(server, 0), {}
+
+    def ask(i):
+        answers[i] = api.handle("POST", "/v1/models/m:predict", json.dumps({"instances": [float(i)]}).encode())
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert {i: (status, json.loads(text)) for i, (status, text) in answers.items()} == {
+        i: (200, {"predictions": [i + 1.0]}) for i in range(8)}
+    assert rows == [8], f"model calls of {rows} row(s): not merged into one batch"
 
 
 # ---------------------------------------------------------------- gRPC: typed fields, versions, limits

@@ -213,6 +213,7 @@ class Scheduler:
                     parts.append(np.repeat(parts[0][:1], padded - rows, axis=0))
                 merged[alias] = np.concatenate(parts) if len(parts) > 1 else parts[0]
             outputs, start = self.call(merged), 0
+            debug(f"{self.name}: ran a batch of {len(tasks)} task(s), {padded} row(s)")
             for task in tasks:
                 task.outputs = {k: v[start:start + task.rows] for k, v in outputs.items()}
                 start += task.rows
