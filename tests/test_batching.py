@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 
+from support import wait_for
 from tfk8s.serving import batching
 from tfk8s.serving.protocol import Code, ServingError
 
@@ -16,6 +17,16 @@ def busy_model(calls, lock, seconds=0.02):
         with lock:
             calls.append(len(inputs["x"]))
         time.sleep(seconds)  # a busy model: callers queue up behind it
+        return {"y": inputs["x"] * 2}
+    return model
+
+
+def held_model(calls, gate):
+    """A model that runs until the test opens `gate`: the callers behind it queue up for as long as the test
+    needs, however loaded the machine."""
+    def model(inputs):
+        calls.append(len(inputs["x"]))
+        assert gate.wait(60), "the test never let the model finish"
         return {"y": inputs["x"] * 2}
     return model
 
@@ -41,9 +52,9 @@ def test_merged_requests_never_exceed_the_batch_limit_and_each_caller_gets_its_r
 
 
 def test_a_task_too_large_and_a_full_queue_get_tensorflows_errors():
-    calls, lock = [], threading.Lock()
-    scheduler = batching.Scheduler(busy_model(calls, lock, 0.5), dict(PARAMS, max_batch_size=4, num_batch_threads=1,
-                                                                      max_enqueued_batches=1))
+    calls, gate = [], threading.Event()
+    scheduler = batching.Scheduler(held_model(calls, gate), dict(PARAMS, max_batch_size=4, num_batch_threads=1,
+                                                                 max_enqueued_batches=1))
     with pytest.raises(ServingError) as caught:
         scheduler.run({"x": np.zeros((5, 1))})
     assert (caught.value.code, caught.value.message) == (Code.INVALID_ARGUMENT,
@@ -57,9 +68,14 @@ def test_a_task_too_large_and_a_full_queue_get_tensorflows_errors():
             errors.append(err)
 
     threads = [threading.Thread(target=caller) for _ in range(4)]
-    for t in threads:
+    threads[0].start()
+    wait_for(lambda: calls, "the first batch running")
+    threads[1].start()
+    wait_for(lambda: len(scheduler.batches) == 1, "the second batch queued")
+    for t in threads[2:]:
         t.start()
-        time.sleep(0.05)
+        t.join(30)  # refused at once, while the first batch runs
+    gate.set()
     for t in threads:
         t.join(30)
     # One batch runs, one waits (max_enqueued_batches 1): the other two are refused at once.
@@ -74,15 +90,25 @@ def test_a_task_too_large_and_a_full_queue_get_tensorflows_errors():
 
 
 def test_a_cancelled_task_is_dropped_before_its_batch_runs():
-    calls, lock = [], threading.Lock()
-    scheduler = batching.Scheduler(busy_model(calls, lock, 0.3), dict(PARAMS, max_batch_size=1, num_batch_threads=1))
+    calls, gate, errors = [], threading.Event(), []
+    scheduler = batching.Scheduler(held_model(calls, gate), dict(PARAMS, max_batch_size=1, num_batch_threads=1))
     first = threading.Thread(target=scheduler.run, args=({"x": np.zeros((1, 1))},))
     first.start()
-    time.sleep(0.05)  # the first batch is running; the next one waits behind it
-    with pytest.raises(ServingError) as caught:
-        scheduler.run({"x": np.ones((1, 1))}, cancelled=lambda: True)
+    wait_for(lambda: calls, "the first batch running")
+
+    def cancelled_caller():
+        try:
+            scheduler.run({"x": np.ones((1, 1))}, cancelled=lambda: True)
+        except ServingError as err:
+            errors.append(err)
+
+    second = threading.Thread(target=cancelled_caller)
+    second.start()
+    wait_for(lambda: len(scheduler.batches) == 1, "the cancelled task queued behind the first batch")
+    gate.set()
     first.join(30)
-    assert caught.value.code == Code.CANCELLED and calls == [1]
+    second.join(30)
+    assert [e.code for e in errors] == [Code.CANCELLED] and calls == [1]
 
 
 def test_batching_parameters_are_tensorflow_servings_text_protobuf(tmp_path):

@@ -206,7 +206,8 @@ def test_of_trainers_racing_for_a_stale_lock_exactly_one_wins(tmp_path):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
               for _ in range(4)]
     try:
-        time.sleep(3)
+        # The race is over once three have exited: each refused, having read the winner's record.
+        wait_for(lambda: sum(r.poll() is not None for r in racers) >= 3, "three racers refused", timeout=60)
         winners = [r for r in racers if r.poll() is None]
         assert len(winners) == 1, [r.stderr.read() for r in racers if r.poll() is not None]
         assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == winners[0].pid

@@ -1,5 +1,6 @@
 """serve.py against real gRPC and HTTP clients on loopback, and the TensorFlow Serving manifest it stands in for."""
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -28,7 +29,8 @@ def server(trained_model, tmp_path_factory):
     version = copy_export(trained_model["version"], export_dir)
     batching = export_dir.parent / "batching.config"
     batching.write_text(f"max_batch_size {{ value: {MAX_BATCH} }} batch_timeout_micros {{ value: 1000 }}")
-    with serve.running(export_dir, "mnist", ["--enable_batching", "--batching_parameters_file", batching]) as running:
+    with serve.running(export_dir, "mnist", ["--enable_batching", "--batching_parameters_file", batching],
+                       debug=True) as running:
         channel = grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}", options=[
             ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)])
         yield {"version": version, "rest": f"http://127.0.0.1:{running.rest_port}", "log": running.log,
@@ -123,10 +125,15 @@ def test_concurrent_requests_merged_into_batches_each_get_their_own_answer(serve
     images, digits = samples()
     alone = [to_ndarray(server["predict"].Predict(predict_request(images[i:i + 1]), timeout=30)
                         .outputs["probabilities"])[0] for i in range(10)]
+    since = len(server["log"]())
     futures = [(i % 10, server["predict"].Predict.future(predict_request(images[i % 10:i % 10 + 1]), timeout=60))
                for i in range(200)]
     for i, future in futures:
         np.testing.assert_allclose(to_ndarray(future.result().outputs["probabilities"])[0], alone[i], atol=1e-5)
+    # The server's debug line of each batch it ran: the 200 requests went through the batch queue, in fewer
+    # model calls than requests.
+    batches = [int(n) for n in re.findall(r"batch-predict: ran a batch of (\d+) task", server["log"]()[since:])]
+    assert sum(batches) == 200 and max(batches) > 1, f"batches of {batches} task(s): not merged"
 
 
 # ---------------------------------------------------------------- mistakes: TensorFlow Serving's status codes

@@ -97,6 +97,15 @@ def wait_for(condition, what, server, timeout=60):
         time.sleep(0.25)
 
 
+def polled_since(server, marker, count=1):
+    """Wait until the server has looked at its base paths `count` times since `marker` first appeared in its log
+    (the debug line of each poll): a "nothing changed" that follows had its chance to change."""
+    def polls():
+        log = server.log()
+        return log[log.index(marker):].count("debug: poll ") if marker in log else 0
+    wait_for(lambda: polls() >= count, f"{count} poll(s) after {marker!r}", server)
+
+
 def raises(call, *args, **kwargs):
     with pytest.raises(grpc.RpcError) as caught:
         call(*args, **kwargs)
@@ -235,7 +244,7 @@ def test_a_slow_copy_is_loaded_once_complete_and_a_broken_newest_never_leaves_th
         exports, tmp_path):
     base = copy_versions(exports, tmp_path / "m", 1, 2)
     flags = ["--file_system_poll_wait_seconds", 1, "--load_retry_interval_micros", 500000, "--max_num_load_retries", 4]
-    with process.running(base, "m", flags) as server:
+    with process.running(base, "m", flags, debug=True) as server:
         assert answer(server) == (2.5, 2)
         # Version 3 arrives in pieces: no saved_model.pb yet. It is retried, then loaded once the copy is done.
         (base / "3" / "variables").mkdir(parents=True)
@@ -255,7 +264,8 @@ def test_a_slow_copy_is_loaded_once_complete_and_a_broken_newest_never_leaves_th
         assert status[0]["version"] == "4" and status[0]["state"] == "END"
         assert status[0]["status"]["error_code"] != "OK" and status[0]["status"]["error_message"]
         shutil.rmtree(base / "3")
-        time.sleep(2.5)  # two polls
+        # The debug line a poll prints once it decided: it saw 3's directory gone, and kept 3.
+        wait_for(lambda: "m: on disk [1, 2, 4], loaded [3]" in server.log(), "a poll without 3 on disk", server)
         assert answer(server) == (1.5, 3) and "Traceback" not in server.log()
 
 
@@ -272,12 +282,12 @@ def test_a_refused_model_config_changes_nothing(exports, tmp_path):
     path = tmp_path / "models.config"
     path.write_text(config_text(base, [1, 2], {"stable": 1, "canary": 2}))
     flags = ["--model_config_file_poll_wait_seconds", 1, "--allow_version_labels_for_unavailable_models"]
-    with process.running(model_config_file=path, model_name="m", args=flags) as server:
+    with process.running(model_config_file=path, model_name="m", args=flags, debug=True) as server:
         wait_for(lambda: answer(server, label="stable")[1] == 1, "stable -> 1", server)
         # A label on a version that is not there: the whole config is refused, its policy (drop 1) too.
         path.write_text(config_text(base, [2, 3], {"stable": 3}))
         wait_for(lambda: "Request to assign label to version 3" in server.log(), "the refusal", server)
-        time.sleep(1.5)
+        polled_since(server, "Request to assign label to version 3")  # the policy in force had its poll
         assert answer(server, label="stable") == (1.5, 1) and answer(server, version=1) == (1.5, 1)
         # The same over gRPC (HandleReloadConfigRequest): the status says why, nothing changes.
         request = apis.model_management_pb2.ReloadConfigRequest()
@@ -293,7 +303,7 @@ def test_a_refused_model_config_changes_nothing(exports, tmp_path):
         # A base_path that does not exist: the versions loaded keep answering, and the log says why.
         path.write_text(config_text(tmp_path / "gone", [1, 2], {"stable": 1, "canary": 2}))
         wait_for(lambda: f"Could not find base path {tmp_path / 'gone'}" in server.log(), "the warning", server)
-        time.sleep(1.5)
+        polled_since(server, f"Could not find base path {tmp_path / 'gone'}", 2)
         assert answer(server, label="stable") == (1.5, 1) and answer(server) == (2.5, 2)
         # A model the config no longer lists is unloaded; its status stays, every version END.
         path.write_text(config_text(base, [2], {}).replace('name: "m"', 'name: "other"'))

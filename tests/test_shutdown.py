@@ -3,16 +3,17 @@ sockets on loopback, real signals.
 
 To have requests in flight when the signal comes, the server batches with a batch that waits HOLD_S seconds
 for more requests (batch_timeout_micros): every request sent is held in the queue that long, then answered.
-The requests are sent SETTLE_S seconds before the signal, so that the server has read them (the kernel
-alone would have taken the connections). No speed is asserted: each wait has a deadline that catches a
-hang, nothing more.
+The signal is sent once the server's debug log shows every request queued (the kernel alone would have taken
+the connections). No speed is asserted: each wait has a deadline that catches a hang, nothing more.
 """
 import http.client
 import json
+import os
 import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -23,7 +24,6 @@ from tfk8s.serving import process
 from tfk8s.serving.tensors import apis, to_ndarray, to_tensor_proto
 
 HOLD_S = 4
-SETTLE_S = 1.5
 GRACE_S = 20
 # A hang-catcher, not a speed figure: exits measured 4 to 5 s after SIGTERM here (the held batch), the bound is
 # the grace period plus the second drain() allows, plus a margin for a loaded machine.
@@ -48,6 +48,41 @@ def grpc_predict(port, x):
                                                                                                   timeout=60)
 
 
+def wait_queued(server, count):
+    """Until the server has read `count` requests and queued them for a batch (its debug log says each)."""
+    wait_for(lambda: server.log().count("queued a task") >= count, f"{count} request(s) queued", 60, server.log)
+
+
+def accepted(pid, port, clients):
+    """The local ports among `clients` whose connection to `port` the process `pid` has accepted: it holds the
+    server side's socket (/proc/net/tcp names the socket of each end, /proc/<pid>/fd the sockets it holds)."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            held.add(os.readlink(fd))
+        except OSError:
+            pass  # closed while we looked
+    found = set()
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            local, remote, inode = line.split()[1], line.split()[2], line.split()[9]
+            client = int(remote.split(":")[1], 16)
+            if int(local.split(":")[1], 16) == port and client in clients and f"socket:[{inode}]" in held:
+                found.add(client)
+    return found
+
+
+def wait_accepted(server, clients):
+    """Until the server has accepted every connection from `clients` (once each: a later drop does not undo it)."""
+    seen = set()
+
+    def every():
+        seen.update(accepted(server.process.pid, server.rest_port, clients))
+        return seen >= set(clients)
+
+    wait_for(every, f"the server accepting {len(clients)} connection(s)", 60, server.log, interval=0.05)
+
+
 def rest_predict(connection, x):
     """y for x over an open (keep-alive) connection; raises OSError or http.client's errors when it is closed."""
     connection.request("POST", "/v1/models/m:predict", body=json.dumps({"instances": [x]}).encode())
@@ -65,7 +100,7 @@ def stopped(server, deadline=EXIT_DEADLINE_S):
 
 @pytest.mark.slow
 def test_sigterm_under_load_answers_every_request_in_flight_then_exits(half_plus_two_exports, held):
-    with process.running(half_plus_two_exports, "m", held) as server:
+    with process.running(half_plus_two_exports, "m", held, debug=True) as server:
         # In flight at the signal: 8 gRPC calls and 8 REST requests on keep-alive connections.
         calls = [grpc_predict(server.grpc_port, float(i)) for i in range(8)]
         connections = [http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60) for _ in range(8)]
@@ -82,7 +117,7 @@ def test_sigterm_under_load_answers_every_request_in_flight_then_exits(half_plus
         threads = [threading.Thread(target=keep_asking, args=(i,)) for i in range(8)]
         for thread in threads:
             thread.start()
-        time.sleep(SETTLE_S)  # the server reads them; the batch holds them HOLD_S s
+        wait_queued(server, 16)  # the server read them all; the batch holds them HOLD_S s
         server.process.send_signal(signal.SIGTERM)
         code, seconds = stopped(server)
         for thread in threads:
@@ -109,11 +144,12 @@ def test_idle_and_dripping_clients_cost_nothing_and_are_dropped_at_the_request_d
     with process.running(half_plus_two_exports, "m", flags) as server:
         idle = [socket.create_connection(("127.0.0.1", server.rest_port), timeout=60) for _ in range(16)]
         request = b"GET /v1/models/m HTTP/1.1\r\nHost: localhost\r\nX-Padding: " + b"x" * 200 + b"\r\n\r\n"
-        dropped, stop = [], threading.Event()
+        dropped, stop, clients = [], threading.Event(), [s.getsockname()[1] for s in idle]
 
         def drip():
             """A byte every second: 230 bytes would take minutes; each byte resets no clock."""
             with socket.create_connection(("127.0.0.1", server.rest_port), timeout=60) as s:
+                clients.append(s.getsockname()[1])
                 began = time.monotonic()
                 try:
                     for byte in request:
@@ -127,7 +163,8 @@ def test_idle_and_dripping_clients_cost_nothing_and_are_dropped_at_the_request_d
         drippers = [threading.Thread(target=drip) for _ in range(12)]
         for thread in drippers:
             thread.start()
-        time.sleep(2)  # the drippers have started
+        wait_for(lambda: len(clients) == 28, "the dripping clients connected", 60, server.log)
+        wait_accepted(server, list(clients))  # the server holds all 28
         # A normal client is answered beside them (one worker, 28 connections held open).
         connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
         connection.request("GET", "/v1/models/m")
@@ -139,10 +176,12 @@ def test_idle_and_dripping_clients_cost_nothing_and_are_dropped_at_the_request_d
             assert s.recv(1024) == b""  # closed by the server: a connection that sends nothing is dropped too
             s.close()
         # Stopping with dripping clients connected: they are closed at once, the server exits.
+        del clients[:]
         drippers = [threading.Thread(target=drip) for _ in range(4)]
         for thread in drippers:
             thread.start()
-        time.sleep(1)
+        wait_for(lambda: len(clients) == 4, "the dripping clients connected", 60, server.log)
+        wait_accepted(server, list(clients))
         server.process.send_signal(signal.SIGTERM)
         code, _ = stopped(server)
         stop.set()
@@ -153,9 +192,9 @@ def test_idle_and_dripping_clients_cost_nothing_and_are_dropped_at_the_request_d
 
 @pytest.mark.slow
 def test_a_second_signal_exits_at_once_without_a_traceback(half_plus_two_exports, held):
-    with process.running(half_plus_two_exports, "m", held) as server:
+    with process.running(half_plus_two_exports, "m", held, debug=True) as server:
         channel, _ = grpc_predict(server.grpc_port, 1.0)  # held in the batch queue: the drain would wait
-        time.sleep(SETTLE_S)
+        wait_queued(server, 1)
         server.process.send_signal(signal.SIGTERM)
         wait_for(lambda: "SIGTERM: stopping" in server.log(), "the first signal noticed", 30, server.log)
         server.process.send_signal(signal.SIGINT)

@@ -3,7 +3,6 @@ within the parallelism, a second run that trains again, a refusal that names wha
 the trials, and only requests the attendee's Role allows."""
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,13 @@ from support import (
     real_kubectl,
     run_sweep,
     sweep_push,
+    wait_for,
     workshop_namespace,
     write_values,
 )
 from tfk8s.instructor import namespaces
 from tfk8s.kube import resources
-from tfk8s.sweep import cluster
+from tfk8s.sweep import cluster, trials
 
 # ---------------------------------------------------------------- the cluster, through kubectl
 
@@ -72,7 +72,8 @@ def test_a_second_make_sweep_deletes_the_finished_trials_and_trains_every_trial_
     first_jobs = {j["metadata"]["name"]: j for j in created(api)}
     (first_run,) = {j["metadata"]["labels"]["run"] for j in first_jobs.values()}
     marker = len(api.calls())
-    time.sleep(1.1)  # run ids have a resolution of one second
+    # Run ids have a resolution of one second: the next make sweep starts in another second than the first's.
+    wait_for(lambda: trials.new_run_id() != first_run, "a run id other than the first's", timeout=5)
 
     second = make_sweep(api)
     assert second.returncode == 0, second.stdout + second.stderr

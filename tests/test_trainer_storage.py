@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from support import SRC, Namespace, assert_one_line_error, run_script
+from support import SRC, Namespace, assert_one_line_error, run_script, wait_for
 from tfk8s import versions
 from tfk8s.cli import child_env
 from tfk8s.trainer.lock import LOCK_NAME
@@ -156,6 +156,17 @@ def test_an_export_dir_that_fills_up_while_training_loses_nothing_and_the_rerun_
 
 # ---------------------------------------------------------------- a second trainer; a kill during the export
 
+def all_stopped(pid):
+    """Every thread of the process is stopped (state T in /proc/<pid>/task/*/stat)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            pass  # a thread that ended while we looked
+    return bool(states) and all(state == "T" for state in states)
+
+
 @pytest.mark.slow
 def test_a_second_trainer_on_the_same_model_dir_is_refused_and_the_first_loses_nothing(tmp_path):
     model_dir, export_dir = tmp_path / "model", tmp_path / "export"
@@ -167,7 +178,8 @@ def test_a_second_trainer_on_the_same_model_dir_is_refused_and_the_first_loses_n
             assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
             time.sleep(0.1)
         first.send_signal(signal.SIGSTOP)  # hold it still, so that its files can be compared
-        time.sleep(0.5)  # a save under way finishes its current write before the stop takes hold
+        # A write under way finishes before the stop takes hold: wait until every thread is stopped.
+        wait_for(lambda: all_stopped(first.pid), "the first trainer stopped by SIGSTOP", timeout=60)
         before = contents(model_dir)
         second = run_script("main.py", "--steps", 60, *SHORT, "--model_dir", model_dir, "--export_dir", export_dir)
         assert_one_line_error(second, f"--model_dir {model_dir} is in use by another trainer, pid {first.pid} on "

@@ -25,7 +25,7 @@ from collections import deque
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
-from tfk8s.serving.protocol import Code, ServingError, invalid, skipped
+from tfk8s.serving.protocol import Code, ServingError, debug, invalid, skipped
 
 # TensorFlow's SharedBatchScheduler defaults: what --enable_batching gives without a parameters file.
 DEFAULTS = {"max_batch_size": 1000, "batch_timeout_micros": 0, "max_enqueued_batches": 10,
@@ -143,6 +143,8 @@ class Scheduler:
                 self.batches.append([[], 0, time.monotonic()])
             self.batches[-1][0].append(task)
             self.batches[-1][1] += rows
+            queued = sum(len(batch[0]) for batch in self.batches)
+        debug(f"{self.name}: queued a task of {rows} row(s); {queued} task(s) waiting")
         while not task.finished:
             batch, wait = self._claim()
             if batch is not None:
@@ -211,6 +213,7 @@ class Scheduler:
                     parts.append(np.repeat(parts[0][:1], padded - rows, axis=0))
                 merged[alias] = np.concatenate(parts) if len(parts) > 1 else parts[0]
             outputs, start = self.call(merged), 0
+            debug(f"{self.name}: ran a batch of {len(tasks)} task(s), {padded} row(s)")
             for task in tasks:
                 task.outputs = {k: v[start:start + task.rows] for k, v in outputs.items()}
                 start += task.rows

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from tfk8s import versions
-from tfk8s.serving.protocol import Code, ServingError, State, invalid, log
+from tfk8s.serving.protocol import Code, ServingError, State, debug, invalid, log
 from tfk8s.serving.signatures import LoadedVersion, LoadError
 
 
@@ -158,6 +158,7 @@ class ModelServer:
         self.retired = {}  # models a config no longer lists: their status stays, as TensorFlow Serving's
         self.poll_lock = threading.Lock()
         self.missing_logged = set()
+        self.polls = 0  # looks at the base paths so far (the debug line of each says what it found)
 
     def new_model(self, name, base_path, options, policy):
         """A model to serve (not yet among self.models: the config that names it decides)."""
@@ -202,6 +203,7 @@ class ModelServer:
     def poll(self):
         """One look at every base path; a base path that is missing aborts the look for every model."""
         with self.poll_lock:
+            self.polls += 1
             models = list(self.models.values())
             listings = {}
             for model in models:
@@ -211,6 +213,7 @@ class ModelServer:
                         log(f"FileSystemStoragePathSource encountered a filesystem access error: Could not find base "
                             f"path {model.base_path} for servable {model.name}; nothing changes until it exists")
                         self.missing_logged.add(model.name)
+                    debug(f"poll {self.polls}: no base path {model.base_path} for {model.name}: nothing changed")
                     return
                 listings[model.name] = listing
             self.missing_logged.clear()
@@ -220,3 +223,5 @@ class ModelServer:
                         "forget to name your leaf directory as a number (eg. '/1/')?")
                 model.warned_empty = not listings[model.name]
                 model.poll(listings[model.name])
+            debug(f"poll {self.polls}: " + "; ".join(
+                f"{m.name}: on disk {sorted(listings[m.name])}, loaded {sorted(m.loaded)}" for m in models))

@@ -19,12 +19,14 @@ from tfk8s.serving.tensors import apis
 
 
 @contextlib.contextmanager
-def running(model_base_path=None, model_name="mnist", args=(), timeout=120, model_config_file=None):
+def running(model_base_path=None, model_name="mnist", args=(), timeout=120, model_config_file=None, debug=False):
     """Run serve.py as a child process on free loopback ports until the block ends.
 
     Serves `model_base_path` as `model_name`, or the models of
     `model_config_file`. Yields grpc_port, rest_port, process and log() (its
     output so far) once `model_name` answers GetModelStatus as AVAILABLE.
+    `debug`: the server also logs what each poll found and each request queued for a batch
+    (TFK8S_SERVE_DEBUG=1), lines a test can wait for.
     """
     grpc_port, rest_port = free_ports(2)
     served = (["--model_config_file", str(model_config_file)] if model_config_file else
@@ -37,7 +39,8 @@ def running(model_base_path=None, model_name="mnist", args=(), timeout=120, mode
             output.seek(0)
             return output.read()
 
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, env=child_env())
+        env = {**child_env(), "TFK8S_SERVE_DEBUG": "1" if debug else "0"}
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, env=env)
         try:
             stub = apis.model_service_pb2_grpc.ModelServiceStub(channel)
             request = apis.get_model_status_pb2.GetModelStatusRequest(model_spec={"name": model_name})

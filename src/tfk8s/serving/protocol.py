@@ -6,6 +6,7 @@ as they are (messages over 1024 characters cut, as grpc_status_util.cc cuts
 them); REST clients get {"error": message} with the HTTP status
 http_server.cc maps the code to.
 """
+import os
 import time
 
 import grpc
@@ -57,6 +58,17 @@ def http_status(code):
 
 def log(message):
     print(message, flush=True)
+
+
+DEBUG = os.environ.get("TFK8S_SERVE_DEBUG") == "1"
+
+
+def debug(message):
+    """A line only with TFK8S_SERVE_DEBUG=1 in serve.py's environment: what each poll of the base paths found
+    and what each request queued for a batch, the evidence a test waits for (a line a second per model, and
+    one per request, are too many for a server's log otherwise)."""
+    if DEBUG:
+        log(f"debug: {message}")
 
 
 class _Skipped:

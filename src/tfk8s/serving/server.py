@@ -28,7 +28,9 @@ second signal exits at once (128 + the signal's number), without waiting.
 
 The parts: flags (no TensorFlow), models and config_file (versions, policies,
 labels), signatures and inference (Predict, Classify, Regress), json_io and
-json_tensor (the REST API's JSON), grpc_api and rest_api, batching.
+json_tensor (the REST API's JSON), grpc_api and rest_api, batching. Only
+saved_model (TensorFlow's loader of a version directory) loads TensorFlow:
+the others run with any loader (options.loader, signatures.LoadedVersion).
 """
 import os
 import signal
@@ -36,8 +38,6 @@ import sys
 import threading
 import time
 import types
-
-import tensorflow as tf
 
 from tfk8s.cli import UserError
 from tfk8s.serving import batching
@@ -98,6 +98,8 @@ def serve(args, first_config=None):
 
     `first_config`: the ModelServerConfig serve.py already read from --model_config_file (read here if None).
     """
+    import tensorflow as tf  # here: the rest of this module (options_from, the loop) needs no TensorFlow
+
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     options = options_from(args)

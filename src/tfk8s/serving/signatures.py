@@ -7,11 +7,14 @@ only finds them while running the graph: a dtype that is not the
 signature's, and a shape the signature cannot take. Both are refused before
 a single value is allocated, so a 48-byte request for a huge shape costs
 nothing.
+
+No TensorFlow here: what reads a SavedModel and runs its functions is a
+loader (saved_model.py is TensorFlow's, imported at the first load), so the
+rest can be driven by a loader that returns fixed outputs.
 """
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from tfk8s.serving.protocol import DEFAULT_SIGNATURE, Code, ServingError, invalid, skipped, too_large
 from tfk8s.serving.tensors import (
@@ -19,7 +22,6 @@ from tfk8s.serving.tensors import (
     DTYPES,
     MAX_MESSAGE_BYTES,
     TensorError,
-    apis,
     check_proto,
     dtype_name,
     nbytes,
@@ -49,7 +51,7 @@ def shape_text(shape):
 
 
 class Signature:
-    """One signature of a loaded version: its SignatureDef and its concrete function."""
+    """One signature of a loaded version: its SignatureDef and its function (the loader's)."""
 
     def __init__(self, name, definition, function, scheduler=None):
         self.name, self.definition, self.function = name, definition, function
@@ -118,18 +120,12 @@ class Signature:
     # ------------------------------------------------------------ running
 
     def call(self, inputs):
-        """{alias: ndarray} -> {alias: ndarray}, all outputs; a graph error is INVALID_ARGUMENT in one line."""
+        """{alias: ndarray} -> {alias: ndarray}, all outputs; an error of the model is a ServingError in one line
+        (the loader's function maps its runtime's errors; a ValueError or TypeError is INVALID_ARGUMENT)."""
         try:
-            outputs = self.function(**{alias: tf.constant(value) for alias, value in inputs.items()})
-            return {alias: tensor.numpy() for alias, tensor in outputs.items()}
-        except tf.errors.InvalidArgumentError as err:
-            raise invalid(one_line(err.message.split("\n\t")[0], 2000)) from None
+            return self.function(inputs)
         except (ValueError, TypeError) as err:
             raise invalid(one_line(err, 2000)) from None
-        except tf.errors.ResourceExhaustedError as err:
-            raise ServingError(Code.RESOURCE_EXHAUSTED, one_line(err.message, 2000)) from None
-        except tf.errors.OpError as err:
-            raise ServingError(Code.INTERNAL, one_line(err.message, 2000)) from None
 
     def run(self, inputs, aliases, cancelled=None):
         """Compute (through the batch scheduler when there is one) unless the caller has gone away.
@@ -198,8 +194,20 @@ def _warm_up(signature):
         pass  # a signature that cannot take zeros (a parser of tf.Examples, say) warms up on its first request
 
 
+def default_loader():
+    """TensorFlow's SavedModel loader (saved_model.py), imported only now: loading TensorFlow takes seconds."""
+    from tfk8s.serving import saved_model
+
+    return saved_model.LOADER
+
+
 class LoadedVersion:
-    """One version directory, loaded: its SignatureDefs (metadata, classify, regress) and their functions."""
+    """One version directory, loaded: its SignatureDefs (metadata, classify, regress) and their functions.
+
+    `options.loader` reads the directory (TensorFlow's SavedModel loader when it is not set): its
+    load(path) returns (a SignatureDefMap, {signature name: function}), each function taking and returning
+    {alias: ndarray} and raising ServingError for what the model refuses; LoadError when it cannot load.
+    """
 
     def __init__(self, version, path, options=None):
         self.version, self.path = version, Path(path)
@@ -208,18 +216,15 @@ class LoadedVersion:
         if not (self.path / "saved_model.pb").is_file() and not (self.path / "saved_model.pbtxt").is_file():
             raise LoadError(Code.NOT_FOUND, "Could not find SavedModel .pb or .pbtxt at supplied export directory "
                                             f"path: {self.path}")
-        saved_model = apis.saved_model_pb2.SavedModel()
+        loader = getattr(options, "loader", None) or default_loader()
         try:
-            saved_model.ParseFromString((self.path / "saved_model.pb").read_bytes())
-            loaded = tf.saved_model.load(str(self.path))
+            self.signature_defs, functions = loader.load(self.path)
+        except LoadError:
+            raise
         except Exception as err:
             raise LoadError(Code.UNKNOWN, one_line(err, 500)) from None
-        self.signature_defs = apis.get_model_metadata_pb2.SignatureDefMap()
-        for name, definition in saved_model.meta_graphs[0].signature_def.items():
-            self.signature_defs.signature_def[name].CopyFrom(definition)
-        self._keep_alive = loaded  # the functions' variables live as long as this object
         self.signatures = {}
-        for name, function in loaded.signatures.items():
+        for name, function in functions.items():
             definition = self.signature_defs.signature_def[name]
             signature = Signature(name, definition, function)
             if make_scheduler is not None:
