@@ -412,9 +412,11 @@ def test_the_export_the_containers_wrote_serves_here(job_run):
 
 # ---------------------------------------------------------------- the notebook image: JupyterLab as its pod runs it
 
-# As the attendee's JupyterLab pod: uid 1000, a read-only root, no capabilities, emptyDirs at /tmp and /home/app
-# (a tmpfs as the runner makes an emptyDir of a pod with fsGroup 1000), no network but its own loopback: what
-# `kubectl port-forward` reaches. Its command is the Deployment's, on the image's seed of the workspace.
+# As the attendee's JupyterLab pod: uid 1000, a read-only root, no capabilities, emptyDirs at /tmp and /home/app,
+# no network but its own loopback: what `kubectl port-forward` reaches. Its command is the Deployment's, on the
+# image's seed of the workspace. /tmp: a tmpfs, as the runner makes an emptyDir of a pod with fsGroup 1000.
+# /home/app: a directory of this machine's, as the kubelet makes an emptyDir (0777; with fsGroup, its group and
+# setgid). A tmpfs would not do there: over a directory the image has, Docker 20.10 mounts it 0755 root-owned.
 EMPTY_DIR = "rw,exec,nosuid,nodev,gid=1000,mode=2777"
 JUPYTER = ["jupyter", "lab", "--ip=127.0.0.1", "--port=8888", "--no-browser", "--ServerApp.root_dir=/app/workspace"]
 # Inside the container, on its loopback: GET (or POST) a path of JupyterLab's, with the token if one is given.
@@ -455,12 +457,17 @@ def http(container, method, path, token=""):
 
 
 @pytest.fixture(scope="module")
-def jupyter(notebook_image):
+def jupyter(notebook_image, tmp_path_factory):
     """JupyterLab running in a container of the notebook image, and the token `make jupyter` reads in its log."""
     name = f"tfk8s-jupyter-{uuid.uuid4().hex[:8]}"
+    home = tmp_path_factory.mktemp("emptydir-home")
+    home.chmod(0o2777)
+    if os.geteuid() == 0:
+        os.chown(home, -1, 1000)
     started = docker("run", "--detach", "--name", name, "--network", "none", "--user", "1000:1000",
-                     "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-                     "--tmpfs", f"/tmp:{EMPTY_DIR}", "--tmpfs", f"/home/app:{EMPTY_DIR}", notebook_image, *JUPYTER)
+                     "--group-add", "1000", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                     "--tmpfs", f"/tmp:{EMPTY_DIR}", "--mount", f"type=bind,source={home},target=/home/app",
+                     notebook_image, *JUPYTER)
     assert started.returncode == 0, started.stderr
     try:
         deadline = time.monotonic() + 120
@@ -521,7 +528,7 @@ def test_the_workspace_holds_the_seed_and_its_code_finds_the_data(jupyter):
                                           "print(paths.DATA, {k: v[0].shape for k, v in mnist.load('mini').items()})")
     assert found.returncode == 0, found.stderr
     assert found.stdout.startswith("/app/workspace/data {'train': (4500, 28, 28")
-    owners = exec_in(name, "find", "/app/workspace", "!", "-user", "1000")
+    owners = exec_in(name, "find", "/app/workspace", "-mindepth", "1", "!", "-user", "1000")
     assert owners.returncode == 0 and owners.stdout == ""  # the attendee owns every file of the seed
 
 
