@@ -69,6 +69,9 @@ with_port_forward() {
   trap 'stop_forward; exit 130' INT
   trap 'stop_forward; exit 143' TERM
   forward_dir=$(mktemp -d)
+  # There before kubectl starts: the loop below may read them before the background job's redirections run.
+  : >"$forward_dir/out"
+  : >"$forward_dir/err"
   echo "kubectl --namespace $namespace port-forward $target $ports"
   kubectl --namespace "$namespace" port-forward "$target" "$ports" \
     >"$forward_dir/out" 2>"$forward_dir/err" </dev/null &

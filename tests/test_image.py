@@ -540,3 +540,15 @@ def test_a_kernel_the_server_starts_is_the_trainers_python_and_imports_tensorflo
     result = exec_in(name, "python", "-c", KERNEL, kernel["id"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"^/opt/venv/bin/python 2\.21\.0$", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.slow
+def test_the_pipeline_command_runs_in_the_image_from_the_seed_alone(jupyter):
+    """No editable install there: every module flow.py and a step import comes from the seed's src/."""
+    name, _ = jupyter
+    step = "python src/model_config.py serve --base_path /mnt/nfs/exports/pipeline --configmap kube/model-config.yaml"
+    result = exec_in(name, "python", "src/flow.py", "run", "--local", "-c", f"{step} >> python src/main.py --help")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert '[s1-model-config]         base_path: "/mnt/nfs/exports/pipeline"' in result.stdout, result.stdout
+    assert "[s2-main] usage: main.py" in result.stdout
+    assert "[pipeline] pipeline succeeded: 2 step(s) in 2 stage(s)" in result.stdout

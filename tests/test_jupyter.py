@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -69,9 +70,25 @@ def url_line(process):
     raise AssertionError("make jupyter printed no URL: " + "".join(seen) + process.stderr.read())
 
 
+def group(process):
+    return subprocess.run(["ps", "-o", "pid,ppid,stat,args", "-g", str(process.pid)], capture_output=True,
+                          text=True).stdout
+
+
 def stop(process):
-    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in its terminal
-    process.wait(timeout=30)
+    """Ctrl-C in its terminal, once the URL line's command waits (as a person reads the line first: a SIGINT in
+    the microseconds between the line and its `sleep` would reach a shell that defers it, sh -c's way)."""
+    deadline = time.monotonic() + 30
+    while " sleep 3600" not in group(process):
+        assert time.monotonic() < deadline, group(process)
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        tree = group(process)
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("still running 30 s after Ctrl-C:\n" + tree) from None
 
 
 @pytest.mark.timeout(120)

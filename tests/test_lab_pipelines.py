@@ -9,7 +9,7 @@ import pytest
 
 from support import REPO
 from test_dockerfile import build_context
-from tfk8s.flow import lab
+from tfk8s.flow import lab, pipeline
 
 # Each script a pipeline step runs, and the module whose parse_args() is the script's own command line (the
 # script calls it first, before TensorFlow loads).
@@ -20,10 +20,8 @@ PARSE = ("import json, sys; from {module} import parse_args; "
 
 
 def stages(text):
-    """[[argv, ...], ...]: the stages of a pipeline and the words of each step.
-
-    TODO: tfk8s.flow.pipeline parses this syntax (branch `flow`); use its parser here once it is merged."""
-    return [[shlex.split(step) for step in stage.split(" & ")] for stage in text.split(" >> ")]
+    """[[argv, ...], ...]: the stages of a pipeline and the words of each step, as the pipeline command reads them."""
+    return [[list(step.argv) for step in steps] for steps in pipeline.named(pipeline.parse(text))]
 
 
 def parsed(argv):
@@ -48,6 +46,17 @@ def test_the_labs_pipeline_trains_then_scores_two_ways_side_by_side_then_serves_
     # On the shared volume: what a later stage (another pod) reads, and what outlives the pods.
     for value in (train["model_dir"], train["export_dir"], batch["input"], batch["output"], samples["output"]):
         assert value.startswith("/mnt/nfs/"), value
+
+
+@pytest.mark.parametrize("text, names", [
+    (lab.LAB_PIPELINE, [["s1-main"], ["s2-batch-predict", "s2-batch-predict-2"], ["s3-model-config"]]),
+    (lab.NOTEBOOK_PIPELINE, [["s1-main"], ["s2-batch-predict"]])])
+def test_the_pipeline_command_accepts_each_pipeline_and_names_its_steps_as_the_page_does(text, names):
+    """Everything the command checks before it submits or starts anything: the syntax, and each script there."""
+    found = pipeline.steps_of(text, str(REPO), python=sys.executable)
+    assert [[step.name for step in steps] for steps in found] == names
+    page = (REPO / "docs" / "cluster" / "12-pipelines.md").read_text()
+    assert all(f"`{name}`" in page for steps in names for name in steps)
 
 
 def test_the_notebooks_pipeline_is_two_steps_the_second_reading_the_firsts_export():
