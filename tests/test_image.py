@@ -549,6 +549,6 @@ def test_the_pipeline_command_runs_in_the_image_from_the_seed_alone(jupyter):
     step = "python src/model_config.py serve --base_path /mnt/nfs/exports/pipeline --configmap kube/model-config.yaml"
     result = exec_in(name, "python", "src/flow.py", "run", "--local", "-c", f"{step} >> python src/main.py --help")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert '[s1-model-config]         base_path: "/mnt/nfs/exports/pipeline"' in result.stdout, result.stdout
+    assert "[s1-model-config] ConfigMap mnist-model-config: model mnist (/mnt/nfs/exports/pipeline)" in result.stdout
     assert "[s2-main] usage: main.py" in result.stdout
     assert "[pipeline] pipeline succeeded: 2 step(s) in 2 stage(s)" in result.stdout
