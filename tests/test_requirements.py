@@ -53,6 +53,12 @@ def test_the_notebook_lock_keeps_every_version_the_image_and_the_tests_run_on():
     assert {name: notebook[name] for name in shared} == {name: dev[name] for name in shared}
 
 
+def test_make_lab_installs_the_jupyterlab_the_notebook_image_runs():
+    """`make lab` (the laptop) and the cluster's JupyterLab (the notebook image) are one version."""
+    lab = re.search(r"^JUPYTERLAB \?= jupyterlab==(\S+)$", (REPO / "make" / "local.mk").read_text(), re.M)
+    assert lab and pins(REPO / "requirements-notebook.txt") == {"jupyterlab": lab[1]}
+
+
 @pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock", "requirements-notebook.lock"])
 def test_every_locked_package_carries_sha256_hashes(lock):
     blocks = entries(REPO / lock)
