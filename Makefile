@@ -51,6 +51,8 @@ lock: venv ## Pin requirements*.txt and every dependency, with hashes, into requ
 	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	  --constraint requirements.lock --override requirements-dev-overrides.txt requirements-dev.txt \
 	  -o requirements-dev.lock
+	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	  --constraint requirements-dev.lock requirements-notebook.txt -o requirements-notebook.lock
 
 .PHONY: lint
 lint: venv ## Lint the Python code with ruff (rules in pyproject.toml)

@@ -144,6 +144,13 @@ tensorboard: check-cluster ## Step 4: TensorBoard on a free local port kubectl p
 	@$(STEPS) with-port-forward $(NAMESPACE) tensorboard 6006 \
 	  sh -c 'echo "TensorBoard: http://localhost:$$FORWARDED_PORT   (Ctrl-C to stop)"; while :; do sleep 3600; done'
 
+# `make jupyter`'s local port: empty, a free one kubectl picks; JUPYTER_PORT=8888 keeps one address across runs.
+JUPYTER_PORT ?=
+
+.PHONY: jupyter
+jupyter: check-cluster ## Step 12: your JupyterLab (the instructor installs it), its port forwarded: prints the URL with its token (Ctrl-C stops)
+	@$(STEPS) jupyter $(NAMESPACE) $(JUPYTER_PORT)
+
 .PHONY: tfjob
 tfjob: check-cluster check-pushed ## Step 5: train on 3 replicas at once (kube/tfjob.yaml)
 	$(call tfjob_steps,kube/tfjob.yaml,mnist-tfjob)

@@ -6,6 +6,9 @@
 #   make/cluster.sh push IMAGE:TAG RECORD                                 # docker push, its digest to RECORD
 #   make/cluster.sh with-port-forward NAMESPACE SERVICE PORT COMMAND...   # COMMAND runs while the Service's PORT
 #       # is forwarded to a free local port that kubectl picks, given to COMMAND as $FORWARDED_PORT
+#       # (SERVICE may be KIND/NAME, e.g. deployment/jupyterlab; PORT may be LOCAL:PORT, a local port you chose)
+#   make/cluster.sh jupyter NAMESPACE [LOCAL_PORT]                       # JupyterLab's port forwarded, its URL
+#   make/cluster.sh jupyter-token < LOG                                   # the token JupyterLab printed in LOG
 #   make/cluster.sh logs NAMESPACE TFJOB                                  # waits for its chief, follows its log
 #   make/cluster.sh retrain-now NAMESPACE                                 # a Job from the CronJob, its log
 #   make/cluster.sh batch-predict NAMESPACE OUTPUT                        # waits for the Job, copies its CSV
@@ -56,29 +59,61 @@ stop_forward() {
 
 # kubectl picks a free local port (`:PORT`) and says which: "Forwarding from 127.0.0.1:NNNNN -> PORT". A fixed
 # local port could already be held by something else on this laptop (a `make serve-local` left running), and
-# the command would then talk to that instead of the cluster.
+# the command would then talk to that instead of the cluster; one given as LOCAL:PORT is refused by kubectl then.
 with_port_forward() {
-  local namespace=$1 service=$2 port=$3 i local_port=
+  local namespace=$1 target=$2 port=${3#*:} ports=$3 i local_port=
   shift 3
+  [[ $target == */* ]] || target=service/$target
+  [[ $ports == *:* ]] || ports=:$ports
   trap stop_forward EXIT
   trap 'stop_forward; exit 130' INT
   trap 'stop_forward; exit 143' TERM
   forward_dir=$(mktemp -d)
-  echo "kubectl --namespace $namespace port-forward service/$service :$port"
-  kubectl --namespace "$namespace" port-forward "service/$service" ":$port" \
+  # There before kubectl starts: the loop below may read them before the background job's redirections run.
+  : >"$forward_dir/out"
+  : >"$forward_dir/err"
+  echo "kubectl --namespace $namespace port-forward $target $ports"
+  kubectl --namespace "$namespace" port-forward "$target" "$ports" \
     >"$forward_dir/out" 2>"$forward_dir/err" </dev/null &
   forward_pid=$!
   for i in $(seq 300); do
     local_port=$(sed -nE "s/^Forwarding from 127\.0\.0\.1:([0-9]+) -> $port\$/\1/p" "$forward_dir/out" | head -n 1)
     [ -n "$local_port" ] && break
     if ! kill -0 "$forward_pid" 2>/dev/null; then
-      die "kubectl port-forward service/$service :$port stopped: $(tr '\n' ' ' < "$forward_dir/err" | sed 's/ *$//')"
+      die "kubectl port-forward $target $ports stopped: $(tr '\n' ' ' < "$forward_dir/err" | sed 's/ *$//')"
     fi
-    [ "$i" -lt 300 ] || die "kubectl port-forward service/$service :$port named no local port in 30 s"
+    [ "$i" -lt 300 ] || die "kubectl port-forward $target $ports named no local port in 30 s"
     sleep 0.1
   done
-  echo "service/$service port $port forwarded to 127.0.0.1:$local_port"
+  echo "$target port $port forwarded to 127.0.0.1:$local_port"
   FORWARDED_PORT=$local_port "$@"
+}
+
+# JupyterLab prints the URL with its token when it starts ("http://127.0.0.1:8888/lab?token=HEX"); the last one
+# is the running server's (`kubectl logs` shows the current container's log).
+jupyter_token() {
+  sed -nE 's|.*http://127\.0\.0\.1:[0-9]+/lab\?token=([0-9a-f]+).*|\1|p' | tail -n 1
+}
+
+# The attendee's JupyterLab (the Deployment jupyterlab the instructor created in the namespace): listening on the
+# pod's loopback only, reached through a port-forward, opened with the token it printed.
+jupyter() {
+  local namespace=$1 local_port=${2:-} err token i
+  if ! err=$(kubectl --namespace "$namespace" get deployment jupyterlab --output name 2>&1 >/dev/null); then
+    case "$err" in
+      *NotFound*|*"not found"*) die "no JupyterLab in namespace $namespace: the instructor installs it (ask for it)";;
+      *) die "kubectl get deployment jupyterlab: $err";;
+    esac
+  fi
+  run kubectl --namespace "$namespace" rollout status deployment/jupyterlab --timeout=10m
+  for i in $(seq 60); do
+    token=$(kubectl --namespace "$namespace" logs deployment/jupyterlab --container jupyterlab 2>/dev/null | jupyter_token) || token=
+    [ -n "$token" ] && break
+    [ "$i" -lt 60 ] || die "JupyterLab printed no token in a minute: kubectl --namespace $namespace logs deployment/jupyterlab"
+    sleep 1
+  done
+  JUPYTER_TOKEN=$token with_port_forward "$namespace" deployment/jupyterlab "$local_port:8888" sh -c \
+    'echo "JupyterLab: http://127.0.0.1:$FORWARDED_PORT/lab?token=$JUPYTER_TOKEN   (Ctrl-C to stop)"; while :; do sleep 3600; done'
 }
 
 logs() {
@@ -140,16 +175,18 @@ model_config() {
 }
 
 command=${1:-}
-[ -n "$command" ] || die "usage: make/cluster.sh check-cluster|push|with-port-forward|logs|retrain-now|batch-predict|clean-katib|model-config ARGS..."
+[ -n "$command" ] || die "usage: make/cluster.sh check-cluster|push|with-port-forward|jupyter|jupyter-token|logs|retrain-now|batch-predict|clean-katib|model-config ARGS..."
 shift
 case "$command" in
   check-cluster) check_cluster "$@";;
   push) push "$@";;
   with-port-forward) with_port_forward "$@";;
+  jupyter) jupyter "$@";;
+  jupyter-token) jupyter_token;;
   logs) logs "$@";;
   retrain-now) retrain_now "$@";;
   batch-predict) batch_predict "$@";;
   clean-katib) clean_katib "$@";;
   model-config) model_config "$@";;
-  *) die "unknown step '$command' (make/cluster.sh: check-cluster, push, with-port-forward, logs, retrain-now, batch-predict, clean-katib, model-config)";;
+  *) die "unknown step '$command' (make/cluster.sh: check-cluster, push, with-port-forward, jupyter, jupyter-token, logs, retrain-now, batch-predict, clean-katib, model-config)";;
 esac

@@ -32,3 +32,18 @@ instructor-base: check-image ## Instructor, once: build and push the base attend
 	@docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' $(BASE_REPO):$(TAG) \
 	  | grep -m1 '^$(BASE_REPO)@sha256:' > $(RUNS)/base-image
 	@echo "attendees build on it with: export BASE_IMAGE=$$(cat $(RUNS)/base-image)   (also in $(RUNS)/base-image)"
+
+# The attendees' JupyterLab: src/Dockerfile's `notebook` target (the trainer's image with JupyterLab, and the
+# seed of their workspace), pushed once to NOTEBOOK_REPO. Every attendee's JupyterLab pod and every step of their
+# pipelines runs it, by the digest recorded in $(RUNS)/notebook-image (NOTEBOOK_IMAGE for instructor-namespaces).
+NOTEBOOK_REPO ?= $(IMAGE)-notebook
+
+.PHONY: instructor-notebook
+instructor-notebook: check-image ## Instructor, once: build and push the attendees' JupyterLab image (NOTEBOOK_REPO:TAG); prints NOTEBOOK_IMAGE, pinned by digest
+	make/docker.sh build --platform $(PLATFORM) --target notebook -t $(NOTEBOOK_REPO):$(TAG)
+	docker push $(NOTEBOOK_REPO):$(TAG)
+	@ref=$$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' $(NOTEBOOK_REPO):$(TAG) \
+	  | grep -m1 '^$(NOTEBOOK_REPO)@sha256:') \
+	  || { echo "error: the push left no digest of $(NOTEBOOK_REPO):$(TAG): nothing recorded in $(RUNS)/notebook-image" >&2; exit 1; }; \
+	  mkdir -p $(RUNS) && echo "$$ref" > $(RUNS)/notebook-image \
+	  && echo "NOTEBOOK_IMAGE=$$ref   (recorded in $(RUNS)/notebook-image)"

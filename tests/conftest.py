@@ -146,6 +146,8 @@ elif words[0] == "get" and len(words) > 2 and "json" in args:  # one object: the
     print(json.dumps({{"kind": words[1], "metadata": {{"name": words[2]}}}}))
 elif words[0] == "wait":
     sys.exit(int(os.environ.get("FAKE_WAIT_EXIT", "0")))
+elif words[0] == "logs" and os.environ.get("FAKE_KUBECTL_LOGS"):  # a file: the log it prints
+    print(open(os.environ["FAKE_KUBECTL_LOGS"]).read(), end="")
 elif words[0] == "api-resources":  # FAKE_API_RESOURCES: the kinds the cluster knows, beyond the built-in ones
     print("\\n".join(os.environ.get("FAKE_API_RESOURCES", "").split()))
 elif words[0] == "port-forward":  # listen on the local port (":PORT": one the system picks), as kubectl does

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -23,11 +24,14 @@ from tfk8s.kube import docker_run, tfjob_local
 from tfk8s.serving import process as serve
 
 IMAGE = "tfk8s-test/mnist-trainer:test"
+NOTEBOOK_IMAGE = "tfk8s-test/mnist-notebook:test"
 TRAIN = ["--dataset", "mini", "--steps", "300", "--eval_every", "100", "--checkpoint_every", "100"]
 JOB_SPEC = load(REPO / "kube" / "job.yaml")[0]["spec"]["template"]["spec"]
 MIB = 2**20
 # The code layer (src/, as .dockerignore sends it) measured 88 kB; the whole image 1.9 GB (on the stand-in base).
 CODE_LAYER_MAX = 5 * MIB
+# What the notebook stage adds to the trainer's image: JupyterLab measured 162 MB, the workspace seed 3 MB.
+NOTEBOOK_LAYERS_MAX = 250 * MIB
 
 
 def flags(args, name):
@@ -251,17 +255,35 @@ def canary_bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def image(engine, canary_bundle, tmp_path_factory):
-    """The image, built once from a clean clone of this repository (its committed files) with make/docker.sh."""
+def clone(tmp_path_factory):
+    """A clean clone of this repository (its committed files): the images' build context."""
     clone = tmp_path_factory.mktemp("clone") / "repo"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)], check=True)
-    bundle, _ = canary_bundle
+    return clone
+
+
+def build(clone, bundle, *args):
+    """make/docker.sh build ARGS in the clone, the CA bundle given as the build's secret."""
     env = {k: v for k, v in os.environ.items() if k not in ("PIP_CERT", "BASE")}
-    result = subprocess.run([str(clone / "make" / "docker.sh"), "build", "--build-arg", "DATASET=mini", "-t", IMAGE],
+    result = subprocess.run([str(clone / "make" / "docker.sh"), "build", "--build-arg", "DATASET=mini", *args],
                             cwd=clone, env={**env, "SSL_CERT_FILE": str(bundle)},
                             capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def image(engine, canary_bundle, clone):
+    """The image, built once from the clone with make/docker.sh (no --target: what `make build` builds)."""
+    build(clone, canary_bundle[0], "-t", IMAGE)
     return IMAGE
+
+
+@pytest.fixture(scope="session")
+def notebook_image(image, canary_bundle, clone):
+    """The notebook image (--target notebook), after the trainer's from the same clone and arguments: every
+    stage but its own comes from the build cache (measured: 31 s here, the JupyterLab install)."""
+    build(clone, canary_bundle[0], "--target", "notebook", "-t", NOTEBOOK_IMAGE)
+    return NOTEBOOK_IMAGE
 
 
 def layers(image):
@@ -386,3 +408,147 @@ def test_the_export_the_containers_wrote_serves_here(job_run):
                                 capture_output=True, text=True, timeout=120)
     assert answer.returncode == 0, answer.stderr
     assert re.search(r"4\.png: \d \(probability", answer.stdout), answer.stdout
+
+
+# ---------------------------------------------------------------- the notebook image: JupyterLab as its pod runs it
+
+# As the attendee's JupyterLab pod: uid 1000, a read-only root, no capabilities, emptyDirs at /tmp and /home/app,
+# no network but its own loopback: what `kubectl port-forward` reaches. Its command is the Deployment's, on the
+# image's seed of the workspace. /tmp: a tmpfs, as the runner makes an emptyDir of a pod with fsGroup 1000.
+# /home/app: a directory of this machine's, as the kubelet makes an emptyDir (0777; with fsGroup, its group and
+# setgid). A tmpfs would not do there: over a directory the image has, Docker 20.10 mounts it 0755 root-owned.
+EMPTY_DIR = "rw,exec,nosuid,nodev,gid=1000,mode=2777"
+JUPYTER = ["jupyter", "lab", "--ip=127.0.0.1", "--port=8888", "--no-browser", "--ServerApp.root_dir=/app/workspace"]
+# Inside the container, on its loopback: GET (or POST) a path of JupyterLab's, with the token if one is given.
+HTTP = """
+import json, sys, urllib.error, urllib.request
+method, path, token = sys.argv[1:4]
+request = urllib.request.Request("http://127.0.0.1:8888" + path, method=method,
+                                 data=b"{}" if method == "POST" else None,
+                                 headers={"Authorization": "token " + token} if token else {})
+try:
+    with urllib.request.urlopen(request, timeout=30) as response:
+        print(json.dumps([response.status, json.loads(response.read() or b"null")]))
+except urllib.error.HTTPError as err:
+    print(json.dumps([err.code, None]))
+"""
+# A kernel the server started, found by its id in the server's runtime directory, runs this.
+KERNEL = """
+import sys, jupyter_client
+client = jupyter_client.BlockingKernelClient()
+client.load_connection_file(jupyter_client.find_connection_file("kernel-" + sys.argv[1] + ".json"))
+client.start_channels()
+client.wait_for_ready(timeout=120)
+printed = []
+client.execute_interactive("import sys, tensorflow as tf; print(sys.executable, tf.__version__)", timeout=300,
+                           output_hook=lambda m: printed.append(m["content"].get("text", "")))
+print("".join(printed))
+"""
+
+
+def exec_in(container, *argv, user="1000:1000"):
+    return docker("exec", "--user", user, "--workdir", "/app/workspace", container, *argv)
+
+
+def http(container, method, path, token=""):
+    result = exec_in(container, "python", "-c", HTTP, method, path, token)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def jupyter(notebook_image, tmp_path_factory):
+    """JupyterLab running in a container of the notebook image, and the token `make jupyter` reads in its log."""
+    name = f"tfk8s-jupyter-{uuid.uuid4().hex[:8]}"
+    home = tmp_path_factory.mktemp("emptydir-home")
+    home.chmod(0o2777)
+    if os.geteuid() == 0:
+        os.chown(home, -1, 1000)
+    started = docker("run", "--detach", "--name", name, "--network", "none", "--user", "1000:1000",
+                     "--group-add", "1000", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                     "--tmpfs", f"/tmp:{EMPTY_DIR}", "--mount", f"type=bind,source={home},target=/home/app",
+                     notebook_image, *JUPYTER)
+    assert started.returncode == 0, started.stderr
+    try:
+        deadline = time.monotonic() + 120
+        token = ""
+        while not token:
+            log = docker("logs", name)
+            token = subprocess.run([str(REPO / "make" / "cluster.sh"), "jupyter-token"], input=log.stdout + log.stderr,
+                                   capture_output=True, text=True, timeout=30).stdout.strip()
+            running = docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
+            assert running == "true" or token, log.stdout[-3000:] + log.stderr[-3000:]
+            assert time.monotonic() < deadline, "JupyterLab printed no token in 120 s:\n" + log.stderr[-3000:]
+            if not token:
+                time.sleep(0.5)
+        yield name, token
+    finally:
+        docker("rm", "--force", name)
+
+
+@pytest.mark.slow
+def test_the_notebook_image_is_the_trainers_with_jupyterlab_and_the_seed_added(notebook_image, image):
+    trainer = {made_by for _, made_by in layers(image)}
+    added = [(size, made_by) for size, made_by in layers(notebook_image) if made_by not in trainer]
+    assert sum(size for size, _ in added) < NOTEBOOK_LAYERS_MAX, added
+    config = json.loads(docker("image", "inspect", notebook_image).stdout)[0]["Config"]
+    assert config["User"] == "1000:1000" and not config["Entrypoint"] and config["Cmd"][:2] == ["jupyter", "lab"]
+
+
+@pytest.mark.slow
+def test_jupyterlab_runs_as_uid_1000_on_a_read_only_root_writing_only_its_emptydirs(jupyter):
+    name, _ = jupyter
+    result = exec_in(name, "python", "-c", PROBE)
+    assert result.returncode == 0, result.stderr
+    seen = eval(result.stdout)  # a dict literal the probe printed
+    assert (seen["uid"], seen["CapEff"]) == (1000, "0000000000000000")
+    assert seen["writable"] == ["/dev/shm", "/home/app", "/tmp"]
+
+
+@pytest.mark.slow
+def test_jupyterlab_answers_only_with_the_token_from_its_log(jupyter):
+    name, token = jupyter
+    assert re.fullmatch(r"[0-9a-f]{32,}", token), token
+    assert http(name, "GET", "/api/status")[0] == 403
+    assert http(name, "GET", "/api/status", "0" * len(token))[0] == 403
+    status, body = http(name, "GET", "/api/status", token)
+    assert status == 200 and "started" in body
+
+
+@pytest.mark.slow
+def test_the_workspace_holds_the_seed_and_its_code_finds_the_data(jupyter):
+    name, token = jupyter
+    status, listing = http(name, "GET", "/api/contents", token)
+    assert status == 200
+    assert {item["name"] for item in listing["content"]} == {"src", "notebooks", "data", "kube"}
+    status, notebooks = http(name, "GET", "/api/contents/notebooks", token)
+    assert [item["name"] for item in notebooks["content"]] == ["pipeline.ipynb"]
+    # tfk8s/paths.py finds data/ beside src/: where `python src/main.py` run from the workspace reads it.
+    found = exec_in(name, "python", "-c", "import sys; sys.path.insert(0, 'src'); from tfk8s import mnist, paths; "
+                                          "print(paths.DATA, {k: v[0].shape for k, v in mnist.load('mini').items()})")
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.startswith("/app/workspace/data {'train': (4500, 28, 28")
+    owners = exec_in(name, "find", "/app/workspace", "-mindepth", "1", "!", "-user", "1000")
+    assert owners.returncode == 0 and owners.stdout == ""  # the attendee owns every file of the seed
+
+
+@pytest.mark.slow
+def test_a_kernel_the_server_starts_is_the_trainers_python_and_imports_tensorflow(jupyter):
+    name, token = jupyter
+    status, kernel = http(name, "POST", "/api/kernels", token)
+    assert status == 201, kernel
+    result = exec_in(name, "python", "-c", KERNEL, kernel["id"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^/opt/venv/bin/python 2\.21\.0$", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.slow
+def test_the_pipeline_command_runs_in_the_image_from_the_seed_alone(jupyter):
+    """No editable install there: every module flow.py and a step import comes from the seed's src/."""
+    name, _ = jupyter
+    step = "python src/model_config.py serve --base_path /mnt/nfs/exports/pipeline --configmap kube/model-config.yaml"
+    result = exec_in(name, "python", "src/flow.py", "run", "--local", "-c", f"{step} >> python src/main.py --help")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[s1-model-config] ConfigMap mnist-model-config: model mnist (/mnt/nfs/exports/pipeline)" in result.stdout
+    assert "[s2-main] usage: main.py" in result.stdout
+    assert "[pipeline] pipeline succeeded: 2 step(s) in 2 stage(s)" in result.stdout

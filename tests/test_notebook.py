@@ -1,5 +1,7 @@
-"""notebooks/walkthrough.ipynb: committed clean, and it runs top to bottom headless on the shipped data."""
+"""notebooks/walkthrough.ipynb and notebooks/pipeline.ipynb: committed clean, and they run top to bottom headless
+on the shipped data (the pipeline's with --local, in a copy of the notebook image's workspace)."""
 import re
+import shutil
 
 import nbformat
 import pytest
@@ -7,8 +9,10 @@ import yaml
 from nbclient import NotebookClient
 
 from support import REPO, server_processes, whole_share
+from test_dockerfile import build_context
 
 NOTEBOOK = REPO / "notebooks" / "walkthrough.ipynb"
+PIPELINE_NOTEBOOK = REPO / "notebooks" / "pipeline.ipynb"
 
 
 def text_of(cell):
@@ -22,19 +26,21 @@ def text_of(cell):
     return "".join(parts)
 
 
-def execute(nb, monkeypatch, tmp_path):
-    """Run every cell of `nb` in a fresh kernel started in notebooks/, as JupyterLab starts it; return nb."""
+def execute(nb, monkeypatch, tmp_path, directory=NOTEBOOK.parent):
+    """Run every cell of `nb` in a fresh kernel started in `directory` (notebooks/), as JupyterLab starts it;
+    return nb."""
     monkeypatch.setenv("NOTEBOOK_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")  # kernel "python3" is this venv's ipykernel, not a user-wide one
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.delenv("TF_CONFIG", raising=False)
     NotebookClient(nb, kernel_name="python3", timeout=600, startup_timeout=120,
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+                   resources={"metadata": {"path": str(directory)}}).execute()
     return nb
 
 
-def test_notebook_is_committed_as_nbformat_4_without_outputs():
-    nb = nbformat.read(NOTEBOOK, as_version=nbformat.NO_CONVERT)
+@pytest.mark.parametrize("notebook", [NOTEBOOK, PIPELINE_NOTEBOOK], ids=lambda p: p.name)
+def test_notebook_is_committed_as_nbformat_4_without_outputs(notebook):
+    nb = nbformat.read(notebook, as_version=nbformat.NO_CONVERT)
     nbformat.validate(nb)
     assert nb.nbformat == 4
     assert nb.metadata.kernelspec.name == "python3"
@@ -94,3 +100,32 @@ def test_notebook_submits_the_tfjob_rendered_for_you_when_kubectl_has_a_cluster(
     assert images == {"registry.example.com/alice/mnist:v9"}
     assert "tfjob/mnist-tfjob configured" in printed and "follow it: kubectl --namespace alice" in printed
     assert "skipped" not in printed
+
+
+@pytest.mark.slow
+def test_the_pipeline_notebook_runs_its_two_steps_locally_in_the_notebook_images_workspace(tmp_path, monkeypatch):
+    """The workspace is what the notebook image seeds (the build context's src/, data/, kube/, notebooks/); on a
+    laptop (no KUBERNETES_SERVICE_HOST) the notebook runs the pipeline with --local."""
+    workspace = tmp_path / "workspace"
+    for path in build_context():
+        if path.startswith(("src/", "data/", "kube/", "notebooks/")) and path != "src/Dockerfile":
+            (workspace / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / path, workspace / path)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    nb = execute(nbformat.read(PIPELINE_NOTEBOOK, as_version=4), monkeypatch, tmp_path, workspace / "notebooks")
+
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert not [o for cell in code for o in cell.outputs if o["output_type"] == "error"]
+    printed = "\n".join(text_of(cell) for cell in code)
+    assert f"workspace {workspace}; the steps run here (--local)" in printed
+    # The steps in order, each one's lines behind its name: the training's progress to its last step, then the
+    # classification of its export.
+    order = [printed.index(line) for line in ("[s1-main] Running", "[s1-main] Succeeded", "[s2-batch-predict] Running",
+                                               "[s2-batch-predict] Succeeded", "[pipeline] pipeline succeeded")]
+    assert order == sorted(order), printed
+    assert re.search(r"^\[s1-main\] step +100/100 ", printed, re.M), printed
+    rows = re.findall(r"^data/(\d)\.png +(\d) +0\.\d+$", printed, re.M)
+    assert sorted(name for name, _ in rows) == [str(d) for d in range(10)], printed
+    right = sum(name == digit for name, digit in rows)
+    assert f"{right} of 10 drawn digits classified as their file name says" in printed
+    assert len(list((workspace / "runs" / "pipeline" / "export").glob("*/saved_model.pb"))) == 1

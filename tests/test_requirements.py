@@ -28,7 +28,8 @@ def entries(path):
 
 
 @pytest.mark.parametrize("source, lock", [("requirements.txt", "requirements.lock"),
-                                          ("requirements-dev.txt", "requirements-dev.lock")])
+                                          ("requirements-dev.txt", "requirements-dev.lock"),
+                                          ("requirements-notebook.txt", "requirements-notebook.lock")])
 def test_every_direct_pin_is_in_its_lock_at_the_same_version(source, lock):
     direct, locked = pins(REPO / source), pins(REPO / lock)
     if source == "requirements-dev.txt":
@@ -43,7 +44,22 @@ def test_the_image_lock_and_the_development_lock_agree_on_every_shared_package()
     assert {name: dev[name] for name in image} == image
 
 
-@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_the_notebook_lock_keeps_every_version_the_image_and_the_tests_run_on():
+    """The notebook image installs requirements-notebook.lock over the trainer's /opt/venv: a package both hold
+    must not change version there (nor differ from the one the notebook tests ran on)."""
+    notebook, dev = pins(REPO / "requirements-notebook.lock"), pins(REPO / "requirements-dev.lock")
+    shared = notebook.keys() & dev.keys()
+    assert {"ipykernel", "jinja2", "pyyaml", "nbformat"} <= shared
+    assert {name: notebook[name] for name in shared} == {name: dev[name] for name in shared}
+
+
+def test_make_lab_installs_the_jupyterlab_the_notebook_image_runs():
+    """`make lab` (the laptop) and the cluster's JupyterLab (the notebook image) are one version."""
+    lab = re.search(r"^JUPYTERLAB \?= jupyterlab==(\S+)$", (REPO / "make" / "local.mk").read_text(), re.M)
+    assert lab and pins(REPO / "requirements-notebook.txt") == {"jupyterlab": lab[1]}
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock", "requirements-notebook.lock"])
 def test_every_locked_package_carries_sha256_hashes(lock):
     blocks = entries(REPO / lock)
     assert len(blocks) > 20
