@@ -128,6 +128,9 @@ elif words[:3] == ["auth", "can-i", "create"]:
     sys.exit(0 if os.environ.get("FAKE_CAN_CREATE_PV") == "yes" else 1)
 elif words[:2] == ["create", "token"]:
     print("token-for-" + namespace + "-" + args[args.index("--duration") + 1])
+elif words[:2] == ["get", "endpointslices"] and objects is None:  # GKE's API server, outside the pod network
+    print(json.dumps({{"kind": "List", "items": [{{"metadata": {{"name": "kubernetes", "namespace": "default"}},
+        "endpoints": [{{"addresses": ["172.16.0.2"]}}], "ports": [{{"name": "https", "port": 443}}]}}]}}))
 elif words[0] == "get" and "json" in args and objects is not None:
     found = [o for o in objects.get(words[1], []) if "--all-namespaces" in args or namespace is None
              or o["metadata"].get("namespace") == namespace]
