@@ -416,11 +416,16 @@ def test_create_applies_namespace_then_server_then_volume_on_its_clusterip_then_
                     assert doc["spec"]["nfs"]["server"] == "10.96.7.7"  # the Service's ClusterIP
         elif args[:1] != ["config"]:
             steps.append(" ".join(a for a in args if not a.startswith("--timeout")))
+    # First the API server's address, for the notebook pipelines' NetworkPolicies: read before anything changes.
+    assert steps.pop(0) == ("get endpointslices --namespace default --selector kubernetes.io/service-name=kubernetes "
+                            "--output json")
     alice = [s for s in steps if "alice" in s]
     order = ["apply Namespace//alice", f"apply Deployment/{STORAGE}/nfs-alice",
              f"--namespace {STORAGE} rollout status deployment/nfs-alice",
              "apply PersistentVolume//mnist-nfs-alice", "apply PersistentVolumeClaim/alice/mnist-nfs",
              "--namespace alice wait --for=jsonpath={.status.phase}=Bound persistentvolumeclaim/mnist-nfs",
+             "apply ServiceAccount/alice/notebook", "apply ServiceAccount/alice/pipeline-executor",
+             "apply NetworkPolicy/alice/jupyterlab-api-server", "apply NetworkPolicy/alice/pipeline-api-server",
              "create token attendee --namespace alice --duration 12h"]
     assert [s for s in alice if s in order] == order
     # The admission policies first (they hold for every attendee namespace by its label), then storage.
@@ -460,7 +465,9 @@ def test_a_kubectl_failure_is_one_line(tmp_path, fake_kubectl):
     bad.write_text(f"#!{sys.executable}\nimport sys\nif sys.argv[1:3] == ['config', 'current-context']: "
                    "print('ctx'); sys.exit(0)\nsys.exit('error: You must be logged in to the server (Unauthorized)')\n")
     result = instructor("create", "--output_dir", tmp_path / "out", "alice", path=path)
-    assert_one_line_error(result, "kubectl apply -f -: error: You must be logged in to the server (Unauthorized)")
+    assert_one_line_error(result, "kubectl get endpointslices --namespace default --selector "
+                          "kubernetes.io/service-name=kubernetes --output json: error: You must be logged in to the "
+                          "server (Unauthorized)")
 
 
 def test_kubeconfigs_need_kubectl(tmp_path):
