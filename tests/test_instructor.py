@@ -76,6 +76,13 @@ def katib_busiest():
     return trial * parallel + suggestion
 
 
+def pipeline_widest():
+    """A notebook pipeline's two side-by-side steps as Argo makes their pods (tfk8s.kube.cluster_model)."""
+    from tfk8s.kube import cluster_model
+    made = cluster_model.cluster_made("alice")["pipeline.yaml"]
+    return [p for p in made if "-s2-" in p["metadata"]["name"]]
+
+
 @pytest.mark.parametrize("rwx", [None, "standard-rwx"])
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_object_the_instructor_applies_passes_strict_validation(version, rwx):
@@ -321,13 +328,15 @@ def test_quota_holds_every_step_with_serving_at_its_maximum_and_is_the_capacity_
     assert hard == plan.quota_hard()
     most = next(d for d in yaml.safe_load_all((KUBE / "serving-autoscale.yaml").read_text())
                 if d["kind"] == "HorizontalPodAutoscaler")["spec"]["maxReplicas"]
-    standing = pods_of("tensorboard.yaml") + pods_of("serving.yaml", replicas=most)
+    notebook = yaml.safe_load_all(namespaces.render_notebook("alice", "r.example.com/nb@sha256:" + "0" * 64))
+    jupyterlab = next(d for d in notebook if d and d["kind"] == "Deployment")["spec"]["template"]
+    standing = pods_of("tensorboard.yaml") + pods_of("serving.yaml", replicas=most) + [jupyterlab]
     values = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())
     trial = pods_of("tfjob.yaml")
     chief_and_workers = trial[:1] + trial[1:2] * values["workers"]
     steps = {"job": pods_of("job.yaml"), "tfjob": trial, "tfjob-ps": pods_of("tfjob-ps.yaml"),
              "sweep": chief_and_workers * plan.SWEEP_PARALLEL, "retrain": pods_of("retrain-cronjob.yaml"),
-             "batch": pods_of("batch-predict.yaml"), "katib": katib_busiest()}
+             "batch": pods_of("batch-predict.yaml"), "katib": katib_busiest(), "pipeline": pipeline_widest()}
     for step, own in steps.items():
         pods = standing + own
         for bound in ("requests", "limits"):
@@ -335,11 +344,11 @@ def test_quota_holds_every_step_with_serving_at_its_maximum_and_is_the_capacity_
                 total = requested(pods, bound, resource)
                 assert total <= quantity(hard[f"{bound}.{resource}"]) + 1e-9, f"{step} {bound}.{resource}: {total:g}"
         assert len(pods) <= int(hard["pods"]), step
-    # The busiest step fills it: Katib's, at 8.25 CPU and 12 pods beside serving at 4 pods (measured from the
-    # manifests and the cluster model's pods).
+    # The busiest step fills it: Katib's, at 8.5 CPU and 13 pods beside serving at 4 pods and JupyterLab (measured
+    # from the manifests and the cluster model's pods).
     katib = standing + steps["katib"]
-    assert requested(katib, "requests", "cpu") == pytest.approx(quantity(hard["requests.cpu"])) == 8.25
-    assert len(katib) == int(hard["pods"]) == 12
+    assert requested(katib, "requests", "cpu") == pytest.approx(quantity(hard["requests.cpu"])) == 8.5
+    assert len(katib) == int(hard["pods"]) == 13
     assert quantity(hard["requests.storage"]) == quantity(
         yaml.safe_load((KUBE / "storage.yaml").read_text())["spec"]["resources"]["requests"]["storage"])
     assert hard["persistentvolumeclaims"] == "1"

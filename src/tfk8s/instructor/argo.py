@@ -24,7 +24,8 @@ CONTROLLER = "workflow-controller"
 CRDS = ("workflows.argoproj.io", "workflowtaskresults.argoproj.io")
 FIELD_MANAGER = "instructor-argo"
 # The executor's image: argoexec's nonroot build, user 8737 (v4.1.2 Dockerfile, target argoexec-nonroot, published
-# as quay.io/argoproj/argoexec:<version>-nonroot by .github/workflows/release.yaml; docs/workflow-pod-security-context.md).
+# as quay.io/argoproj/argoexec:<version>-nonroot by .github/workflows/release.yaml;
+# docs/workflow-pod-security-context.md).
 EXECUTOR_IMAGE = f"quay.io/argoproj/argoexec:{VERSION}-nonroot"
 EXECUTOR_USER = 8737
 # Each of a step pod's init and wait containers: docs/workflow-controller-configmap.yaml's example sizes (v4.1.2),

@@ -25,9 +25,9 @@ import jinja2
 import yaml
 
 from tfk8s.cli import UsageError, UserError
+from tfk8s.flow import rights
 from tfk8s.instructor import plan
 from tfk8s.kube import kubectl, pins, render
-from tfk8s.flow import rights
 from tfk8s.kube.resources import memory_text
 from tfk8s.paths import KUBE, RUNS, TEMPLATED
 

@@ -532,7 +532,7 @@ def pipeline_workflow(pod, stages=None, name="pipeline-19700101-000000-abcd"):
     from tfk8s.flow import rights
     stages = LAB_STAGES if stages is None else stages
     pod_spec = pod["spec"]
-    (container,) = [c for c in pod_spec["containers"]]
+    (container,) = pod_spec["containers"]
     trainer = only(render.load([KUBE / "job.yaml"]), "Job")["spec"]["template"]["spec"]["containers"][0]
     mounts = [m for m in container.get("volumeMounts") or [] if not m["name"].startswith("kube-api-access-")]
     names = {m["name"] for m in mounts}
