@@ -134,8 +134,8 @@ elif words[:2] == ["get", "endpointslices"] and objects is None:  # GKE's API se
 elif words[0] == "get" and "json" in args and objects is not None:
     found = [o for o in objects.get(words[1], []) if "--all-namespaces" in args or namespace is None
              or o["metadata"].get("namespace") == namespace]
-    if words[1] == "tfjobs" and "tfjobs" not in objects:
-        sys.exit("error: the server does not have a resource type tfjobs")
+    if words[1] in ("tfjobs", "workflows") and words[1] not in objects:  # the operator's, Argo's kinds
+        sys.exit("error: the server does not have a resource type " + words[1])
     print(json.dumps({{"apiVersion": "v1", "kind": "List", "items": found}}))
 elif words[0] == "get" and words[1] in ("service", "services") and "jsonpath" in " ".join(args):
     print("10.96.7.7", end="")
