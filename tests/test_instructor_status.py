@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import kubectl_objects
 from support import SRC, make
 from tfk8s.cli import child_env
@@ -86,25 +88,17 @@ def test_one_row_per_attendee_from_one_call_per_kind(fake_kubectl, tmp_path):
     assert not [c for c in calls() if "--namespace" in c["args"]]
 
 
-def test_without_the_operator_the_tfjob_columns_say_so(fake_kubectl, tmp_path):
+@pytest.mark.parametrize("kind, columns, said", [("tfjobs", slice(4, 8), ["no", "operator"] * 2),
+                                                 ("workflows", slice(12, 14), ["no", "Argo"])])
+def test_without_the_operator_or_argo_their_columns_say_so(fake_kubectl, tmp_path, kind, columns, said):
     path, _ = fake_kubectl
     objects = cluster()
-    del objects["tfjobs"]
+    del objects[kind]
     kubectl_objects(tmp_path, objects)
     result = make("instructor-status", path=path)
     assert result.returncode == 0, result.stderr
-    assert "no operator" in result.stdout
-
-
-def test_without_argo_the_pipelines_column_says_so(fake_kubectl, tmp_path):
-    path, _ = fake_kubectl
-    objects = cluster()
-    del objects["workflows"]
-    kubectl_objects(tmp_path, objects)
-    result = make("instructor-status", path=path)
-    assert result.returncode == 0, result.stderr
-    assert [line.split()[12:14] for line in result.stdout.splitlines() if line.startswith("alice")] == [
-        ["no", "Argo"]]
+    (alice,) = [line.split() for line in result.stdout.splitlines() if line.startswith("alice")]
+    assert alice[columns] == said
 
 
 def test_watch_refreshes_until_ctrl_c_and_ends_quietly(fake_kubectl, tmp_path):
