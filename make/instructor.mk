@@ -13,6 +13,12 @@ WATCH          ?=
 # patch. The repository was kubeflow/training-operator until 2025; GitHub redirects.
 TRAINING_OPERATOR ?= github.com/kubeflow/trainer.git/manifests/overlays/standalone?ref=v1.9.4
 INSTRUCTOR = $(PYTHON) src/instructor.py
+# JupyterLab's image (IMAGE@sha256:...); empty: what `make instructor-notebook` recorded in runs/notebook-image,
+# and without that the attendees get no JupyterLab.
+NOTEBOOK_IMAGE ?=
+NOTEBOOK_FLAG = $(if $(NOTEBOOK_IMAGE), --notebook_image "$(NOTEBOOK_IMAGE)")
+# Argo Workflows v4.1.2: its controller, CRDs and RBAC from its own manifests at the tag (no argo-server).
+ARGO ?= templated/instructor/argo
 
 .PHONY: instructor-plan
 instructor-plan: venv ## Instructor, first: per-attendee quota, nodes and CPU quota for ATTENDEES=N on MACHINE_TYPE
@@ -28,8 +34,8 @@ instructor-operator: check-cluster ## Instructor, once per cluster: install the 
 	kubectl get crd tfjobs.kubeflow.org
 
 .PHONY: instructor-namespaces
-instructor-namespaces: venv ## Instructor: per attendee a namespace, quota, role, network policy, storage and kubeconfig (ATTENDEES="alice bob")
-	$(INSTRUCTOR) create --pins $(PINNED_IMAGES) --output_dir $(INSTRUCTOR_DIR) --duration $(TOKEN_DURATION) --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS) $(ATTENDEES)
+instructor-namespaces: venv ## Instructor: per attendee a namespace, quota, role, network policy, storage, JupyterLab (NOTEBOOK_IMAGE) and kubeconfig (ATTENDEES="alice bob")
+	$(INSTRUCTOR) create --pins $(PINNED_IMAGES) --output_dir $(INSTRUCTOR_DIR) --duration $(TOKEN_DURATION) --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS)$(NOTEBOOK_FLAG) $(ATTENDEES)
 
 .PHONY: instructor-kubeconfigs
 instructor-kubeconfigs: venv ## Instructor: fresh tokens, INSTRUCTOR_DIR/<name>.kubeconfig for each of ATTENDEES
@@ -37,7 +43,7 @@ instructor-kubeconfigs: venv ## Instructor: fresh tokens, INSTRUCTOR_DIR/<name>.
 
 .PHONY: instructor-render
 instructor-render: venv ## Instructor: write every object instructor-namespaces applies for ATTENDEES to OUT=DIR
-	$(INSTRUCTOR) render --pins $(PINNED_IMAGES) --output_dir "$(OUT)" --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS) $(ATTENDEES)
+	$(INSTRUCTOR) render --pins $(PINNED_IMAGES) --output_dir "$(OUT)" --sweep_parallel $(SWEEP_PARALLEL)$(RWX_FLAGS)$(NOTEBOOK_FLAG) $(ATTENDEES)
 
 .PHONY: instructor-status
 instructor-status: venv ## Instructor: a row per attendee: storage, image, Job/TFJobs, serving, sweep, quota (WATCH=1 refreshes)
@@ -50,6 +56,10 @@ instructor-clean: venv ## Instructor: delete the attendees' namespaces, volumes 
 .PHONY: instructor-katib
 instructor-katib: venv ## Instructor, once per cluster, after instructor-operator: install Katib v0.19; with ATTENDEES, give them Katib
 	$(INSTRUCTOR) katib --manifests "$(KATIB)" --output_dir $(INSTRUCTOR_DIR) $(ATTENDEES)
+
+.PHONY: instructor-argo
+instructor-argo: venv ## Instructor, once per cluster: install Argo Workflows v4.1.2 (controller only) and its restricted executor config
+	$(INSTRUCTOR) argo --manifests "$(ARGO)" --output_dir $(INSTRUCTOR_DIR)
 
 # The registry: NAME=EMAIL per attendee (their Google account), the project, the nodes' service account.
 ACCOUNTS          ?=

@@ -128,11 +128,14 @@ elif words[:3] == ["auth", "can-i", "create"]:
     sys.exit(0 if os.environ.get("FAKE_CAN_CREATE_PV") == "yes" else 1)
 elif words[:2] == ["create", "token"]:
     print("token-for-" + namespace + "-" + args[args.index("--duration") + 1])
+elif words[:2] == ["get", "endpointslices"] and objects is None:  # GKE's API server, outside the pod network
+    print(json.dumps({{"kind": "List", "items": [{{"metadata": {{"name": "kubernetes", "namespace": "default"}},
+        "endpoints": [{{"addresses": ["172.16.0.2"]}}], "ports": [{{"name": "https", "port": 443}}]}}]}}))
 elif words[0] == "get" and "json" in args and objects is not None:
     found = [o for o in objects.get(words[1], []) if "--all-namespaces" in args or namespace is None
              or o["metadata"].get("namespace") == namespace]
-    if words[1] == "tfjobs" and "tfjobs" not in objects:
-        sys.exit("error: the server does not have a resource type tfjobs")
+    if words[1] in ("tfjobs", "workflows") and words[1] not in objects:  # the operator's, Argo's kinds
+        sys.exit("error: the server does not have a resource type " + words[1])
     print(json.dumps({{"apiVersion": "v1", "kind": "List", "items": found}}))
 elif words[0] == "get" and words[1] in ("service", "services") and "jsonpath" in " ".join(args):
     print("10.96.7.7", end="")

@@ -279,11 +279,15 @@ def write_values(directory, text, name="values.yaml"):
 
 
 def workshop_namespace(api, *running):
-    """Seed the stand-in's namespace as an attendee's is after `make deploy`: its real quota, the pods of `running`."""
+    """Seed the stand-in's namespace as an attendee's is after `make deploy`: its real quota, JupyterLab (the
+    instructor's, templated/instructor/notebook.yaml.j2), the pods of `running`."""
+    from tfk8s.instructor import namespaces
     state = api.read()
     quota = next(d for d in attendee_objects("alice") if d["kind"] == "ResourceQuota")
     state["objects"]["resourcequotas"] = [quota]
     docs = render.render(render.load([KUBE / name for name in running]), "r.example.com/mnist", "v1", "alice")
+    docs += [d for d in yaml.safe_load_all(namespaces.render_notebook("alice", "r.example.com/nb@sha256:" + "0" * 64))
+             if d and d["kind"] == "Deployment"]
     state["objects"]["pods"] = [p for doc in docs for p in fake_api.pods_of(doc)]
     api.write(state)
     return quota

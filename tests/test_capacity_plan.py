@@ -25,7 +25,7 @@ from support import (
     rendered,
     requested,
 )
-from tfk8s.instructor import katib, namespaces, plan
+from tfk8s.instructor import argo, katib, namespaces, plan
 from tfk8s.kube.resources import GI, MI
 from tfk8s.sweep import trials as sweep_trials
 
@@ -39,6 +39,20 @@ KATIB_DEFAULT = {"requests": {"cpu": "50m", "memory": "10Mi", "ephemeral-storage
 COLLECTOR = {"requests": KATIB_DEFAULT["requests"], "limits": {**KATIB_DEFAULT["limits"], "memory": "1Gi"}}
 
 
+def jupyterlab():
+    """The attendee's JupyterLab pod, as templated/instructor/notebook.yaml.j2 renders it."""
+    docs = yaml.safe_load_all(namespaces.render_notebook("alice", "r.example.com/nb@sha256:" + "0" * 64))
+    return [next(d for d in docs if d and d["kind"] == "Deployment")["spec"]["template"]]
+
+
+def pipeline_step():
+    """One notebook pipeline step's pod: kube/job.yaml's trainer resources in main, and Argo's init and wait
+    containers at the workshop's executor resources (instructor/argo.py)."""
+    trainer = pods_of("job.yaml")[0]["spec"]["containers"][0]["resources"]
+    executor = {"resources": argo.EXECUTOR_RESOURCES}
+    return {"spec": {"initContainers": [executor], "containers": [executor, {"resources": trainer}]}}
+
+
 def katib_trial():
     """A Katib trial's pods: kube/tfjob.yaml's, the Chief with the metrics collector container added."""
     chief, *workers = pods_of("tfjob.yaml")
@@ -48,12 +62,13 @@ def katib_trial():
 
 def test_each_step_is_the_standing_pods_plus_its_own_as_the_manifests_say():
     most = plan.hpa_maximum()
-    standing = pods_of("tensorboard.yaml") + pods_of("serving.yaml", replicas=most)
+    standing = pods_of("tensorboard.yaml") + pods_of("serving.yaml", replicas=most) + jupyterlab()
     trial = pods_of("tfjob.yaml")  # kube/tfjob.yaml: a Chief and 2 Workers, as templated/values.yaml's workers: 2
     suggestion = {"spec": {"containers": [{"resources": KATIB_DEFAULT}]}}
     expected = {"deploy": pods_of("job.yaml"), "TFJob,": trial, "PS TFJob": pods_of("tfjob-ps.yaml"),
                 "sweep": trial * plan.SWEEP_PARALLEL, "retrain": pods_of("retrain-cronjob.yaml"),
-                "batch": pods_of("batch-predict.yaml"), "serve": [], "Katib": katib_trial() * 2 + [suggestion]}
+                "batch": pods_of("batch-predict.yaml"), "serve": [], "Katib": katib_trial() * 2 + [suggestion],
+                "notebook": [pipeline_step()] * 2}
     rows = plan.peaks()
     assert len(rows) == len(expected)
     for step, usage in rows:
@@ -67,8 +82,10 @@ def test_each_step_is_the_standing_pods_plus_its_own_as_the_manifests_say():
         assert usage.requests_ephemeral == pytest.approx(requested(pods, "requests", "ephemeral-storage")), step.name
         assert usage.limits_ephemeral == pytest.approx(requested(pods, "limits", "ephemeral-storage")), step.name
     busiest = max(rows, key=lambda row: row[1].requests_cpu)
-    # 6 trainers, 2 collectors, the suggestion, 4 servers, TensorBoard
-    assert busiest[0].targets == "katib-sweep" and busiest[1].requests_cpu == 8250 and busiest[1].pods == 12
+    # 6 trainers, 2 collectors, the suggestion, 4 servers, TensorBoard, JupyterLab
+    assert busiest[0].targets == "katib-sweep" and busiest[1].requests_cpu == 8500 and busiest[1].pods == 13
+    (notebook,) = [u for step, u in rows if step.name.startswith("notebook")]
+    assert notebook.pods == 8 and notebook.requests_cpu == 4550  # 2 x (1 + 0.1 wait) beside the standing 2.35
 
 
 def test_the_sweep_step_follows_sweep_parallel_and_the_values_files_workers():
@@ -123,12 +140,15 @@ def plan_output(*args):
 
 def test_make_instructor_plan_prints_each_step_the_quota_the_nodes_and_the_cpu_quota():
     out = plan_output("ATTENDEES=20")
-    assert re.search(r"^  sweep, 2 trials at once\s+sweep\s+11\s+8\.1\s+14\.5\s+21\s+30$", out, re.M)
-    assert re.search(r"^  Katib, 2 trials \+ collectors \+ suggestion\s+katib-sweep\s+12\s+8\.25\s+14\.5\s+22\.5"
-                     r"\s+32\.1  <- busiest$", out, re.M)
-    assert re.search(r"^  PS TFJob, Chief \+ 2 Workers \+ PS\s+tfjob-ps\s+9\s+6\.1\s+10\.5", out, re.M)
-    assert "requests.cpu 8250m, requests.memory 14878Mi, limits.cpu 22500m, limits.memory 32868Mi, pods 12, " \
+    assert re.search(r"^  sweep, 2 trials at once\s+sweep\s+12\s+8\.35\s+15\.5\s+22\s+32$", out, re.M)
+    assert re.search(r"^  Katib, 2 trials \+ collectors \+ suggestion\s+katib-sweep\s+13\s+8\.5\s+15\.5\s+23\.5"
+                     r"\s+34\.1  <- busiest$", out, re.M)
+    assert re.search(r"^  PS TFJob, Chief \+ 2 Workers \+ PS\s+tfjob-ps\s+10\s+6\.35\s+11\.5", out, re.M)
+    assert re.search(r"^  notebook pipeline: two steps side by side\s+jupyter \(flow\.py run\)\s+8\s+4\.55\s+7\.6"
+                     r"\s+15\s+17$", out, re.M)
+    assert "requests.cpu 8500m, requests.memory 15902Mi, limits.cpu 23500m, limits.memory 34916Mi, pods 13, " \
            "requests.storage 10Gi" in out
+    assert "workflows.argoproj.io 20, workflowtaskresults.argoproj.io 60" in out
     found = plan.make_plan(20, plan.MACHINE_TYPE)
     assert f"nodes: {found.nodes}," in out
     assert f"regional CPU quota: {found.nodes * 16} CPUS in europe-west1 ({found.nodes} x 16 vCPU)" in out
@@ -189,16 +209,20 @@ def test_every_kind_the_attendee_may_create_has_a_count_in_the_quota():
     quota = next(d for d in attendee_objects("alice") if d["kind"] == "ResourceQuota")["spec"]["hard"]
     roles = [d for d in attendee_objects("alice") if d["kind"] == "Role"]
     roles += [d for d in yaml.safe_load_all(katib.render("alice")) if d and d["kind"] == "Role"]
+    roles += [d for d in yaml.safe_load_all(namespaces.render_notebook("alice")) if d and d["kind"] == "Role"]
     kinds = {(group, resource) for role in roles for rule in role["rules"] if "create" in rule["verbs"]
              for group in rule["apiGroups"] for resource in rule["resources"] if "/" not in resource}
     kinds.add(("apps", "replicasets"))  # made by the Deployments the attendee creates
     assert {("kubeflow.org", "tfjobs"), ("kubeflow.org", "experiments"), ("batch", "jobs"), ("", "services"),
-            ("policy", "poddisruptionbudgets")} <= kinds
+            ("policy", "poddisruptionbudgets"), ("argoproj.io", "workflows"),
+            ("argoproj.io", "workflowtaskresults")} <= kinds
     for group, resource in kinds:
         counted = [resource] if not group else []
         counted.append(f"count/{resource}.{group}" if group else f"count/{resource}")
         assert any(key in quota for key in counted), (group, resource)
-    assert quota["secrets"] == "0" and int(quota["configmaps"]) >= 2  # kube-root-ca.crt is in every namespace
+    # The one Secret is the instructor's: Argo's executor token (notebook.yaml.j2); kube-root-ca.crt is in every
+    # namespace.
+    assert quota["secrets"] == "1" and int(quota["configmaps"]) >= 2
 
 
 def test_the_object_counts_are_every_step_done_and_nothing_cleaned_up():

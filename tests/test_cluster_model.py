@@ -171,6 +171,6 @@ def test_make_render_writes_what_the_cluster_makes_to_a_directory_of_its_own(tmp
         docs = [d for d in yaml.safe_load_all(text) if d]
         # The trainer pulled by the digest `make push` recorded, as every object the attendee applies.
         assert docs == cluster_model.cluster_made("alice", "r.example.com/alice-mnist", "v1", digest=digest)[path.name]
-        pulls = re.findall(r"r\.example\.com/alice-mnist\S*", text)
+        pulls = re.findall(r"r\.example\.com/alice-mnist[^\s\"',]*", text)
         assert set(pulls) <= {f"r.example.com/alice-mnist:v1@{digest}"}, (path.name, pulls)
         assert pod_security.violations(docs, "restricted") == [], path.name

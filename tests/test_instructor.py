@@ -76,6 +76,13 @@ def katib_busiest():
     return trial * parallel + suggestion
 
 
+def pipeline_widest():
+    """A notebook pipeline's two side-by-side steps as Argo makes their pods (tfk8s.kube.cluster_model)."""
+    from tfk8s.kube import cluster_model
+    made = cluster_model.cluster_made("alice")["pipeline.yaml"]
+    return [p for p in made if "-s2-" in p["metadata"]["name"]]
+
+
 @pytest.mark.parametrize("rwx", [None, "standard-rwx"])
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_object_the_instructor_applies_passes_strict_validation(version, rwx):
@@ -321,13 +328,15 @@ def test_quota_holds_every_step_with_serving_at_its_maximum_and_is_the_capacity_
     assert hard == plan.quota_hard()
     most = next(d for d in yaml.safe_load_all((KUBE / "serving-autoscale.yaml").read_text())
                 if d["kind"] == "HorizontalPodAutoscaler")["spec"]["maxReplicas"]
-    standing = pods_of("tensorboard.yaml") + pods_of("serving.yaml", replicas=most)
+    notebook = yaml.safe_load_all(namespaces.render_notebook("alice", "r.example.com/nb@sha256:" + "0" * 64))
+    jupyterlab = next(d for d in notebook if d and d["kind"] == "Deployment")["spec"]["template"]
+    standing = pods_of("tensorboard.yaml") + pods_of("serving.yaml", replicas=most) + [jupyterlab]
     values = yaml.safe_load((REPO / "templated" / "values.yaml").read_text())
     trial = pods_of("tfjob.yaml")
     chief_and_workers = trial[:1] + trial[1:2] * values["workers"]
     steps = {"job": pods_of("job.yaml"), "tfjob": trial, "tfjob-ps": pods_of("tfjob-ps.yaml"),
              "sweep": chief_and_workers * plan.SWEEP_PARALLEL, "retrain": pods_of("retrain-cronjob.yaml"),
-             "batch": pods_of("batch-predict.yaml"), "katib": katib_busiest()}
+             "batch": pods_of("batch-predict.yaml"), "katib": katib_busiest(), "pipeline": pipeline_widest()}
     for step, own in steps.items():
         pods = standing + own
         for bound in ("requests", "limits"):
@@ -335,11 +344,11 @@ def test_quota_holds_every_step_with_serving_at_its_maximum_and_is_the_capacity_
                 total = requested(pods, bound, resource)
                 assert total <= quantity(hard[f"{bound}.{resource}"]) + 1e-9, f"{step} {bound}.{resource}: {total:g}"
         assert len(pods) <= int(hard["pods"]), step
-    # The busiest step fills it: Katib's, at 8.25 CPU and 12 pods beside serving at 4 pods (measured from the
-    # manifests and the cluster model's pods).
+    # The busiest step fills it: Katib's, at 8.5 CPU and 13 pods beside serving at 4 pods and JupyterLab (measured
+    # from the manifests and the cluster model's pods).
     katib = standing + steps["katib"]
-    assert requested(katib, "requests", "cpu") == pytest.approx(quantity(hard["requests.cpu"])) == 8.25
-    assert len(katib) == int(hard["pods"]) == 12
+    assert requested(katib, "requests", "cpu") == pytest.approx(quantity(hard["requests.cpu"])) == 8.5
+    assert len(katib) == int(hard["pods"]) == 13
     assert quantity(hard["requests.storage"]) == quantity(
         yaml.safe_load((KUBE / "storage.yaml").read_text())["spec"]["resources"]["requests"]["storage"])
     assert hard["persistentvolumeclaims"] == "1"
@@ -416,11 +425,16 @@ def test_create_applies_namespace_then_server_then_volume_on_its_clusterip_then_
                     assert doc["spec"]["nfs"]["server"] == "10.96.7.7"  # the Service's ClusterIP
         elif args[:1] != ["config"]:
             steps.append(" ".join(a for a in args if not a.startswith("--timeout")))
+    # First the API server's address, for the notebook pipelines' NetworkPolicies: read before anything changes.
+    assert steps.pop(0) == ("get endpointslices --namespace default --selector kubernetes.io/service-name=kubernetes "
+                            "--output json")
     alice = [s for s in steps if "alice" in s]
     order = ["apply Namespace//alice", f"apply Deployment/{STORAGE}/nfs-alice",
              f"--namespace {STORAGE} rollout status deployment/nfs-alice",
              "apply PersistentVolume//mnist-nfs-alice", "apply PersistentVolumeClaim/alice/mnist-nfs",
              "--namespace alice wait --for=jsonpath={.status.phase}=Bound persistentvolumeclaim/mnist-nfs",
+             "apply ServiceAccount/alice/notebook", "apply ServiceAccount/alice/pipeline-executor",
+             "apply NetworkPolicy/alice/jupyterlab-api-server", "apply NetworkPolicy/alice/pipeline-api-server",
              "create token attendee --namespace alice --duration 12h"]
     assert [s for s in alice if s in order] == order
     # The admission policies first (they hold for every attendee namespace by its label), then storage.
@@ -460,7 +474,9 @@ def test_a_kubectl_failure_is_one_line(tmp_path, fake_kubectl):
     bad.write_text(f"#!{sys.executable}\nimport sys\nif sys.argv[1:3] == ['config', 'current-context']: "
                    "print('ctx'); sys.exit(0)\nsys.exit('error: You must be logged in to the server (Unauthorized)')\n")
     result = instructor("create", "--output_dir", tmp_path / "out", "alice", path=path)
-    assert_one_line_error(result, "kubectl apply -f -: error: You must be logged in to the server (Unauthorized)")
+    assert_one_line_error(result, "kubectl get endpointslices --namespace default --selector "
+                          "kubernetes.io/service-name=kubernetes --output json: error: You must be logged in to the "
+                          "server (Unauthorized)")
 
 
 def test_kubeconfigs_need_kubectl(tmp_path):

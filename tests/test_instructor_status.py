@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import kubectl_objects
 from support import SRC, make
 from tfk8s.cli import child_env
@@ -51,7 +53,11 @@ def cluster():
                       "status": conditions("Created", "Running", state)}
                      for i, state in enumerate(("Succeeded", "Succeeded", "Failed", "Running"), 1)]],
         "deployments": [{"metadata": meta("mnist-serving", "alice"), "spec": {"replicas": 4},
-                         "status": {"availableReplicas": 2}}],
+                         "status": {"availableReplicas": 2}},
+                        {"metadata": meta("jupyterlab", "alice"), "spec": {"replicas": 1},
+                         "status": {"availableReplicas": 1}}],
+        "workflows": [{"metadata": meta(f"pipeline-20260102-03040{i}-abcd", "alice"), "status": {"phase": phase}}
+                      for i, phase in enumerate(("Succeeded", "Failed", "Running"))],
         "configmaps": [{"metadata": meta("mnist-model-config", "alice"), "data": {"models.config": MODELS}}],
         "resourcequotas": [{"metadata": meta("workshop", n), "status": {
             "hard": {"requests.cpu": "8100m", "requests.memory": "14848Mi", "pods": "11"},
@@ -67,14 +73,14 @@ def test_one_row_per_attendee_from_one_call_per_kind(fake_kubectl, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line and not line.startswith(".venv")]
     header, *rows = lines
-    assert header.split() == ["NAMESPACE", "STORAGE", "IMAGE", "JOB", "TFJOB", "PS", "SERVING", "SWEEP", "CPU",
-                              "MEM", "PODS"]
+    assert header.split() == ["NAMESPACE", "STORAGE", "IMAGE", "JOB", "TFJOB", "PS", "SERVING", "SWEEP", "LAB",
+                              "PIPELINES", "CPU", "MEM", "PODS"]
     alice, bob = rows
     assert alice.split() == ["alice", "Bound", "pulled", "Complete", "Running", "-", "2/4",
-                             "canary=1767312000,stable=1767225600", "3/4", "(1", "failed)", "5.1/8.1", "8.5/14.5",
-                             "8/11"]
-    assert bob.split() == ["bob", "Pending", "ImagePullBackOff", "Running", "-", "-", "-", "-", "1/8.1", "2/14.5",
-                           "1/11"]
+                             "canary=1767312000,stable=1767225600", "3/4", "(1", "failed)", "1/1", "2/3", "(1",
+                             "failed)", "5.1/8.1", "8.5/14.5", "8/11"]
+    assert bob.split() == ["bob", "Pending", "ImagePullBackOff", "Running", "-", "-", "-", "-", "-", "-", "1/8.1",
+                           "2/14.5", "1/11"]
     gets = [c["args"] for c in calls() if c["args"][:1] == ["get"]]
     kinds = [args[1] for args in gets]
     assert sorted(kinds) == sorted(cluster())  # each kind once, whatever the number of attendees
@@ -82,14 +88,17 @@ def test_one_row_per_attendee_from_one_call_per_kind(fake_kubectl, tmp_path):
     assert not [c for c in calls() if "--namespace" in c["args"]]
 
 
-def test_without_the_operator_the_tfjob_columns_say_so(fake_kubectl, tmp_path):
+@pytest.mark.parametrize("kind, columns, said", [("tfjobs", slice(4, 8), ["no", "operator"] * 2),
+                                                 ("workflows", slice(12, 14), ["no", "Argo"])])
+def test_without_the_operator_or_argo_their_columns_say_so(fake_kubectl, tmp_path, kind, columns, said):
     path, _ = fake_kubectl
     objects = cluster()
-    del objects["tfjobs"]
+    del objects[kind]
     kubectl_objects(tmp_path, objects)
     result = make("instructor-status", path=path)
     assert result.returncode == 0, result.stderr
-    assert "no operator" in result.stdout
+    (alice,) = [line.split() for line in result.stdout.splitlines() if line.startswith("alice")]
+    assert alice[columns] == said
 
 
 def test_watch_refreshes_until_ctrl_c_and_ends_quietly(fake_kubectl, tmp_path):

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from support import REPO, run_script
-from tfk8s.instructor import katib, namespaces, plan, preflight
+from tfk8s.instructor import argo, katib, namespaces, plan, preflight
 from tfk8s.kube import pins
 
 STAND_IN = """#!{python}
@@ -53,6 +53,9 @@ elif tool == "kubectl":
         words[2] in world["crds"] or refuse(notfound.format("customresourcedefinitions.apiextensions.k8s.io",
                                                             words[2]))
         print("customresourcedefinition.apiextensions.k8s.io/" + words[2])
+    elif words[:2] == ["get", "configmap"]:
+        found = world["configmaps"].get(words[2]) or refuse(notfound.format("configmaps", words[2]))
+        print(json.dumps(found))
     elif words[:2] == ["get", "deployment"]:
         found = world["deployments"].get(words[2]) or refuse(notfound.format("deployments.apps", words[2]))
         containers = [{{"image": i}} for i in found["images"]]
@@ -97,17 +100,23 @@ def katib_images():
     return {name: [f"docker.io/kubeflowkatib/{name}:v0.19.0"] for name in katib.DEPLOYMENTS}
 
 
+ARGO_IMAGES = ["quay.io/argoproj/workflow-controller:v4.1.2", argo.EXECUTOR_IMAGE]
+
+
 def healthy_world():
     images = [ref for _, ref in preflight.pinned_images(the_pins=[])] + [i for v in katib_images().values() for i in v]
+    images += ARGO_IMAGES
     deployments = {"training-operator": {"replicas": 1, "ready": 1, "images": ["kubeflow/training-operator:v1"]},
-                   **{name: {"replicas": 1, "ready": 1, "images": images} for name, images in katib_images().items()}}
+                   **{name: {"replicas": 1, "ready": 1, "images": images} for name, images in katib_images().items()},
+                   argo.CONTROLLER: {"replicas": 1, "ready": 1, "images": ARGO_IMAGES[:1]}}
     the_plan = plan.make_plan(2, plan.MACHINE_TYPE)
     # A pinned reference resolves to its own digest; a tag to DIGEST.
     digests = {ref: ref.partition("@")[2] or DIGEST for ref in images}
     return {"digests": digests, "apis": list(preflight.APIS) + ["storage.googleapis.com"],
             "quotas": {"CPUS": {"limit": the_plan.nodes * the_plan.machine.vcpus, "usage": 8.0},
                        "N2_CPUS": {"limit": 24, "usage": 0}},
-            "crds": ["tfjobs.kubeflow.org", *katib.CRDS], "deployments": deployments,
+            "crds": ["tfjobs.kubeflow.org", *katib.CRDS, *argo.CRDS], "deployments": deployments,
+            "configmaps": {"workflow-controller-configmap": yaml.safe_load(argo.config_text())},
             "rights": {name: {name: role_rights(name), "elsewhere": dict(SELF)} for name in ("alice", "bob")}}
 
 
@@ -164,7 +173,8 @@ def test_a_healthy_project_and_cluster_pass_every_row(world):
     assert {"image: trainer base (src/Dockerfile)", "image: serving (kube/serving.yaml)",
             "image: NFS server (namespaces.NFS_IMAGE)", "API container.googleapis.com",
             "API artifactregistry.googleapis.com", "CPU quota CPUS in europe-west1", "training operator",
-            "Katib katib-controller", "image: Katib katib-controller", "kubeconfig alice.kubeconfig",
+            "Katib katib-controller", "image: Katib katib-controller", "Argo workflow-controller", "Argo config",
+            "image: Argo executor", "image: Argo workflow-controller", "kubeconfig alice.kubeconfig",
             "kubeconfig bob.kubeconfig"} <= checks
     # A tag (pinned-images.yaml has no digest yet) is resolved and the command that pins it named; the trainer's
     # base is pinned already.
@@ -205,6 +215,16 @@ def test_without_katib_its_row_says_so_and_nothing_of_katib_is_asked(world):
     assert rows(result)["Katib"] == ("-", "not installed (optional: make instructor-katib)")
 
 
+def test_without_argo_its_row_says_so(world):
+    run, state = world
+    state["crds"] = [c for c in state["crds"] if c not in argo.CRDS]
+    result = run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = rows(result)
+    assert table["Argo Workflows"] == ("-", "not installed (notebook pipelines: make instructor-argo)")
+    assert not [c for c in table if c.startswith(("Argo ", "image: Argo")) and c != "Argo Workflows"]
+
+
 def missing_image(state):
     state["digests"].pop("tensorflow/serving:2.20.0")
 
@@ -227,6 +247,14 @@ def no_operator(state):
 
 def katib_down(state):
     state["deployments"]["katib-controller"]["ready"] = 0
+
+
+def argo_down(state):
+    state["deployments"][argo.CONTROLLER]["ready"] = 0
+
+
+def argo_stock_config(state):
+    state["configmaps"]["workflow-controller-configmap"].pop("data")
 
 
 def missing_right(state):
@@ -260,6 +288,8 @@ def wrong_pin(state):
     (operator_down, "training operator", ["0 of 1 replicas ready"]),
     (no_operator, "training operator", ["no TFJob CRD: make instructor-operator"]),
     (katib_down, "Katib katib-controller", ["0 of 1 replicas ready"]),
+    (argo_down, "Argo workflow-controller", ["0 of 1 replicas ready"]),
+    (argo_stock_config, "Argo config", ["is not the workshop's", "make instructor-argo"]),
     (missing_right, "kubeconfig alice.kubeconfig",
      ["may not create tfjobs.kubeflow.org", "make instructor-namespaces ATTENDEES=alice"]),
     (secrets_granted, "kubeconfig bob.kubeconfig", ["MAY get secrets, list secrets"]),

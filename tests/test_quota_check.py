@@ -62,8 +62,17 @@ def namespace(running, tfjobs=(), quota=True):
     return objects
 
 
+def jupyterlab():
+    """The attendee's JupyterLab pod (templated/instructor/notebook.yaml.j2), a standing pod as the plan counts it."""
+    from tfk8s.instructor import namespaces
+    docs = yaml.safe_load_all(namespaces.render_notebook("alice", "r.example.com/nb@sha256:" + "0" * 64))
+    deployment = next(d for d in docs if d and d["kind"] == "Deployment")
+    return [pod("jupyterlab-5c6d-0", deployment["spec"]["template"], {},
+                owner={"kind": "ReplicaSet", "name": "jupyterlab-5c6d"})]
+
+
 def standing():
-    return pods("tensorboard.yaml") + pods("serving.yaml", count=plan.hpa_maximum())
+    return pods("tensorboard.yaml") + pods("serving.yaml", count=plan.hpa_maximum()) + jupyterlab()
 
 
 def sweep_running():

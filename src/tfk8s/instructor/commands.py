@@ -7,6 +7,7 @@
     python src/instructor.py status --watch
     python src/instructor.py delete alice bob
     python src/instructor.py katib --output_dir runs/instructor alice bob
+    python src/instructor.py argo --output_dir runs/instructor
     python src/instructor.py registry --project P --node_service_account SA alice=alice@example.com
     python src/instructor.py preflight --project P --attendees 20 --kubeconfigs runs/instructor
     python src/instructor.py pin-images
@@ -14,7 +15,7 @@
 from pathlib import Path
 
 from tfk8s.cli import ArgumentParser, UsageError, duration, entry_point
-from tfk8s.instructor import katib, namespaces, plan, preflight, status
+from tfk8s.instructor import argo, katib, namespaces, plan, preflight, status
 from tfk8s.kube import pins, render
 
 
@@ -64,6 +65,9 @@ def parse_args(argv=None):
                        help="where the files go")
         add_storage_flags(c)
         add_pins_flag(c)
+        c.add_argument("--notebook_image", metavar="IMAGE@sha256:...",
+                       help="JupyterLab's image (default: what make instructor-notebook recorded in "
+                            "runs/notebook-image; without either, no JupyterLab)")
         if name == "create":
             c.add_argument("--duration", default="24h", help="how long the tokens last (e.g. 12h, 48h)")
 
@@ -84,6 +88,11 @@ def parse_args(argv=None):
     k.add_argument("attendees", nargs="*", metavar="NAME", help="attendees to give Katib (none: install only)")
     k.add_argument("--output_dir", type=render.directory, default=Path("runs/instructor"), help="where the files go")
     k.add_argument("--manifests", default=katib.STANDALONE, help="Katib's kustomization to apply")
+
+    a = sub.add_parser("argo", help="install Argo Workflows v4.1.2's controller (no argo-server) and the "
+                                     "workshop's workflow-controller-configmap (restricted executor, clean-up)")
+    a.add_argument("--output_dir", type=render.directory, default=Path("runs/instructor"), help="where the files go")
+    a.add_argument("--manifests", default=str(argo.KUSTOMIZATION), help="Argo's kustomization to apply")
 
     sub.add_parser("connections", help="every connection the workshop needs or must never make, with its verdict "
                                        "from the rendered NetworkPolicies (network-config-analyzer)")
@@ -140,11 +149,14 @@ def main(argv=None):
     elif args.command in ("render", "create"):
         the_pins = pins.read(args.pins)
         namespaces.warn_unpinned(the_pins, args.pins, storage["rwx_storage_class"])
+        image = namespaces.notebook_image(args.notebook_image)
         if args.command == "render":
-            namespaces.write_files(namespaces.rendered_files(args.attendees, **storage, the_pins=the_pins),
-                                   args.output_dir)
+            namespaces.write_files(namespaces.rendered_files(args.attendees, **storage, the_pins=the_pins,
+                                                             image=image), args.output_dir)
+            namespaces.say_notebook(image, None, cluster=False)
         else:
-            namespaces.create(args.attendees, args.output_dir, args.duration, **storage, the_pins=the_pins)
+            namespaces.create(args.attendees, args.output_dir, args.duration, **storage, the_pins=the_pins,
+                              image=image)
     elif args.command == "kubeconfigs":
         namespaces.write_kubeconfigs(args.attendees, args.output_dir, args.duration)
     elif args.command == "status":
@@ -153,6 +165,8 @@ def main(argv=None):
         namespaces.delete(args.attendees)
     elif args.command == "katib":
         katib.install(args.attendees, args.output_dir, args.manifests)
+    elif args.command == "argo":
+        argo.install(args.output_dir, args.manifests)
     elif args.command == "connections":
         from tfk8s.instructor import connections  # the analyzer is a development dependency
         connections.show()

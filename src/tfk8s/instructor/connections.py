@@ -4,7 +4,7 @@
 
 Every connection the labs need must be allowed, and every one they must never
 make denied, by the NetworkPolicies the instructor's commands apply
-(namespace.yaml.j2, katib.yaml.j2 and storage-namespace.yaml.j2, rendered for
+(namespace.yaml.j2, notebook.yaml.j2, katib.yaml.j2 and storage-namespace.yaml.j2, rendered for
 two attendees alice and bob). The pods are the model's: what the attendees
 apply and what the cluster makes of it (src/tfk8s/kube/cluster_model.py), the
 NFS servers, Katib's and the training operator's pods with the labels of their
@@ -33,6 +33,9 @@ CONTRACT = TEMPLATED / "instructor" / "connections.yaml"
 ATTENDEES = ("alice", "bob")
 # Addresses that stand for what is not a pod (any address of that kind answers the same).
 ADDRESSES = {"node": "10.128.0.2", "apiserver": "172.16.0.2"}
+# The API server as the instructor's command reads it from the `kubernetes` Service's endpoints (GKE: the control
+# plane's address, port 443), for the notebook pipelines' NetworkPolicies (namespaces.api_server).
+API_SERVER = {"cidrs": [f"{ADDRESSES['apiserver']}/32"], "port": 443}
 # Pods of the cluster's own namespaces, with the labels of their pinned manifests: Katib v0.19.0
 # manifests/v1beta1/components/*/ (katib.kubeflow.org/component), training operator v1.9.4
 # manifests/base/deployment.yaml (control-plane), and GKE's kube-dns (k8s-app).
@@ -120,7 +123,8 @@ def resources(names=ATTENDEES):
 
 def policies(names=ATTENDEES):
     """Every NetworkPolicy the instructor's commands apply for `names`."""
-    text = "".join(namespaces.rendered_files(names).values()) + "".join(f"---\n{katib.render(n)}" for n in names)
+    text = "".join(namespaces.rendered_files(names, apiserver=API_SERVER).values()) + "".join(
+        f"---\n{katib.render(n)}" for n in names)
     return [d for d in yaml.safe_load_all(text) if d and d["kind"] == "NetworkPolicy"]
 
 

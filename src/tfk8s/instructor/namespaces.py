@@ -25,10 +25,11 @@ import jinja2
 import yaml
 
 from tfk8s.cli import UsageError, UserError
+from tfk8s.flow import rights
 from tfk8s.instructor import plan
 from tfk8s.kube import kubectl, pins, render
 from tfk8s.kube.resources import memory_text
-from tfk8s.paths import KUBE, TEMPLATED
+from tfk8s.paths import KUBE, RUNS, TEMPLATED
 
 TEMPLATES = TEMPLATED / "instructor"
 SERVICE_ACCOUNT = "attendee"
@@ -76,6 +77,54 @@ def render_namespace(namespace, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_
         container=container_sizes())
 
 
+# Where `make instructor-notebook` records the notebook image it pushed (IMAGE@sha256:...).
+NOTEBOOK_IMAGE_RECORD = RUNS / "notebook-image"
+PINNED = re.compile(r"\S+@sha256:[0-9a-f]{64}")
+JUPYTERLAB_REVISIONS = 2  # the jupyterlab Deployment's revisionHistoryLimit (notebook.yaml.j2)
+
+
+def role_rules(granted):
+    """Role rules ({group, resource, verbs}) granting exactly `granted`, a set of (verb, group, resource)."""
+    by_resource = {}
+    for verb, group, resource in granted:
+        by_resource.setdefault((group, resource), set()).add(verb)
+    return [{"group": group, "resource": resource, "verbs": sorted(verbs)}
+            for (group, resource), verbs in sorted(by_resource.items())]
+
+
+def notebook_image(given=None, record=None):
+    """The JupyterLab image: `given` (--notebook_image), else the one `make instructor-notebook` recorded, else
+    None (the attendees get no JupyterLab). A reference without a digest is a UsageError."""
+    record = NOTEBOOK_IMAGE_RECORD if record is None else record
+    image = given or (record.read_text().strip() if record.is_file() else "")
+    if image and not PINNED.fullmatch(image):
+        raise UsageError(f"notebook image {image!r} is not IMAGE@sha256:<64 hex> (make instructor-notebook "
+                         "prints it)")
+    return image or None
+
+
+def api_server():
+    """{"cidrs": [...], "port": N} of the `kubernetes` Service's endpoints (the API server as a pod reaches it),
+    read from the cluster in kubectl's context."""
+    slices = kubectl.items("endpointslices", "--namespace", "default", "--selector",
+                           "kubernetes.io/service-name=kubernetes")
+    addresses = sorted({a for s in slices for e in s.get("endpoints") or [] for a in e.get("addresses") or []})
+    ports = sorted({p["port"] for s in slices for p in s.get("ports") or [] if p.get("port")})
+    if not addresses or len(ports) != 1:
+        raise UserError("the Service kubernetes in default has no single-port endpoints: cannot tell the pods "
+                        "where the API server is")
+    return {"cidrs": [f"{a}/32" if ":" not in a else f"{a}/128" for a in addresses], "port": ports[0]}
+
+
+def render_notebook(namespace, image=None, apiserver=None):
+    """The attendee's notebook pipelines (notebook.yaml.j2): the accounts notebook and pipeline-executor, their
+    Roles, JupyterLab when `image` is given, and the API server's NetworkPolicies when `apiserver` is."""
+    return ENVIRONMENT.get_template("notebook.yaml.j2").render(
+        namespace=namespace, command_rules=role_rules(rights.COMMAND_RIGHTS),
+        executor_rules=role_rules(rights.EXECUTOR_RIGHTS), notebook_image=image, apiserver=apiserver,
+        revision_history=JUPYTERLAB_REVISIONS)
+
+
 def render_storage_namespace():
     return ENVIRONMENT.get_template("storage-namespace.yaml.j2").render(storage_namespace=STORAGE_NAMESPACE)
 
@@ -112,9 +161,10 @@ def render_kubeconfig(namespace, cluster, server, ca_data, token, expires):
 
 
 def rendered_files(names, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti",
-                   the_pins=None):
+                   the_pins=None, image=None, apiserver=None):
     """{file name: YAML} for everything the instructor applies: the admission policies, the storage namespace
-    (NFS only), then per attendee its namespace's objects, its storage and its claim, in the order they are applied."""
+    (NFS only), then per attendee its namespace's objects, its storage, its claim and its notebook pipelines
+    (JupyterLab of `image`, the API server at `apiserver`), in the order they are applied."""
     files = {"admission.yaml": render_admission()}
     if not rwx_storage_class:
         files[f"{STORAGE_NAMESPACE}.yaml"] = render_storage_namespace()
@@ -123,6 +173,7 @@ def rendered_files(names, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=
         if not rwx_storage_class:
             parts.append(render_nfs_server(name, the_pins=the_pins))
         parts.append(render_claim(name, rwx_storage_class, rwx_size))
+        parts.append(render_notebook(name, image, apiserver))
         files[f"{name}.yaml"] = "".join(part if part.startswith("---") else "---\n" + part for part in parts)
     return files
 
@@ -160,11 +211,15 @@ def create_storage(name, the_pins=None):
 
 
 def create(names, out, duration, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage_class=None, rwx_size="1Ti",
-           the_pins=None):
-    """Render, then (with a cluster in kubectl's context) apply every attendee's objects and write kubeconfigs."""
-    files = rendered_files(names, sweep_parallel, rwx_storage_class, rwx_size, the_pins)
+           the_pins=None, image=None):
+    """Render, then (with a cluster in kubectl's context) apply every attendee's objects and write kubeconfigs.
+    The API server's address, which the notebook pipelines' NetworkPolicies name, is read from the cluster."""
+    cluster = kubectl.has_context()
+    apiserver = api_server() if cluster else None
+    files = rendered_files(names, sweep_parallel, rwx_storage_class, rwx_size, the_pins, image, apiserver)
     write_files(files, out)
-    if not kubectl.has_context():
+    say_notebook(image, apiserver, cluster)
+    if not cluster:
         print(f"no cluster in kubectl's context: rendered only. Apply: kubectl apply -f {out}/<name>.yaml")
         return
     # Admission rules for every attendee namespace (by its label): no PodDisruptionBudget that blocks drains, no
@@ -180,8 +235,20 @@ def create(names, out, duration, sweep_parallel=plan.SWEEP_PARALLEL, rwx_storage
         if not rwx_storage_class:
             kubectl.run("--namespace", name, "wait", "--for=jsonpath={.status.phase}=Bound",
                         "persistentvolumeclaim/mnist-nfs", "--timeout=2m", timeout=150)
-        print(f"{name}: namespace, quota, role, network policy and storage applied")
+        kubectl.run("apply", "-f", "-", stdin=render_notebook(name, image, apiserver))
+        print(f"{name}: namespace, quota, role, network policy, storage and notebook pipelines applied")
     write_kubeconfigs(names, out, duration)
+
+
+def say_notebook(image, apiserver, cluster=True):
+    """One line for what the attendees' notebook pipelines lack: JupyterLab without an image, the API server's
+    NetworkPolicies without a cluster to read its address from."""
+    if not image:
+        print(f"no notebook image (--notebook_image, or {NOTEBOOK_IMAGE_RECORD.relative_to(RUNS.parent)} from "
+              "make instructor-notebook): rendered without JupyterLab")
+    if not apiserver and not cluster:
+        print("no cluster to read the API server's address from: rendered without the NetworkPolicies that let "
+              "JupyterLab and the pipelines' steps reach it")
 
 
 def delete(names):

@@ -4,13 +4,14 @@
 
 For every step of the labs, the pods one attendee runs at once are summed as
 the quota counts them (requests and limits of every container, init
-containers as Kubernetes counts them): the standing pods (TensorBoard, and
+containers as Kubernetes counts them): the standing pods (TensorBoard,
 TensorFlow Serving at its autoscaler's maximum, since `make autoscale` may be
-on at any step), plus the step's own pods: the Job, the TFJobs, the sweep's
+on at any step, and JupyterLab), plus the step's own pods: the Job, the TFJobs, the sweep's
 SWEEP_PARALLEL trials (kube/tfjob.yaml with templated/values.yaml's Worker
 count), Katib's busiest moment (its parallel trials, each Chief with Katib's metrics collector,
-and the suggestion pod, as tfk8s.kube.cluster_model builds them from Katib's code), the retrain
-and the batch Job. The largest of each figure over the
+and the suggestion pod, as tfk8s.kube.cluster_model builds them from Katib's code), the retrain,
+the batch Job, and a notebook pipeline's two steps side by side (each with Argo's init and wait containers, as
+the cluster model builds them from Argo's code). The largest of each figure over the
 steps is the attendee's ResourceQuota (templated/instructor/namespace.yaml.j2
 gets it from here). Then the cluster: every attendee at a step at once, plus
 the NFS servers of the storage namespace and the cluster's own add-ons,
@@ -62,8 +63,16 @@ FILESTORE_MINIMUM = {"standard-rwx": "1Ti", "premium-rwx": "2560Gi", "enterprise
 # requests; measure yours with `kubectl describe node` (Non-terminated Pods) and pass --daemonset_*.
 DAEMONSETS = ("400m", "600Mi")
 # Cluster-wide add-ons that land on some node: kube-dns (two replicas), and a budget for the rest
-# (metrics-server, konnectivity agents, event exporter; the training operator requests nothing).
-ADDONS = [("kube-dns", "260m", "110Mi")] * 2 + [("other add-ons", "300m", "512Mi")]
+# (metrics-server, konnectivity agents, event exporter; the training operator requests nothing). Argo's
+# workflow-controller requests nothing either (manifests/base/workflow-controller/workflow-controller-deployment.yaml,
+# v4.1.2, no resources): it is counted as a pod, inside the add-ons' budget.
+ADDONS = [("kube-dns", "260m", "110Mi")] * 2 + [("other add-ons", "300m", "512Mi"),
+                                                ("Argo workflow-controller", "0", "0")]
+# Notebook pipelines: the Workflows an attendee's namespace may hold at once. A finished one is deleted with its
+# pods after the controller's ttlStrategy (instructor/argo.py TTL_SECONDS, two hours): room for a pipeline every
+# six minutes, all day. Each step leaves a WorkflowTaskResult that the controller deletes when the Workflow
+# finishes (operator.go deleteTaskResults); counted as if every kept Workflow still held the lab's.
+PIPELINES = 20
 # GCE machine families: memory per vCPU in MiB by type, the vCPU counts offered, the regional quota metric.
 FAMILIES = {
     "e2": ({"standard": 4096, "highmem": 8192, "highcpu": 1024}, (2, 4, 8, 16, 32), "CPUS"),
@@ -150,10 +159,36 @@ def hpa_maximum():
     return only(manifest("serving-autoscale.yaml"), "HorizontalPodAutoscaler")["spec"]["maxReplicas"]
 
 
+STAND_IN_NOTEBOOK = f"{render.TRAINER_IMAGE}@sha256:{'0' * 64}"  # the plan's JupyterLab: any image will do
+
+
 def standing_pods():
-    """TensorBoard, and TensorFlow Serving at its autoscaler's maximum."""
+    """TensorBoard, TensorFlow Serving at its autoscaler's maximum, and JupyterLab."""
+    from tfk8s.kube import cluster_model  # the instructor's template renders JupyterLab
     return (pods_of(only(manifest("tensorboard.yaml"), "Deployment"))
-            + pods_of(only(manifest("serving.yaml"), "Deployment"), replicas=hpa_maximum()))
+            + pods_of(only(manifest("serving.yaml"), "Deployment"), replicas=hpa_maximum())
+            + pods_of(cluster_model.jupyterlab("default", STAND_IN_NOTEBOOK)))
+
+
+def lab_pipeline():
+    """The lab pipeline's Workflow (tfk8s.kube.cluster_model.lab_pipeline) from the plan's JupyterLab."""
+    from tfk8s.kube import cluster_model
+    return cluster_model.lab_pipeline("default", STAND_IN_NOTEBOOK)
+
+
+def pipeline_pods():
+    """A notebook pipeline at its widest: the lab pipeline's largest stage, its steps side by side, each pod as
+    Argo's controller makes it (main, and the init and wait containers of the workshop's executor config)."""
+    from tfk8s.kube import cluster_model
+    workflow = lab_pipeline()
+    pods = {p["metadata"]["annotations"]["workflows.argoproj.io/node-name"].rsplit(".", 1)[1]: p
+            for p in cluster_model.workflow_pods(workflow, cluster_model.argo_config())}
+    tasks = workflow["spec"]["templates"][0]["dag"]["tasks"]
+    stages = {}
+    for task in tasks:
+        stages.setdefault(tuple(task.get("dependencies") or ()), []).append(pods[task["name"]])
+    widest = max(stages.values(), key=len)
+    return [pod_usage(p["spec"], p["metadata"]["name"]) for p in widest]
 
 
 def katib_pods():
@@ -179,6 +214,7 @@ def steps(sweep_parallel=SWEEP_PARALLEL):
         Step("retrain now (a Job of the CronJob)", "retrain-now",
              pods_of(only(manifest("retrain-cronjob.yaml"), "CronJob"))),
         Step("batch prediction Job", "batch-predict", pods_of(only(manifest("batch-predict.yaml"), "Job"))),
+        Step("notebook pipeline: two steps side by side", "jupyter (flow.py run)", pipeline_pods()),
     ]
 
 
@@ -220,7 +256,8 @@ COUNT_KEYS = {"Service": "services", "ConfigMap": "configmaps", "Secret": "secre
               "ReplicaSet": "count/replicasets.apps", "Job": "count/jobs.batch", "CronJob": "count/cronjobs.batch",
               "HorizontalPodAutoscaler": "count/horizontalpodautoscalers.autoscaling",
               "PodDisruptionBudget": "count/poddisruptionbudgets.policy", "TFJob": "count/tfjobs.kubeflow.org",
-              "Experiment": "count/experiments.kubeflow.org"}
+              "Experiment": "count/experiments.kubeflow.org", "Workflow": "count/workflows.argoproj.io",
+              "WorkflowTaskResult": "count/workflowtaskresults.argoproj.io"}
 # Kubernetes' root-CA publisher puts the ConfigMap kube-root-ca.crt into every namespace.
 NAMESPACE_CONFIGMAPS = 1
 # `make retrain-now` Jobs beyond the CronJob's own history: they are the CronJob's too (ownerReference), so its
@@ -264,6 +301,14 @@ def object_counts():
     counts["Service"] += sum(replicas(t) for t in tfjobs) + (grid_size() + katib_trials()) * replicas(trial)
     counts["ReplicaSet"] = sum((d["spec"].get("revisionHistoryLimit", 10) + 1) for d in docs
                                if d["kind"] == "Deployment") + 11  # the suggestion's, at Kubernetes' default 10
+    # Notebook pipelines (templated/instructor/notebook.yaml.j2): JupyterLab's Deployment and its ReplicaSets, the
+    # executor's token Secret; the Workflows and their task results (PIPELINES).
+    from tfk8s.instructor import namespaces
+    counts["Deployment"] += 1
+    counts["ReplicaSet"] += namespaces.JUPYTERLAB_REVISIONS + 1
+    counts["Secret"] += 1
+    counts["Workflow"] = PIPELINES
+    counts["WorkflowTaskResult"] = PIPELINES * len(lab_pipeline()["spec"]["templates"][0]["dag"]["tasks"])
     for cron in (d for d in docs if d["kind"] == "CronJob"):
         counts["Job"] += (cron["spec"].get("successfulJobsHistoryLimit", 3) + cron["spec"].get("failedJobsHistoryLimit",
                                                                                                1) + 1
@@ -277,6 +322,8 @@ def ephemeral_maximum():
     from tfk8s.kube import cluster_model
     katib = cluster_model.experiment_objects(cluster_model.workshop_experiment(
         "default", f"{render.TRAINER_IMAGE}:0.1.0"), cluster_model.katib_config())
+    katib += [cluster_model.jupyterlab("default", STAND_IN_NOTEBOOK)]
+    katib += cluster_model.workflow_pods(lab_pipeline(), cluster_model.argo_config())
     containers = [c for d in render.load(sorted(KUBE.glob("*.yaml"))) + katib for t in pod_specs(d)
                   for c in t.get("containers", []) + t.get("initContainers", [])]
     return max(container_amount(c, "limits", "ephemeral-storage") for c in containers)
@@ -412,7 +459,7 @@ def report(plan):
     lines = [f"Capacity plan: {plan.attendees} attendees on {plan.machine.name} nodes, "
              f"SWEEP_PARALLEL={plan.sweep_parallel} (a trial: {shape})", "",
              f"Per attendee, each step beside the standing pods (TensorBoard, serving at its autoscaler's "
-             f"maximum of {hpa_maximum()}):",
+             f"maximum of {hpa_maximum()}, JupyterLab):",
              f"  {'step':<42} {'make':<30} {'pods':>4} {'CPU':>5} {'GiB':>5} {'CPU lim':>7} {'GiB lim':>7}"]
     busiest = max(plan.rows, key=lambda row: (row[1].requests_cpu, row[1].requests_memory))[0].name
     for step, usage in plan.rows:

@@ -9,7 +9,8 @@ project and cluster, and a non-zero exit when any row failed.
   Katib's Deployments when Katib is installed;
 - the cloud APIs the workshop uses are enabled (`gcloud services list --enabled`), and the region's CPU
   quota holds the plan's nodes (`gcloud compute regions describe`);
-- the training operator (its CRD, its Deployment ready) and, if installed, Katib (kubectl);
+- the training operator (its CRD, its Deployment ready) and, if installed, Katib and Argo Workflows (its
+  controller ready, the workshop's workflow-controller-configmap in place, its images resolved) (kubectl);
 - for every <name>.kubeconfig, the rights it has (`kubectl auth can-i --list` with that kubeconfig) in its
   own namespace against what the labs need (the Roles of namespace.yaml.j2 and katib.yaml.j2) and what
   it must never have, and that it has none in another namespace.
@@ -27,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from tfk8s.cli import UserError
-from tfk8s.instructor import katib, namespaces, plan, tools
+from tfk8s.instructor import argo, katib, namespaces, plan, tools
 from tfk8s.kube import pins, render
 from tfk8s.paths import KUBE, REPO
 
@@ -41,7 +42,8 @@ NEVER = (("secrets", "get"), ("secrets", "list"), ("pods/exec", "create"), ("pod
          ("roles.rbac.authorization.k8s.io", "create"), ("rolebindings.rbac.authorization.k8s.io", "create"),
          ("networkpolicies.networking.k8s.io", "delete"), ("networkpolicies.networking.k8s.io", "create"),
          ("resourcequotas", "update"), ("limitranges", "delete"), ("namespaces", "patch"),
-         ("serviceaccounts/token", "create"), ("persistentvolumes", "create"), ("nodes", "get"))
+         ("serviceaccounts/token", "create"), ("persistentvolumes", "create"), ("nodes", "get"),
+         ("workflows.argoproj.io", "create"), ("workflowtaskresults.argoproj.io", "create"))
 # What every identity may do anywhere (system:basic-user, system:public-info-viewer, discovery).
 EVERYONE = {"selfsubjectaccessreviews.authorization.k8s.io", "selfsubjectrulesreviews.authorization.k8s.io",
             "selfsubjectreviews.authentication.k8s.io"}
@@ -241,6 +243,34 @@ def katib_rows():
     return rows + [image_row(what, image) for what, image in images]
 
 
+def argo_rows():
+    """Argo's controller ready, the workshop's workflow-controller-configmap in place, the images of both
+    resolved; one row that it is not installed otherwise."""
+    if not has_crd("workflows.argoproj.io"):
+        return [Row("Argo Workflows", SKIP, "not installed (notebook pipelines: make instructor-argo)")]
+    why = deployment_ready(argo.NAMESPACE, argo.CONTROLLER)
+    rows = [Row(f"Argo {argo.CONTROLLER}", FAIL, f"{why}: kubectl --namespace {argo.NAMESPACE} describe "
+                                                 f"deployment {argo.CONTROLLER}") if why else
+            Row(f"Argo {argo.CONTROLLER}", OK, "ready")]
+    result = kubectl("--namespace", argo.NAMESPACE, "get", "configmap", "workflow-controller-configmap",
+                     "--output", "json")
+    found = None
+    if result.returncode == 0:
+        found = {k: yaml.safe_load(v) for k, v in (json.loads(result.stdout).get("data") or {}).items()}
+    if found == argo.config():
+        rows.append(Row("Argo config", OK, "workflow-controller-configmap is the workshop's (restricted executor, "
+                                           "clean-up)"))
+    else:
+        rows.append(Row("Argo config", FAIL, "workflow-controller-configmap is not the workshop's: step pods would "
+                                             "be refused under restricted or never cleaned up: make instructor-argo"))
+    images = [("Argo executor", argo.config()["executor"]["image"])]
+    result = kubectl("--namespace", argo.NAMESPACE, "get", "deployment", argo.CONTROLLER, "--output", "json")
+    if result.returncode == 0:
+        spec = json.loads(result.stdout)["spec"]["template"]["spec"]
+        images += [(f"Argo {argo.CONTROLLER}", c["image"]) for c in spec.get("containers", [])]
+    return rows + [image_row(what, image) for what, image in images]
+
+
 # ---------------------------------------------------------------- what each kubeconfig may do
 
 @cache
@@ -347,6 +377,7 @@ def checks(project, kubeconfig_dir, attendees=None, machine_type=plan.MACHINE_TY
     rows.append(quota_row(project, the_plan))
     rows.append(operator_row())
     rows += katib_rows()
+    rows += argo_rows()
     rows += [kubeconfig_row(path) for path in files] or [
         Row("kubeconfigs", FAIL, f"none in {kubeconfig_dir}: make instructor-namespaces ATTENDEES=...")]
     return rows

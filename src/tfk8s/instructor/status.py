@@ -13,6 +13,8 @@ the same eight calls as one. Columns:
     JOB, TFJOB, PS  mnist-train, mnist-tfjob, mnist-tfjob-ps: their current state
     SERVING   mnist-serving's available/desired pods, and the versions its model config serves
     SWEEP     the sweep's TFJobs (label `sweep`): finished/total, failed ones counted
+    LAB       JupyterLab's Deployment: available/desired pods
+    PIPELINES the notebook pipelines' Workflows (Argo): finished/total, failed ones counted
     CPU, MEM, PODS  the quota workshop: used/hard
 """
 import time
@@ -29,7 +31,9 @@ WORKSHOP = "app.kubernetes.io/part-of=mnist-workshop"
 JOB, TFJOB, TFJOB_PS, SERVING = "mnist-train", "mnist-tfjob", "mnist-tfjob-ps", "mnist-serving"
 MODEL_CONFIG = "mnist-model-config"
 PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
-COLUMNS = ("NAMESPACE", "STORAGE", "IMAGE", "JOB", "TFJOB", "PS", "SERVING", "SWEEP", "CPU", "MEM", "PODS")
+JUPYTERLAB = "jupyterlab"
+COLUMNS = ("NAMESPACE", "STORAGE", "IMAGE", "JOB", "TFJOB", "PS", "SERVING", "SWEEP", "LAB", "PIPELINES", "CPU", "MEM",
+           "PODS")
 
 
 def trainer_containers():
@@ -126,6 +130,22 @@ def sweep_state(tfjobs):
     return f"{text} ({failed} failed)" if failed else text
 
 
+def lab_state(deployment):
+    if deployment is None:
+        return "-"
+    return f"{(deployment.get('status') or {}).get('availableReplicas', 0)}/{deployment['spec'].get('replicas', 1)}"
+
+
+def pipelines_state(workflows):
+    """finished/total of the Workflows (Argo's status.phase), the failed (Failed or Error) counted."""
+    if not workflows:
+        return "-"
+    phases = [(w.get("status") or {}).get("phase", "Pending") for w in workflows]
+    failed = sum(p in ("Failed", "Error") for p in phases)
+    text = f"{phases.count('Succeeded') + failed}/{len(phases)}"
+    return f"{text} ({failed} failed)" if failed else text
+
+
 def quota_state(quotas):
     quota = named(quotas, "workshop")
     if quota is None:
@@ -153,6 +173,11 @@ def collect():
     configmaps = by_namespace(kubectl.items("configmaps", *everywhere, "--field-selector",
                                             f"metadata.name={MODEL_CONFIG}"))
     quotas = by_namespace(kubectl.items("resourcequotas", *everywhere))
+    try:
+        workflows = by_namespace(kubectl.items("workflows", *everywhere))
+        argo = True
+    except UserError:  # no Workflow kind: Argo is not installed
+        workflows, argo = {}, False
     containers = trainer_containers()
     rows = []
     for name in sorted(names):
@@ -164,7 +189,9 @@ def collect():
                      tfjob_state(named(mine, TFJOB_PS)) if operator else "no operator",
                      serving_state(named(deployments.get(name, []), SERVING),
                                    named(configmaps.get(name, []), MODEL_CONFIG)),
-                     sweep_state(mine), *quota_state(quotas.get(name, []))])
+                     sweep_state(mine), lab_state(named(deployments.get(name, []), JUPYTERLAB)),
+                     pipelines_state(workflows.get(name, [])) if argo else "no Argo",
+                     *quota_state(quotas.get(name, []))])
     return rows
 
 

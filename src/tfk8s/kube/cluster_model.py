@@ -24,8 +24,18 @@ Sources (each field below names its file):
     pkg/controller.v1beta1/util/suggestion.go (names, 26-34); pkg/apis/config/v1beta1/defaults.go
     (resources and pull policy, 20-38, 123-135); manifests/v1beta1/installs/katib-standalone/katib-config.yaml.
   Kubernetes 1.30, pkg/controller/cronjob/utils.go getJobFromTemplate2: the Job of a CronJob.
+  Argo Workflows v4.1.2 (github.com/argoproj/argo-workflows), its default (legacy: init + wait) pod layout:
+    workflow/controller/workflowpod.go build (lines 398-966), newInitContainers/standardInitContainer (1027-1116),
+    newWaitContainer (1118-1122), getExecutorLogOpts (1206-1210), createEnvVars (1212-1252), createVolumes
+    (1261-1278), newExecContainer (1280-1322), addSchedulingConstraints (1348-1406, the securityContext),
+    addVolumeReferences (1444-1558), setupServiceAccount (1824-1862); workflow/controller/workflowpod_layout.go
+    legacyLayout; workflow/controller/dag.go taskNodeName (118-120); workflow/util/pod_name.go GeneratePodName
+    (POD_NAMES v2, the default); pkg/apis/workflow/v1alpha1/workflow_types.go Workflow.NodeID (3870-3877);
+    workflow/common/common.go (names, labels, paths); workflow/controller/controller.go (progress ticks, 237-238);
+    cmd/workflow-controller/main.go (log level and format defaults, 211-213).
 """
 import copy
+import json
 from pathlib import Path
 
 import yaml
@@ -345,6 +355,222 @@ def serving_at_maximum(deployment, hpa):
     return out
 
 
+# ---------------------------------------------------------------- Argo Workflows
+
+ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"    # common.go LabelKeyWorkflow
+VAR_RUN_ARGO = "/var/run/argo"                             # common.go VarRunArgoPath
+TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # common.go ServiceAccountTokenMountPath
+TOKEN_VOLUME = "exec-sa-token"                             # common.go ServiceAccountTokenVolumeName
+# The controller's flags at their defaults (main.go: --loglevel info, --log-format text, --gloglevel 0), as
+# getExecutorLogOpts passes them on to every argoexec command.
+EXECUTOR_LOG_OPTS = ["--loglevel", "info", "--log-format", "text", "--gloglevel", "0"]
+# controller.go: ARGO_PROGRESS_PATCH_TICK_DURATION 1m and ARGO_PROGRESS_FILE_TICK_DURATION 3s by default, both
+# non-zero, so build() hands the progress file and ticks to every container (Go's Duration.String()).
+PROGRESS_ENV = [{"name": "ARGO_PROGRESS_FILE", "value": f"{VAR_RUN_ARGO}/progress"},
+                {"name": "ARGO_PROGRESS_PATCH_TICK_DURATION", "value": "1m0s"},
+                {"name": "ARGO_PROGRESS_FILE_TICK_DURATION", "value": "3s"}]
+EXAMPLE_DEADLINE = "1970-01-01T01:00:00Z"  # ARGO_DEADLINE: the Workflow's start (unknown here) plus its deadline
+
+
+def fnv32a(text):
+    """Go's hash/fnv New32a of `text`, as Argo names nodes and pods."""
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def go_duration(text):
+    """A duration as Argo's podGC.deleteDelayDuration takes it ("10m", "1h", "30s" or seconds), written as Go's
+    time.Duration.String() writes it ("10m0s")."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    seconds = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def merged(defaults, over):
+    """`over` merged onto `defaults` (maps key by key, anything else replaced): the controller's workflowDefaults
+    under a Workflow (workflow/util MergeTo, a strategic merge patch of the Workflow onto the defaults)."""
+    if not isinstance(defaults, dict) or not isinstance(over, dict):
+        return copy.deepcopy(over)
+    out = copy.deepcopy(defaults)
+    for key, value in over.items():
+        out[key] = merged(out.get(key), value) if key in out else copy.deepcopy(value)
+    return out
+
+
+def exec_env(workflow_name):
+    """createEnvVars: what every executor container gets first."""
+    return [{"name": "ARGO_POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+            {"name": "ARGO_POD_UID", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.uid"}}},
+            {"name": "ARGO_WORKFLOW_NAME", "value": workflow_name},
+            {"name": "ARGO_WORKFLOW_UID", "value": OWNER_UID}]
+
+
+def exec_container(name, executor, workflow_name, token):
+    """newExecContainer: the executor config's image, pull policy, resources, securityContext and args, as they
+    are (no securityContext in the config: none on the container), and the executor's token when it has one."""
+    container = {"name": name, "image": executor.get("image", "quay.io/argoproj/argoexec:v4.1.2"),
+                 "command": ["argoexec", name, *EXECUTOR_LOG_OPTS],
+                 "env": exec_env(workflow_name) + copy.deepcopy(executor.get("env") or [])}
+    for key in ("imagePullPolicy", "resources", "securityContext", "args"):
+        if executor.get(key) is not None:
+            container[key] = copy.deepcopy(executor[key])
+    if token:
+        container["volumeMounts"] = [{"name": TOKEN_VOLUME, "mountPath": TOKEN_PATH, "readOnly": True}]
+    return container
+
+
+def workflow_pods(workflow, argo_config):
+    """The pods Argo's controller creates for a Workflow of the pipeline command's shape (a `dag` entrypoint
+    whose tasks each run a `container` template), one per step, under the controller's `argo_config`
+    (tfk8s.instructor.argo.config(): executor, workflowDefaults)."""
+    wf = merged((argo_config.get("workflowDefaults") or {}), workflow)
+    meta, spec = wf["metadata"], wf["spec"]
+    name, namespace = meta["name"], meta.get("namespace", "default")
+    executor = argo_config.get("executor") or {}
+    templates = {t["name"]: t for t in spec["templates"]}
+    owner = [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": name, "uid": OWNER_UID,
+              "controller": True, "blockOwnerDeletion": True}]
+    executor_account = (spec.get("executor") or {}).get("serviceAccountName")
+    if not executor_account and spec.get("automountServiceAccountToken") is False:
+        # setupServiceAccount: the Workflow is refused, no pod is made.
+        raise UserError("executor.serviceAccountName must not be empty if automountServiceAccountToken is false")
+    pods = []
+    for task in templates[spec["entrypoint"]]["dag"]["tasks"]:
+        template = templates[task["template"]]
+        node_name = f"{name}.{task['name']}"                    # dag.go taskNodeName
+        node_id = f"{name}-{fnv32a(node_name)}"                 # Workflow.NodeID
+        pod_name = f"{name}-{template['name']}-{fnv32a(node_name)}"  # GeneratePodName, v2
+        env = [{"name": "ARGO_NODE_ID", "value": node_id}, {"name": "ARGO_INCLUDE_SCRIPT_OUTPUT", "value": "false"},
+               {"name": "ARGO_DEADLINE", "value": EXAMPLE_DEADLINE}, {"name": "ARGO_WORKFLOW_NAME", "value": name},
+               *PROGRESS_ENV]
+        annotations = {"workflows.argoproj.io/node-name": node_name, "workflows.argoproj.io/node-id": node_id,
+                       "kubectl.kubernetes.io/default-container": "main"}
+        if spec.get("podGC"):
+            gc = spec["podGC"]
+            annotations["workflows.argoproj.io/pod-gc-strategy"] = (
+                f"{gc.get('strategy', '')}/{go_duration(gc.get('deleteDelayDuration') or '5s')}")
+        labels = {ARGO_WORKFLOW_LABEL: name, "workflows.argoproj.io/completed": "false"}
+        labels.update((spec.get("podMetadata") or {}).get("labels") or {})
+        labels.update((template.get("metadata") or {}).get("labels") or {})
+        pod_spec = {"restartPolicy": "Never",
+                    "volumes": [{"name": "var-run-argo", "emptyDir": {}}, {"name": "tmp-dir-argo", "emptyDir": {}},
+                                *copy.deepcopy(template.get("volumes") or [])]}
+        if spec.get("activeDeadlineSeconds"):  # at most the Workflow's: what is left of it when the pod is made
+            pod_spec["activeDeadlineSeconds"] = spec["activeDeadlineSeconds"]
+        if spec.get("serviceAccountName"):
+            pod_spec["serviceAccountName"] = template.get("serviceAccountName") or spec["serviceAccountName"]
+        if spec.get("automountServiceAccountToken") is False:
+            pod_spec["automountServiceAccountToken"] = False
+        if executor_account:
+            pod_spec["volumes"].append({"name": TOKEN_VOLUME, "secret": {
+                "secretName": f"{executor_account}.service-account-token"}})  # docs/service-account-secrets.md
+        main = copy.deepcopy(template["container"])
+        main["name"] = "main"
+        main["command"] = [f"{VAR_RUN_ARGO}/argoexec", "emissary", *EXECUTOR_LOG_OPTS, "--", *main.get("command", [])]
+        main["env"] = [*(main.get("env") or []), {"name": "ARGO_CONTAINER_NAME", "value": "main"},
+                       *copy.deepcopy(env)]
+        main["volumeMounts"] = [*(main.get("volumeMounts") or []), {"name": "var-run-argo", "mountPath": VAR_RUN_ARGO}]
+        wait = exec_container("wait", executor, name, executor_account)
+        wait["env"] += [{"name": "ARGO_CONTAINER_NAME", "value": "wait"}, *copy.deepcopy(env)]
+        wait["volumeMounts"] = [*wait.get("volumeMounts", []), {"name": "tmp-dir-argo", "mountPath": "/tmp",
+                                                                 "subPath": "0"},
+                                {"name": "var-run-argo", "mountPath": VAR_RUN_ARGO}]
+        init = exec_container("init", executor, name, executor_account)
+        template_env = {k: v for k, v in template.items() if k != "inputs"}
+        init["env"] += [{"name": "ARGO_CONTAINER_NAME", "value": "init"},
+                        {"name": "ARGO_TEMPLATE", "value": json.dumps({**template_env, "inputs": {}},
+                                                                      separators=(",", ":"))}, *copy.deepcopy(env)]
+        init["volumeMounts"] = [*init.get("volumeMounts", []), {"name": "var-run-argo", "mountPath": VAR_RUN_ARGO}]
+        pod_spec["initContainers"] = [init]
+        pod_spec["containers"] = [wait, main]
+        # addVolumeReferences: each Workflow volume a container mounts, once, in the order of the mounts.
+        known = {v["name"] for v in pod_spec["volumes"]}
+        for mount in template["container"].get("volumeMounts") or []:
+            volume = next((v for v in spec.get("volumes") or [] if v["name"] == mount["name"]), None)
+            if volume is None:
+                raise UserError(f"volume '{mount['name']}' not found in workflow spec")
+            if volume["name"] not in known:
+                pod_spec["volumes"].append(copy.deepcopy(volume))
+                known.add(volume["name"])
+        security = template.get("securityContext") or spec.get("securityContext")
+        if security:
+            pod_spec["securityContext"] = copy.deepcopy(security)
+        pods.append({"apiVersion": "v1", "kind": "Pod",
+                     "metadata": {"name": pod_name, "namespace": namespace, "labels": labels,
+                                  "annotations": annotations, "ownerReferences": owner},
+                     "spec": pod_spec})
+    return pods
+
+
+def jupyterlab(namespace, image):
+    """The attendee's JupyterLab Deployment as `make instructor-namespaces` renders it."""
+    from tfk8s.instructor import namespaces  # the instructor's template renders it
+    return only([d for d in yaml.safe_load_all(namespaces.render_notebook(namespace, image)) if d], "Deployment")
+
+
+# The lab's pipeline: train, then batch prediction and the model config side by side.
+# TODO(replace): once tfk8s.flow.workflow is merged, build it with its builder from the JupyterLab pod.
+LAB_STAGES = [
+    [("s1-main", ["python", "src/main.py", "--model_dir", "/mnt/nfs/runs/pipeline",
+                  "--export_dir", "/mnt/nfs/exports/pipeline"])],
+    [("s2-batch-predict", ["python", "src/batch_predict.py", "--model_base_path", "/mnt/nfs/exports/pipeline",
+                           "--input", "data", "--output", "/mnt/nfs/runs/pipeline/predictions.csv"]),
+     ("s2-model-config", ["python", "src/model_config.py", "show"])],
+]
+
+
+def pipeline_workflow(pod, stages=None, name="pipeline-19700101-000000-abcd"):
+    """The Workflow the pipeline command builds from its own pod (`pod`: a Pod or a pod template) for `stages`
+    ([[(step, argv)]]), of the shape the command builds (BRIEF of the notebook pipelines issue): a stand-in for
+    tfk8s.flow.workflow until that builder is here."""
+    from tfk8s.flow import rights
+    stages = LAB_STAGES if stages is None else stages
+    pod_spec = pod["spec"]
+    (container,) = pod_spec["containers"]
+    trainer = only(render.load([KUBE / "job.yaml"]), "Job")["spec"]["template"]["spec"]["containers"][0]
+    mounts = [m for m in container.get("volumeMounts") or [] if not m["name"].startswith("kube-api-access-")]
+    names = {m["name"] for m in mounts}
+    tasks, templates, previous = [], [], []
+    for stage in stages:
+        for step, argv in stage:
+            tasks.append({"name": step, "template": step, **({"dependencies": list(previous)} if previous else {})})
+            templates.append({"name": step, "container": {
+                "image": container["image"], "command": list(argv), "workingDir": container.get("workingDir"),
+                "env": copy.deepcopy(container.get("env") or []), "volumeMounts": copy.deepcopy(mounts),
+                "securityContext": copy.deepcopy(container.get("securityContext") or {}),
+                "resources": copy.deepcopy(trainer["resources"])}})
+        previous = [step for step, _ in stage]
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+            "metadata": {"name": name, "namespace": pod["metadata"].get("namespace", "default"),
+                         "labels": {"app.kubernetes.io/part-of": "mnist-workshop", "mnist-workshop/pipeline": "true"}},
+            "spec": {"entrypoint": "pipeline",
+                     "templates": [{"name": "pipeline", "dag": {"tasks": tasks}}, *templates],
+                     "serviceAccountName": pod_spec.get("serviceAccountName", "default"),
+                     "automountServiceAccountToken": False,
+                     "executor": {"serviceAccountName": rights.EXECUTOR_SERVICE_ACCOUNT},
+                     "securityContext": copy.deepcopy(pod_spec.get("securityContext") or {}),
+                     "volumes": [copy.deepcopy(v) for v in pod_spec.get("volumes") or [] if v["name"] in names],
+                     "activeDeadlineSeconds": 3600}}
+
+
+def lab_pipeline(namespace, image):
+    """The lab's Workflow as the pipeline command submits it from the attendee's JupyterLab pod."""
+    deployment = jupyterlab(namespace, image)
+    template = deployment["spec"]["template"]
+    return pipeline_workflow({"metadata": {**template["metadata"], "namespace": namespace}, "spec": template["spec"]})
+
+
+def argo_config():
+    from tfk8s.instructor import argo  # the instructor's template renders it
+    return argo.config()
+
+
 # ---------------------------------------------------------------- all of it, for one namespace
 
 def only(docs, kind):
@@ -365,6 +591,10 @@ def cluster_made(namespace, image=render.TRAINER_IMAGE, tag="0.1.0", experiment=
     if experiment is None:
         experiment = workshop_experiment(namespace, render.reference(image, tag, digest))
     files["katib.yaml"] = experiment_objects(experiment, config)
+    # JupyterLab runs the notebook image (`make instructor-notebook`); the model stands in the trainer image.
+    notebook = render.reference(image, tag, digest)
+    files["notebook.yaml"] = [jupyterlab(namespace, notebook)]
+    files["pipeline.yaml"] = workflow_pods(lab_pipeline(namespace, notebook), argo_config())
     return files
 
 
