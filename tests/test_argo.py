@@ -212,7 +212,8 @@ def test_the_lab_pipeline_is_the_briefs_shape(pipeline):
     assert spec["entrypoint"] == "pipeline" and spec["activeDeadlineSeconds"] == 3600
     (dag, *steps) = spec["templates"]
     assert [(t["name"], t.get("dependencies")) for t in dag["dag"]["tasks"]] == [
-        ("s1-main", None), ("s2-batch-predict", ["s1-main"]), ("s2-model-config", ["s1-main"])]
+        ("s1-main", None), ("s2-batch-predict", ["s1-main"]), ("s2-batch-predict-2", ["s1-main"]),
+        ("s3-model-config", ["s2-batch-predict", "s2-batch-predict-2"])]
     assert spec["serviceAccountName"] == "notebook" and spec["automountServiceAccountToken"] is False
     assert spec["executor"] == {"serviceAccountName": "pipeline-executor"}
     assert [v["name"] for v in spec["volumes"]] == ["nfs", "tmp", "home"]
@@ -224,7 +225,7 @@ def test_each_step_pod_is_the_step_wrapped_by_argos_executor(pipeline, pods):
     name = pipeline["metadata"]["name"]
     assert [p["metadata"]["name"] for p in pods] == [
         f"{name}-{step}-{cluster_model.fnv32a(f'{name}.{step}')}"
-        for step in ("s1-main", "s2-batch-predict", "s2-model-config")]
+        for step in ("s1-main", "s2-batch-predict", "s2-batch-predict-2", "s3-model-config")]
     pod = pods[0]
     meta, spec = pod["metadata"], pod["spec"]
     assert meta["labels"] == {"workflows.argoproj.io/workflow": name, "workflows.argoproj.io/completed": "false"}
@@ -262,7 +263,7 @@ def test_without_the_executors_security_context_every_step_pod_is_refused(pipeli
     config = argo.config()
     del config["executor"]["securityContext"]
     refused = pod_security.violations(cluster_model.workflow_pods(pipeline, config), "restricted")
-    assert len(refused) == 3
+    assert len(refused) == 4
     assert all('containers "init", "wait" must set securityContext.allowPrivilegeEscalation=false' in r
                for r in refused), refused[0]
 

@@ -148,7 +148,7 @@ def test_make_instructor_plan_prints_each_step_the_quota_the_nodes_and_the_cpu_q
                      r"\s+15\s+17$", out, re.M)
     assert "requests.cpu 8500m, requests.memory 15902Mi, limits.cpu 23500m, limits.memory 34916Mi, pods 13, " \
            "requests.storage 10Gi" in out
-    assert "workflows.argoproj.io 20, workflowtaskresults.argoproj.io 60" in out
+    assert "workflows.argoproj.io 20, workflowtaskresults.argoproj.io 80" in out
     found = plan.make_plan(20, plan.MACHINE_TYPE)
     assert f"nodes: {found.nodes}," in out
     assert f"regional CPU quota: {found.nodes * 16} CPUS in europe-west1 ({found.nodes} x 16 vCPU)" in out

@@ -514,56 +514,19 @@ def jupyterlab(namespace, image):
     return only([d for d in yaml.safe_load_all(namespaces.render_notebook(namespace, image)) if d], "Deployment")
 
 
-# The lab's pipeline: train, then batch prediction and the model config side by side.
-# TODO(replace): once tfk8s.flow.workflow is merged, build it with its builder from the JupyterLab pod.
-LAB_STAGES = [
-    [("s1-main", ["python", "src/main.py", "--model_dir", "/mnt/nfs/runs/pipeline",
-                  "--export_dir", "/mnt/nfs/exports/pipeline"])],
-    [("s2-batch-predict", ["python", "src/batch_predict.py", "--model_base_path", "/mnt/nfs/exports/pipeline",
-                           "--input", "data", "--output", "/mnt/nfs/runs/pipeline/predictions.csv"]),
-     ("s2-model-config", ["python", "src/model_config.py", "show"])],
-]
+# The name the model gives the lab's Workflow (the command names it pipeline-<UTC time>-<4 characters>).
+LAB_WORKFLOW = "pipeline-19700101-000000-abcd"
 
 
-def pipeline_workflow(pod, stages=None, name="pipeline-19700101-000000-abcd"):
-    """The Workflow the pipeline command builds from its own pod (`pod`: a Pod or a pod template) for `stages`
-    ([[(step, argv)]]), of the shape the command builds (BRIEF of the notebook pipelines issue): a stand-in for
-    tfk8s.flow.workflow until that builder is here."""
-    from tfk8s.flow import rights
-    stages = LAB_STAGES if stages is None else stages
-    pod_spec = pod["spec"]
-    (container,) = pod_spec["containers"]
-    trainer = only(render.load([KUBE / "job.yaml"]), "Job")["spec"]["template"]["spec"]["containers"][0]
-    mounts = [m for m in container.get("volumeMounts") or [] if not m["name"].startswith("kube-api-access-")]
-    names = {m["name"] for m in mounts}
-    tasks, templates, previous = [], [], []
-    for stage in stages:
-        for step, argv in stage:
-            tasks.append({"name": step, "template": step, **({"dependencies": list(previous)} if previous else {})})
-            templates.append({"name": step, "container": {
-                "image": container["image"], "command": list(argv), "workingDir": container.get("workingDir"),
-                "env": copy.deepcopy(container.get("env") or []), "volumeMounts": copy.deepcopy(mounts),
-                "securityContext": copy.deepcopy(container.get("securityContext") or {}),
-                "resources": copy.deepcopy(trainer["resources"])}})
-        previous = [step for step, _ in stage]
-    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-            "metadata": {"name": name, "namespace": pod["metadata"].get("namespace", "default"),
-                         "labels": {"app.kubernetes.io/part-of": "mnist-workshop", "mnist-workshop/pipeline": "true"}},
-            "spec": {"entrypoint": "pipeline",
-                     "templates": [{"name": "pipeline", "dag": {"tasks": tasks}}, *templates],
-                     "serviceAccountName": pod_spec.get("serviceAccountName", "default"),
-                     "automountServiceAccountToken": False,
-                     "executor": {"serviceAccountName": rights.EXECUTOR_SERVICE_ACCOUNT},
-                     "securityContext": copy.deepcopy(pod_spec.get("securityContext") or {}),
-                     "volumes": [copy.deepcopy(v) for v in pod_spec.get("volumes") or [] if v["name"] in names],
-                     "activeDeadlineSeconds": 3600}}
-
-
-def lab_pipeline(namespace, image):
-    """The lab's Workflow as the pipeline command submits it from the attendee's JupyterLab pod."""
+def lab_pipeline(namespace, image, text=None):
+    """The lab's Workflow (tfk8s.flow.lab.LAB_PIPELINE, or `text`) exactly as the pipeline command
+    (tfk8s.flow.workflow.build) submits it from the attendee's JupyterLab pod."""
+    from tfk8s.flow import lab, pipeline, workflow
     deployment = jupyterlab(namespace, image)
     template = deployment["spec"]["template"]
-    return pipeline_workflow({"metadata": {**template["metadata"], "namespace": namespace}, "spec": template["spec"]})
+    pod = {"metadata": {**template["metadata"], "name": "jupyterlab-0", "namespace": namespace},
+           "spec": template["spec"]}
+    return workflow.build(pod, pipeline.parse(lab.LAB_PIPELINE if text is None else text), LAB_WORKFLOW)
 
 
 def argo_config():
