@@ -59,7 +59,7 @@ instructor-katib: venv ## Instructor, once per cluster, after instructor-operato
 
 .PHONY: instructor-argo
 instructor-argo: venv ## Instructor, once per cluster: install Argo Workflows v4.1.2 (controller only) and its restricted executor config
-	$(INSTRUCTOR) argo --manifests "$(ARGO)" --output_dir $(INSTRUCTOR_DIR)
+	$(INSTRUCTOR) argo --pins $(PINNED_IMAGES) --manifests "$(ARGO)" --output_dir $(INSTRUCTOR_DIR)
 
 # The registry: NAME=EMAIL per attendee (their Google account), the project, the nodes' service account.
 ACCOUNTS          ?=

@@ -4,6 +4,7 @@ Argo's controller makes of a pipeline's Workflow (tfk8s.kube.cluster_model.workf
 as everything else the attendee runs: schemas, Pod Security `restricted`, requests and limits."""
 import copy
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -197,6 +198,45 @@ def test_instructor_argo_applies_the_manifests_then_the_configmap_then_restarts_
                     "--namespace argo rollout restart deployment/workflow-controller",
                     "--namespace argo rollout status deployment/workflow-controller --timeout=10m",
                     "get crd workflows.argoproj.io workflowtaskresults.argoproj.io"]
+
+
+def test_instructor_argo_runs_argos_images_by_their_pinned_digests(tmp_path, fake_kubectl):
+    """With digests in pinned-images.yaml, the executor's image in the configmap and the controller's through a
+    kustomization over the manifests (checked with kubectl's own kustomize, over a local stand-in of the base)."""
+    from support import real_kubectl
+    from tfk8s.kube import pins
+    digests = {argo.CONTROLLER_IMAGE: "sha256:" + "3c" * 32, argo.EXECUTOR_IMAGE: "sha256:" + "4d" * 32}
+    pinned = tmp_path / "pinned-images.yaml"
+    pinned.write_text(pins.dump(pins.with_digests(pins.read(), digests)))
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "kustomization.yaml").write_text(
+        "resources: [controller.yaml]\nimages:\n  - {name: quay.io/argoproj/workflow-controller, newTag: v4.1.2}\n")
+    (base / "controller.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: workflow-controller}\nspec:\n  selector: "
+        "{matchLabels: {app: c}}\n  template:\n    metadata: {labels: {app: c}}\n    spec:\n      containers:\n"
+        "        - {name: workflow-controller, image: 'quay.io/argoproj/workflow-controller:latest'}\n")
+    out = tmp_path / "out"
+    path, calls = fake_kubectl
+    result = instructor("argo", "--pins", pinned, "--manifests", base, "--output_dir", out, path=path)
+    assert result.returncode == 0 and "pulled by tag only" not in result.stderr, result.stdout + result.stderr
+    config = argo.config((out / "argo-config.yaml").read_text())
+    assert config["executor"]["image"] == f"{argo.EXECUTOR_IMAGE}@{digests[argo.EXECUTOR_IMAGE]}"
+    applied = [c["args"] for c in calls() if c["args"][:1] == ["apply"]][0]
+    assert applied == ["apply", "--server-side", "--force-conflicts", "-k", str(out / "argo")]
+    built = subprocess.run([real_kubectl(), "kustomize", str(out / "argo")], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    (deployment,) = yaml.safe_load_all(built.stdout)
+    assert [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [
+        f"quay.io/argoproj/workflow-controller@{digests[argo.CONTROLLER_IMAGE]}"]
+
+
+def test_instructor_argo_without_digests_says_in_one_warning_line_that_argo_is_pulled_by_tag(tmp_path):
+    result = instructor("argo", "--output_dir", tmp_path, path=str(tmp_path / "nothing"))
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert result.returncode == 0 and len(warnings) == 1, result.stderr
+    assert argo.CONTROLLER_IMAGE in warnings[0] and argo.EXECUTOR_IMAGE in warnings[0]
+    assert not (tmp_path / "argo").exists()
 
 
 # ---------------------------------------------------------------- what Argo makes of a pipeline

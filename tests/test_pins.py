@@ -1,4 +1,5 @@
-"""pinned-images.yaml: the upstream images the workshop runs (TensorFlow Serving, the NFS servers) and their digests.
+"""pinned-images.yaml: the upstream images the workshop runs (TensorFlow Serving, the NFS servers, Argo's controller
+and executor) and their digests.
 
 `make instructor-pin-images` resolves each image in its registry (a stand-in crane here) and writes the digests
 into the file; `make serve` (src/render_manifests.py) and the instructor's NFS servers then run `tag@digest`.
@@ -11,12 +12,14 @@ import pytest
 import yaml
 
 from support import KUBE, assert_one_line_error, make, run_script
-from tfk8s.instructor import namespaces, preflight
+from tfk8s.instructor import argo, namespaces, preflight
 from tfk8s.kube import pins
 
 SERVING = "tensorflow/serving:2.20.0"
 NFS = namespaces.NFS_IMAGE
-DIGESTS = {SERVING: "sha256:" + "1a" * 32, NFS: "sha256:" + "2b" * 32}
+ARGO = [argo.CONTROLLER_IMAGE, argo.EXECUTOR_IMAGE]
+DIGESTS = {SERVING: "sha256:" + "1a" * 32, NFS: "sha256:" + "2b" * 32, ARGO[0]: "sha256:" + "3c" * 32,
+           ARGO[1]: "sha256:" + "4d" * 32}
 WARNING = "make instructor-pin-images"
 
 CRANE = """#!/bin/sh
@@ -66,9 +69,9 @@ def render_nfs_server(tmp_path, path, *flags):
     return result, images(text, "Deployment")
 
 
-def test_the_repository_lists_serving_and_the_nfs_server_each_with_a_digest_or_none():
+def test_the_repository_lists_serving_the_nfs_server_and_argo_each_with_a_digest_or_none():
     found = pins.read()  # refuses a digest that is not sha256:<64 hex>
-    assert [p.reference for p in found] == [preflight.serving_image(), NFS] == [SERVING, NFS]
+    assert [p.reference for p in found] == [preflight.serving_image(), NFS, *ARGO] == [SERVING, NFS, *ARGO]
     assert "never guessed" in pins.PINS.read_text()
     # What the command writes is this file with digests: the comments stay.
     assert pins.PINS.read_text() == pins.dump(found)
@@ -78,12 +81,13 @@ def test_pin_images_writes_every_digest_and_serving_and_the_nfs_server_then_run_
     path = pins_copy(tmp_path)
     result = run_script("instructor.py", "pin-images", "--pins", path, env=stand_in_crane(tmp_path, DIGESTS))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "crane.log").read_text().splitlines() == [f"digest {SERVING}", f"digest {NFS}"]
-    assert [p.pinned() for p in pins.read(path)] == [f"{SERVING}@{DIGESTS[SERVING]}", f"{NFS}@{DIGESTS[NFS]}"]
+    assert (tmp_path / "crane.log").read_text().splitlines() == [f"digest {ref}" for ref in DIGESTS]
+    assert [p.pinned() for p in pins.read(path)] == [f"{ref}@{digest}" for ref, digest in DIGESTS.items()]
     assert path.read_text() == pins.dump(pins.read(path)) and "never guessed" in path.read_text()
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["check", "result", "detail"] and len(lines) == 4
-    assert f"{SERVING}@{DIGESTS[SERVING]}" in lines[1] and f"{NFS}@{DIGESTS[NFS]}" in lines[2]
+    assert lines[0].split() == ["check", "result", "detail"] and len(lines) == 2 + len(DIGESTS)
+    for line, (ref, digest) in zip(lines[1:], DIGESTS.items()):
+        assert f"{ref}@{digest}" in line, line
     assert sorted(p.name for p in path.parent.iterdir()) == ["pinned-images.yaml"]  # no staging file left
 
     serving = render_serving(path)

@@ -11,10 +11,13 @@ and pipeline-executor, their Roles, JupyterLab, the NetworkPolicies) comes with 
 (`make instructor-namespaces`, templated/instructor/notebook.yaml.j2). Without a cluster in kubectl's context it
 only renders the configmap.
 """
+import os
+from pathlib import Path
+
 import yaml
 
 from tfk8s.instructor import namespaces
-from tfk8s.kube import kubectl
+from tfk8s.kube import kubectl, pins
 from tfk8s.paths import TEMPLATED
 
 VERSION = "v4.1.2"
@@ -27,6 +30,9 @@ FIELD_MANAGER = "instructor-argo"
 # as quay.io/argoproj/argoexec:<version>-nonroot by .github/workflows/release.yaml;
 # docs/workflow-pod-security-context.md).
 EXECUTOR_IMAGE = f"quay.io/argoproj/argoexec:{VERSION}-nonroot"
+# The controller's image, as the kustomization's `images` names it. Both are pulled by the digests of
+# pinned-images.yaml once `make instructor-pin-images` resolved them, by their tags until then (one warning).
+CONTROLLER_IMAGE = f"quay.io/argoproj/workflow-controller:{VERSION}"
 EXECUTOR_USER = 8737
 # Each of a step pod's init and wait containers: docs/workflow-controller-configmap.yaml's example sizes (v4.1.2),
 # and the node's disk as the LimitRange's default for a container (namespaces.CONTAINER).
@@ -38,11 +44,13 @@ TTL_SECONDS = 7200
 POD_GC_DELAY = "10m"
 
 
-def config_text():
-    """The workshop's workflow-controller-configmap (templated/instructor/argo-config.yaml.j2)."""
+def config_text(the_pins=None):
+    """The workshop's workflow-controller-configmap (templated/instructor/argo-config.yaml.j2), the executor's
+    image by the digest of `the_pins` (default: pinned-images.yaml's), its tag while it has none."""
+    the_pins = pins.read() if the_pins is None else the_pins
     return namespaces.ENVIRONMENT.get_template("argo-config.yaml.j2").render(
-        executor_image=EXECUTOR_IMAGE, executor_user=EXECUTOR_USER, executor_resources=EXECUTOR_RESOURCES,
-        ttl_seconds=TTL_SECONDS, pod_gc_delay=POD_GC_DELAY)
+        executor_image=pins.pinned(EXECUTOR_IMAGE, the_pins), executor_user=EXECUTOR_USER,
+        executor_resources=EXECUTOR_RESOURCES, ttl_seconds=TTL_SECONDS, pod_gc_delay=POD_GC_DELAY)
 
 
 def config(text=None):
@@ -52,9 +60,31 @@ def config(text=None):
     return {key: yaml.safe_load(value) for key, value in data.items()}
 
 
-def install(out, manifests=KUSTOMIZATION):
-    """Install Argo's controller and the workshop's configmap; only render without a cluster."""
-    namespaces.write_files({"argo-config.yaml": config_text()}, out)
+def overlay(manifests, the_pins, directory):
+    """A kustomization, to be written in `directory`, over `manifests` that sets the controller's image to the
+    digest of `the_pins`; None while the pins have no digest for it (the manifests' tag is pulled then). A local
+    base is named relative to `directory`: kustomize refuses an absolute one."""
+    pinned = pins.pinned(CONTROLLER_IMAGE, the_pins)
+    if "@" not in pinned:
+        return None
+    name, digest = CONTROLLER_IMAGE.rpartition(":")[0], pinned.partition("@")[2]
+    base = str(manifests) if "://" in str(manifests) else os.path.relpath(Path(manifests).resolve(),
+                                                                           Path(directory).resolve())
+    return yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                           "resources": [base], "images": [{"name": name, "digest": digest}]}, sort_keys=False)
+
+
+def install(out, manifests=KUSTOMIZATION, pins_path=pins.PINS):
+    """Install Argo's controller and the workshop's configmap, Argo's images by their pinned digests; only render
+    without a cluster."""
+    the_pins = pins.read(pins_path)
+    pins.warn(pins.unpinned([CONTROLLER_IMAGE, EXECUTOR_IMAGE], the_pins), pins_path)
+    files = {"argo-config.yaml": config_text(the_pins)}
+    pinned = overlay(manifests, the_pins, Path(out) / "argo")
+    if pinned is not None:
+        files["argo/kustomization.yaml"] = pinned
+        manifests = Path(out) / "argo"
+    namespaces.write_files(files, out)
     if not kubectl.has_context():
         print(f"no cluster in kubectl's context: rendered only. Apply: kubectl apply --server-side -k {manifests}"
               f" && kubectl apply --server-side --force-conflicts -f {out}/argo-config.yaml")

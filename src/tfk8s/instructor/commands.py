@@ -93,6 +93,7 @@ def parse_args(argv=None):
                                      "workshop's workflow-controller-configmap (restricted executor, clean-up)")
     a.add_argument("--output_dir", type=render.directory, default=Path("runs/instructor"), help="where the files go")
     a.add_argument("--manifests", default=str(argo.KUSTOMIZATION), help="Argo's kustomization to apply")
+    add_pins_flag(a)
 
     sub.add_parser("connections", help="every connection the workshop needs or must never make, with its verdict "
                                        "from the rendered NetworkPolicies (network-config-analyzer)")
@@ -166,7 +167,7 @@ def main(argv=None):
     elif args.command == "katib":
         katib.install(args.attendees, args.output_dir, args.manifests)
     elif args.command == "argo":
-        argo.install(args.output_dir, args.manifests)
+        argo.install(args.output_dir, args.manifests, args.pins)
     elif args.command == "connections":
         from tfk8s.instructor import connections  # the analyzer is a development dependency
         connections.show()

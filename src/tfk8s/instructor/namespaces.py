@@ -182,6 +182,7 @@ def write_files(files, out):
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_text(text)
     except OSError as err:
         raise UserError(f"cannot write to {out}: {err.strerror}") from None

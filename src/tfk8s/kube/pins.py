@@ -12,7 +12,8 @@ registries, the day before, and written into the file. Until then the tag alone 
 those images is told so in one warning line.
 
 Everything that applies one of these images pins it through here: src/render_manifests.py (TensorFlow
-Serving, `make serve`) and the instructor's NFS servers (tfk8s.instructor.namespaces).
+Serving, `make serve`), the instructor's NFS servers (tfk8s.instructor.namespaces) and Argo's controller and
+executor (tfk8s.instructor.argo).
 """
 import json
 import re
