@@ -56,25 +56,13 @@ class StoppedError(UserError):
 
 # ---------------------------------------------------------------- on the cluster
 
-def fnv32a(text):
-    value = 0x811C9DC5
-    for byte in text.encode():
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return value
-
-
 def pod_name(wf, node):
-    """The pod Argo made for a step's node: GeneratePodName, Argo v4.1.2 workflow/util/pod_name.go (v2 names:
-    <workflow>-<template>-<fnv32a of the node's name>; v1: the node's id)."""
-    name = wf["metadata"]["name"]
+    """The pod Argo made for a step's node: workflow.pod_name (v2 names), or the node's id when the controller
+    recorded v1 names on the Workflow (Argo v4.1.2 workflow/util/pod_name.go)."""
     if (wf["metadata"].get("annotations") or {}).get(POD_NAME_FORMAT) == "v1":
         return node["id"]
-    if node["name"] == name:
-        return name
     template = (node.get("templateRef") or {}).get("template") or node.get("templateName")
-    prefix = f"{name}-{template}" if template else name
-    prefix = prefix[:242]  # maxK8sResourceNameLength 253 - k8sNamingHashLength 10 - 1
-    return f"{prefix}-{fnv32a(node['name'])}"
+    return workflow.pod_name(wf["metadata"]["name"], template, node["name"])
 
 
 def moment(stamp):
@@ -237,13 +225,13 @@ def run_cluster(text, name=None, dry_run=False, pod_file=None, poll=POLL):
                     if dry_run else "")
             raise UserError(f"{err}{hint}") from None
         pod = client.pod()
-    pipeline.check_commands(pipeline.named(stages), working_dir(pod))
+    steps = pipeline.named(stages)
+    pipeline.check_commands(steps, working_dir(pod))
     doc = workflow.build(pod, stages, name or workflow.new_name())
     if dry_run:
         sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120))
         return
     name, namespace = doc["metadata"]["name"], doc["metadata"]["namespace"]
-    steps = pipeline.named(stages)
     try:
         try:
             client.create_workflow(doc)

@@ -38,6 +38,24 @@ NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 PREFIX = "pipeline"
 
 
+def fnv32a(text):
+    """Go's hash/fnv New32a of `text`, as Argo names nodes and pods."""
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def pod_name(workflow_name, template, node_name):
+    """The pod Argo makes for a node (v2 names, the default): <workflow>-<template>-<fnv32a of the node's name>,
+    the prefix cut to fit (Argo v4.1.2 workflow/util/pod_name.go GeneratePodName: maxK8sResourceNameLength 253 -
+    k8sNamingHashLength 10 - 1); the Workflow's own name for its root node."""
+    if node_name == workflow_name:
+        return workflow_name
+    prefix = f"{workflow_name}-{template}" if template else workflow_name
+    return f"{prefix[:242]}-{fnv32a(node_name)}"
+
+
 def new_name(now=None):
     """pipeline-<UTC yyyymmdd-hhmmss>-<4 random [a-z0-9]>."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))

@@ -41,6 +41,8 @@ from pathlib import Path
 import yaml
 
 from tfk8s.cli import ArgumentParser, UserError, entry_point
+from tfk8s.flow.workflow import fnv32a
+from tfk8s.flow.workflow import pod_name as argo_pod_name
 from tfk8s.kube import katib_check, render
 from tfk8s.kube.tfjob_local import operator_tf_config, replica_specs
 from tfk8s.paths import KUBE, TEMPLATED
@@ -372,14 +374,6 @@ PROGRESS_ENV = [{"name": "ARGO_PROGRESS_FILE", "value": f"{VAR_RUN_ARGO}/progres
 EXAMPLE_DEADLINE = "1970-01-01T01:00:00Z"  # ARGO_DEADLINE: the Workflow's start (unknown here) plus its deadline
 
 
-def fnv32a(text):
-    """Go's hash/fnv New32a of `text`, as Argo names nodes and pods."""
-    value = 0x811C9DC5
-    for byte in text.encode():
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return value
-
-
 def go_duration(text):
     """A duration as Argo's podGC.deleteDelayDuration takes it ("10m", "1h", "30s" or seconds), written as Go's
     time.Duration.String() writes it ("10m0s")."""
@@ -445,7 +439,7 @@ def workflow_pods(workflow, argo_config):
         template = templates[task["template"]]
         node_name = f"{name}.{task['name']}"                    # dag.go taskNodeName
         node_id = f"{name}-{fnv32a(node_name)}"                 # Workflow.NodeID
-        pod_name = f"{name}-{template['name']}-{fnv32a(node_name)}"  # GeneratePodName, v2
+        pod_name = argo_pod_name(name, template["name"], node_name)  # GeneratePodName, v2
         env = [{"name": "ARGO_NODE_ID", "value": node_id}, {"name": "ARGO_INCLUDE_SCRIPT_OUTPUT", "value": "false"},
                {"name": "ARGO_DEADLINE", "value": EXAMPLE_DEADLINE}, {"name": "ARGO_WORKFLOW_NAME", "value": name},
                *PROGRESS_ENV]
