@@ -64,16 +64,16 @@ PYTEST = env -u MAKELEVEL -u MAKEFLAGS -u MFLAGS $(PYTHON) -m pytest
 
 # Tests run in parallel processes (pytest-xdist): they wait on processes and servers more than they compute.
 # `make check`: on every core, up to 4. `make test`: two processes, each given whole files (a file's module
-# fixtures are set up once), so that at most two trainings share the cores; then the README's steps alone,
-# since their servers listen on the ports the pages name (8500, 8501, 6006), which other tests may hold.
+# fixtures are set up once), so that at most two trainings share the cores, the costliest files first (the
+# order: tests/conftest.py). The README's steps are one of those files; their servers listen on the ports the
+# pages name (8500, 8501, 6006), which they hold under a lock a test binding one of those ports takes too.
 .PHONY: check
 check: lint ## After every change: lint, then every test that trains nothing, on every core (one to two minutes)
 	$(PYTEST) -m "not slow and not readme" -n auto --maxprocesses 4
 
 .PHONY: test
 test: venv ## Before handing in: every test, the README's steps included (what CI runs; builds .venv first if needed)
-	$(PYTEST) -m "not readme" -n auto --maxprocesses 2 --dist loadfile
-	$(PYTEST) -m readme tests/test_readme.py
+	$(PYTEST) -n auto --maxprocesses 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: readme-steps
 readme-steps: venv ## Only the README's local steps, run from README.md and the laptop labs and checked against their Expected output

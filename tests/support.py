@@ -4,6 +4,7 @@ Fixtures and the session's checks are in conftest.py; everything a test imports 
 (`from support import ...`), never from another test module.
 """
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from functools import cache
@@ -80,6 +82,36 @@ def tree_digest(root):
     """{relative path: sha256} of every file under root: what a shared artefact must still be at the end."""
     return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(Path(root).rglob("*")) if path.is_file()}
+
+
+# The laptop's fixed ports (8500, 8501, 6006, ...: the pages' servers) are one per machine, whatever runs the
+# tests: the README's steps hold them from their first page to their last, and a test that binds one of them
+# must hold the same lock while it does. Two runs of the suite at once then take turns on them, instead of
+# failing on a port the other run holds.
+FIXED_PORTS_LOCK = Path(tempfile.gettempdir()) / "tfk8s-fixed-ports.lock"
+
+
+@contextlib.contextmanager
+def fixed_ports(timeout):
+    """Hold the machine's fixed-ports lock for the block; True when held, False when `timeout` s went first
+    (timeout=0: only if it is free now)."""
+    with open(FIXED_PORTS_LOCK, "a") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    held = False
+                    break
+                time.sleep(1)
+        try:
+            yield held
+        finally:
+            if held:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

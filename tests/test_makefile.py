@@ -20,6 +20,7 @@ from support import (
     KUBE,
     REPO,
     VERSIONS,
+    fixed_ports,
     load,
     make,
     make_error,
@@ -366,10 +367,15 @@ def test_make_predict_talks_to_the_forward_never_to_what_holds_8500_on_the_lapto
     """A `make serve-local` left running holds 8500: predict must reach the cluster (the stand-in's
     forward to the "pod"), not the laptop's server."""
     path, calls = fake_kubectl
-    try:
-        laptop = Recorder(8500)
-    except OSError:  # something else holds 8500 already: the same situation, unobserved
-        laptop = None
+    with fixed_ports(timeout=0) as held:  # not while the README's steps hold 8500: they use it
+        try:
+            laptop = Recorder(8500) if held else None
+        except OSError:  # something else holds 8500 already: the same situation, unobserved
+            laptop = None
+        check_predict_reaches_the_forward(laptop, path, calls)
+
+
+def check_predict_reaches_the_forward(laptop, path, calls):
     pod = Recorder()
     try:
         result = make("predict", "NAMESPACE=alice", env={"FAKE_FORWARD_TO": str(pod.port),

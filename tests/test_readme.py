@@ -30,6 +30,8 @@ tmp directory; a failure names the page, the step and its line, and shows the lo
 
 One test per page, in the README's order, sharing the copy and the background servers (module fixture): a
 page's test first runs any earlier page that has not run yet, so `-k 05-predict` works alone.
+The steps hold this machine's fixed ports (8500, 6006, ...) from the first page to the last, under a lock
+(support.fixed_ports): two runs of the suite at once take turns on them.
 `make readme-steps` runs only these tests; `make test` runs them with everything else.
 
 Why one module of some 450 lines: the runner and its own tests (a step that fails, hangs or leaves a process)
@@ -50,11 +52,13 @@ import pytest
 import yaml
 
 from conftest import REPO
+from support import FIXED_PORTS_LOCK, fixed_ports
 from tfk8s.cli import child_env
 
 RUN_TIMEOUT = 300         # seconds a `run` step may take unless its marker says timeout=N
 BACKGROUND_TIMEOUT = 180  # seconds a `background` step may take to answer on its port (and print its lines)
 LOG_TAIL = 40             # lines of a failed step's log shown in the failure
+PORTS_WAIT = 1800         # seconds the steps wait for another run's README steps to free the fixed ports
 
 QUICK = "--dataset mini --steps 20 --eval_every 10 --checkpoint_every 10"
 SHORTENED = {
@@ -446,17 +450,22 @@ class Run:
 
 @pytest.fixture(scope="module")
 def readme_run(tmp_path_factory):
-    run = Run(tmp_path_factory.mktemp("readme"))
-    run.check_ready()
-    yield run
-    stubborn = run.stop()
+    with fixed_ports(PORTS_WAIT) as held:
+        if not held:
+            pytest.fail(f"another run's README steps held this machine's fixed ports for {PORTS_WAIT}s "
+                        f"(the lock {FIXED_PORTS_LOCK})", pytrace=False)
+        run = Run(tmp_path_factory.mktemp("readme"))
+        run.check_ready()
+        yield run
+        stubborn = run.stop()
     print("\nREADME steps, seconds per page: " + ", ".join(f"{page_id(p)} {s:.0f}" for p, s in run.durations.items()))
     assert not stubborn, f"background steps that did not stop on SIGTERM within 30 s: {stubborn}"
 
 
 def page_params():
-    """One parameter per page, with a pytest-timeout that covers its steps and those of every page before it."""
-    params, budget = [], 120
+    """One parameter per page, with a pytest-timeout that covers its steps and those of every page before it,
+    and the wait for another run's README steps to free the fixed ports."""
+    params, budget = [], 120 + PORTS_WAIT
     for page in step_pages():
         budget += sum(step.timeout for step in page_steps(page))
         params.append(pytest.param(page, id=page_id(page), marks=pytest.mark.timeout(budget)))
