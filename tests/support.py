@@ -92,10 +92,10 @@ FIXED_PORTS_LOCK = Path(tempfile.gettempdir()) / "tfk8s-fixed-ports.lock"
 
 
 @contextlib.contextmanager
-def fixed_ports(timeout):
+def fixed_ports(timeout, path=FIXED_PORTS_LOCK):
     """Hold the machine's fixed-ports lock for the block; True when held, False when `timeout` s went first
     (timeout=0: only if it is free now)."""
-    with open(FIXED_PORTS_LOCK, "a") as lock:
+    with open(path, "a") as lock:
         deadline = time.monotonic() + timeout
         while True:
             try:

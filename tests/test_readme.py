@@ -225,6 +225,25 @@ def test_the_runner_reports_a_step_that_fails_hangs_or_leaves_a_process(tmp_path
     assert not run.stop()
 
 
+def test_two_runs_take_turns_on_the_fixed_ports(tmp_path):
+    lock = tmp_path / "ports.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", lock],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with fixed_ports(0, lock) as held:
+            assert not held  # the other run's steps hold the ports
+        holder.stdin.close()  # the other run ends
+        with fixed_ports(30, lock) as held:
+            assert held
+            with fixed_ports(0, lock) as again:  # and it is this run's alone while held
+                assert not again
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # ---------------------------------------------------------------- the guard: nothing local slips out of the steps
 
 def bash_blocks(page):
