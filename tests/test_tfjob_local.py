@@ -232,6 +232,32 @@ def test_every_replica_gets_its_tf_config_and_the_chief_decides_success(tmp_path
     assert (tmp_path / "run" / "logs" / "fake-ps-0.log").read_text().startswith("ps-0 run 0\n")
 
 
+def test_a_replica_that_ended_as_the_job_did_is_reported_as_it_ended_and_not_stopped(tmp_path, capsys):
+    """The chief succeeds; a worker finishing at the same moment ends after the job's last look at it. The job's
+    end reports it as it ended (its pod completed), and stops only what still runs (cleanPodPolicy Running)."""
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")},
+                          commands={"Chief": ["python", "-c", "import time; time.sleep(60)"],
+                                    "Worker": ["python", "-c", "import json, os, sys; "
+                                               "sys.exit(3 * json.loads(os.environ['TF_CONFIG'])['task']['index'])"]})
+    replicas = tfjob_local.plan_replicas(yaml.safe_load(manifest.read_text()), tmp_path / "run", [])
+    watchdog = tfjob_local.reaper.Watchdog(5)
+    try:
+        for replica in replicas:
+            tfjob_local.start(replica, watchdog)
+        for replica in replicas:
+            if replica.type == "Worker":
+                replica.process.wait(timeout=60)
+        tfjob_local.stop(replicas, "cleanPodPolicy Running", watchdog)
+    finally:
+        watchdog.close()
+    said = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("[tfjob]") and not line.startswith("[tfjob] started") and " -> " not in line]
+    assert said == ["[tfjob] worker-0 succeeded (exit code 0)", "[tfjob] worker-1 exited with code 3",
+                    "[tfjob] cleanPodPolicy Running: stopping chief-0"], said
+    assert {r.name: r.state for r in replicas} == {"chief-0": "running", "worker-0": "succeeded",
+                                                   "worker-1": "failed"}
+
+
 def test_a_single_replica_job_gets_no_tf_config(tmp_path):
     result = run_local(fake_tfjob(tmp_path, {"Chief": (1, "Never")}), tmp_path / "run")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -352,8 +352,16 @@ def interrupt(signum, frame):
 
 def stop(replicas, why, watchdog):
     """Stop the running replicas as Kubernetes deletes pods: SIGTERM to each group, then SIGKILL to a group
-    left after its grace period (terminationGracePeriodSeconds). A second signal meanwhile kills them at once."""
+    left after its grace period (terminationGracePeriodSeconds). A second signal meanwhile kills them at once.
+    A replica whose main process ended since the job's last look at it (a worker finishing as its chief does)
+    is reported as it ended, and not stopped: its pod completed on its own."""
     running = [r for r in replicas if r.state == "running" and r.process is not None]
+    for r in [r for r in running if r.exit_code() is not None]:
+        code = r.exit_code()
+        r.state = "succeeded" if code == 0 else "failed"
+        say(f"{r.name} succeeded (exit code 0)" if code == 0 else f"{r.name} {r.ended(code)}")
+        finish(r, watchdog)
+        running.remove(r)
     if any(reaper.group_members(r.process.pid) for r in running):
         say(f"{why}: stopping {', '.join(r.name for r in running)}")
         began, left = time.monotonic(), list(running)
