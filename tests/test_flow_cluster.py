@@ -346,10 +346,19 @@ def test_a_failed_step_is_named_and_nothing_after_it_runs(api):
 
 def test_ctrl_c_stops_the_workflow(api):
     api.argo.outcomes = {"s1-main": "hang"}
+    printed = []
     with reaped(flow(api, "--name", "pipeline-test-3", popen=True)) as process:
-        wait_for(lambda: "s1-main" in api.argo.followed, "the log of s1-main followed")
+        reader = threading.Thread(target=lambda: printed.extend(process.stdout), daemon=True)
+        reader.start()
+        # Ctrl-C once the running step's log line is on the screen (the server sending it is not enough: under
+        # load the command may not have printed it yet, and a line still on its way is not promised at Ctrl-C)
+        wait_for(lambda: "[s1-main] s1-main line 1\n" in printed, "s1-main's log line printed",
+                 log=lambda: "".join(printed))
         os.kill(process.pid, signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        process.wait(timeout=60)  # its stderr is one line: the pipe holds it until read
+        err = process.stderr.read()
+        reader.join(timeout=10)
+    out = "".join(printed)
     assert process.returncode == 130, err
     assert err.strip().splitlines() == [
         "error: interrupted: asked Argo to stop workflow pipeline-test-3 (spec.shutdown: Terminate): its running "

@@ -63,10 +63,16 @@ sys.exit(int(code))
 """
 
 
+FAKE_DEADLINE = 60  # seconds; a fake job's replicas end in about 1 s, 5 s with the machine loaded
+
+
 def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake", commands=None, grace=None):
     """Write a valid TFJob whose replicas run FAKE_REPLICA; replicas: {type: (count, restartPolicy)}.
 
     commands: {type: command} replaces a replica type's command; grace: its pods' terminationGracePeriodSeconds.
+    The job has an activeDeadlineSeconds of FAKE_DEADLINE unless run_policy sets one: where a rule is broken so
+    that the job would never end (restarts without end, a success nobody sees), the runner ends it itself and
+    the test fails on its lines, which show what ran and how often, not on a subprocess timeout.
     """
     specs = {rtype: {"replicas": count, "restartPolicy": policy, "template": {"spec": {
         "containers": [{"name": "tensorflow", "image": IMAGE,
@@ -76,7 +82,9 @@ def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake", commands=None, 
         **({"terminationGracePeriodSeconds": grace} if grace is not None else {})}}}
         for rtype, (count, policy) in replicas.items()}
     doc = {"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "metadata": {"name": name},
-           "spec": {"runPolicy": {"cleanPodPolicy": "Running", **(run_policy or {})}, "tfReplicaSpecs": specs}}
+           "spec": {"runPolicy": {"cleanPodPolicy": "Running", "activeDeadlineSeconds": FAKE_DEADLINE,
+                                  **(run_policy or {})},
+                    "tfReplicaSpecs": specs}}
     assert tfjob_check.problems(doc) == []
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -84,9 +92,16 @@ def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake", commands=None, 
 
 
 def run_local(manifest, root, *trainer_args, timeout=120, env=None, restart_delay=0.1):
-    """The runner on `manifest`; a failed replica starts again after 0.1 s (1 s by default: the rules are the same)."""
-    return run_script("tfjob_local.py", manifest, "--root", root, "--restart_delay", restart_delay, "--",
-                      *trainer_args, timeout=timeout, env=env)
+    """The runner on `manifest`; a failed replica starts again after 0.1 s (1 s by default: the rules are the same).
+
+    A runner that does not end within `timeout` fails the test with what it printed so far."""
+    try:
+        return run_script("tfjob_local.py", manifest, "--root", root, "--restart_delay", restart_delay, "--",
+                          *trainer_args, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        printed = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                          for part in (e.stdout, e.stderr))
+        pytest.fail(f"tfjob_local.py did not end within {timeout}s; it printed:\n{printed[-3000:]}")
 
 
 MARK = "TFJOB_LOCAL_TEST"  # set in a runner's environment: every process it starts inherits it
