@@ -68,7 +68,7 @@ PYTEST = env -u MAKELEVEL -u MAKEFLAGS -u MFLAGS $(PYTHON) -m pytest
 # order: tests/conftest.py). The README's steps are one of those files; their servers listen on the ports the
 # pages name (8500, 8501, 6006), which they hold under a lock a test binding one of those ports takes too.
 .PHONY: check
-check: lint ## After every change: lint, then every test that trains nothing, on every core (5 to 8 minutes on 2 cores)
+check: lint ## After every change: lint, then every test that trains nothing, on every core (4 to 8 minutes on 2 cores)
 	$(PYTEST) -m "not slow and not readme" -n auto --maxprocesses 4
 
 .PHONY: test
