@@ -9,6 +9,7 @@ and a worker killed mid-training that the job survives.
 Why one module of some 460 lines: the fast rules and the slow real runs share the manifests and helpers,
 and the fast half is what the slow half relies on.
 """
+import contextlib
 import json
 import os
 import re
@@ -271,6 +272,58 @@ def test_a_replica_that_ended_as_the_job_did_is_reported_as_it_ended_and_not_sto
                     "[tfjob] cleanPodPolicy Running: stopping chief-0"], said
     assert {r.name: r.state for r in replicas} == {"chief-0": "running", "worker-0": "succeeded",
                                                    "worker-1": "failed"}
+
+
+# A worker that starts a child (which ignores SIGTERM), writes its pid to the shared volume and exits 0.
+WORKER_LEAVING_A_CHILD = """
+import os, subprocess, sys
+stubborn = "import signal, time; signal.signal(15, signal.SIG_IGN); print(1, flush=True); time.sleep(600)"
+child = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, text=True)
+child.stdout.readline()
+path = os.path.join(sys.argv[1], "child.pid")
+open(path + ".tmp", "w").write(str(child.pid))
+os.rename(path + ".tmp", path)
+print(f"child {child.pid}", flush=True)
+"""
+# A chief that succeeds once that child is gone, and fails naming it if it still runs 40 s on.
+CHIEF_WATCHING_THE_CHILD = """
+import os, sys, time
+path, deadline = os.path.join(sys.argv[1], "child.pid"), time.monotonic() + 40
+while not os.path.exists(path):
+    if time.monotonic() > deadline:
+        sys.exit("worker-0 never wrote its child's pid")
+    time.sleep(0.05)
+pid = int(open(path).read())
+while time.monotonic() < deadline:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    if state in ("gone", "Z"):
+        print(f"worker-0's child {pid} is gone", flush=True)
+        sys.exit(0)
+    time.sleep(0.05)
+print(f"worker-0 has ended and its child {pid} still runs", flush=True)
+sys.exit(1)
+"""
+
+
+def test_a_replica_whose_main_process_ends_takes_its_other_processes_with_it(tmp_path):
+    """As a container's processes end with its main process: worker-0 exits 0 leaving a child that ignores
+    SIGTERM, and the child is killed while the job still runs (the chief waits to see it gone)."""
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (1, "Never")},
+                          commands={"Chief": ["python", "-c", CHIEF_WATCHING_THE_CHILD],
+                                    "Worker": ["python", "-c", WORKER_LEAVING_A_CHILD]})
+    result = run_local(manifest, tmp_path / "run")
+    child = re.search(r"\[worker-0\] child (\d+)", result.stdout)
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "[tfjob] worker-0 succeeded (exit code 0)" in result.stdout
+        assert f"[chief-0] worker-0's child {child[1]} is gone" in result.stdout, result.stdout
+    finally:
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child[1]), signal.SIGKILL)
 
 
 def test_a_single_replica_job_gets_no_tf_config(tmp_path):
