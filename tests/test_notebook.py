@@ -62,10 +62,16 @@ def test_notebook_trains_serves_shows_the_mistakes_and_skips_the_tfjob_without_a
     assert f"test accuracy after {progress[-1][0]} steps:" in printed  # read back from the event files
     served = re.search(r"test accuracy through the model server: (\d+\.\d+)% \((\d+) of 10000 misclassified\)", printed)
     assert served, printed
-    # A share of the 10,000 test images, exactly the ones not misclassified. Measured: the notebook's 200 steps
-    # reached 97.06-98.13% through the server (seeds 0-3, seed 0 twice); threshold 1.5 points under the lowest.
+    # A share of the 10,000 test images, exactly the ones not misclassified, and the trainer's own test figure
+    # for the same model and images (one image apart at most: the server's batches are not the trainer's, and a
+    # near-tie may fall the other way).
     assert whole_share(served.group(1), 10000) == 10000 - int(served.group(2)), printed
-    assert float(served.group(1)) > 95.5, printed
+    trained = re.search(rf"test accuracy after {progress[-1][0]} steps: (\d+\.\d+)%", printed)
+    assert abs(float(served.group(1)) - float(trained.group(1))) <= 0.0100001, printed
+    # Measured: the notebook's 200 steps (weights initialised at random: --seed fixes the split and the order)
+    # reached 93.72-98.16% through the server in 14 runs, 8 of them back to back (95.29, 96.21, 97.62-98.16);
+    # a server that answers for another model or another preprocessing falls far below the threshold.
+    assert float(served.group(1)) > 90, printed
     assert "model server stopped" in printed
     assert "TFJob mnist-tfjob in namespace default: 1 Chief, 2 Worker" in printed
     assert "skipped: no cluster (" in printed and (run_dir / "tfjob.yaml").read_text().count("kind: TFJob") == 1
