@@ -21,11 +21,14 @@ by every replica; a restarted process resumes from the last one (global step
 and optimizer state); evaluation every --eval_every steps with TensorBoard
 summaries under --model_dir; one export per run under --export_dir.
 """
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -296,13 +299,52 @@ def duration(seconds):
     return f"{seconds}s" if seconds < 60 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+@contextlib.contextmanager
+def ctrl_c_at_step_boundaries():
+    """Within the block, Ctrl-C (SIGINT) is taken at the next check(): between runs of steps, not inside one, nor
+    inside a checkpoint's save. A KeyboardInterrupt raised while TensorFlow's runtime is at work can leave its
+    heap corrupt: the process then aborts (`free(): invalid next size`, SIGABRT) instead of saying in one line
+    that the same command resumes (tensorflow/tensorflow#6968). A second Ctrl-C is taken at once.
+    Where SIGINT is ignored (a background job) or handled by someone else, nothing changes."""
+    pending = []
+
+    def check():
+        if pending:
+            pending.clear()  # taken
+            raise KeyboardInterrupt
+
+    def on_sigint(signum, frame):
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    ours = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if not ours:
+        yield lambda: None
+        return
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    check()  # a Ctrl-C after the last check, still to be taken
+
+
 def loop(args, learner, run_steps, checkpoints, summaries, snapshot, validate, say):
     """Train from the current global step to args.steps; return the images/s of each window."""
+    with ctrl_c_at_step_boundaries() as check:
+        return train_loop(args, learner, run_steps, checkpoints, summaries, snapshot, validate, say, check)
+
+
+def train_loop(args, learner, run_steps, checkpoints, summaries, snapshot, validate, say, check):
     speeds = []
     window_start, window_step = time.time(), learner.step
     run_start, run_step = window_start, window_step
     while learner.step < args.steps:
+        check()
         run_steps(next_boundary(learner.step, args.steps, args.eval_every, args.checkpoint_every) - learner.step)
+        check()
         current = learner.step
         images_per_second = (current - window_step) * args.batch_size / max(time.time() - window_start, 1e-9)
         speeds.append(images_per_second)
