@@ -37,10 +37,17 @@ MAKE = shutil.which("make")
 
 
 def run_script(script, *args, env=None, timeout=600, cwd=REPO):
-    """Run `python src/<script> args...` as a user would; return the CompletedProcess (text)."""
+    """Run `python src/<script> args...` as a user would; return the CompletedProcess (text).
+
+    A script that does not end within `timeout` fails the test with what it printed so far."""
     full_env = {**child_env(), **(env or {})}
-    return subprocess.run([sys.executable, str(SRC / script), *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run([sys.executable, str(SRC / script), *map(str, args)], cwd=cwd, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        printed = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                          for part in (e.stdout, e.stderr))
+        pytest.fail(f"{script} did not end within {timeout}s; it printed:\n{printed[-3000:]}")
 
 
 def assert_one_line_error(result, *fragments):

@@ -93,16 +93,9 @@ def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake", commands=None, 
 
 
 def run_local(manifest, root, *trainer_args, timeout=120, env=None, restart_delay=0.1):
-    """The runner on `manifest`; a failed replica starts again after 0.1 s (1 s by default: the rules are the same).
-
-    A runner that does not end within `timeout` fails the test with what it printed so far."""
-    try:
-        return run_script("tfjob_local.py", manifest, "--root", root, "--restart_delay", restart_delay, "--",
-                          *trainer_args, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired as e:
-        printed = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
-                          for part in (e.stdout, e.stderr))
-        pytest.fail(f"tfjob_local.py did not end within {timeout}s; it printed:\n{printed[-3000:]}")
+    """The runner on `manifest`; a failed replica starts again after 0.1 s (1 s by default: the rules are the same)."""
+    return run_script("tfjob_local.py", manifest, "--root", root, "--restart_delay", restart_delay, "--",
+                      *trainer_args, timeout=timeout, env=env)
 
 
 MARK = "TFJOB_LOCAL_TEST"  # set in a runner's environment: every process it starts inherits it
