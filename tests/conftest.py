@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import sys
 import tempfile
@@ -28,6 +29,12 @@ CHILD_GUARD = Path(__file__).parent / "child_guard"
 
 
 def pytest_configure(config):
+    # A suite started in the background of a script (`make test > log &` in a shell without job control) finds
+    # SIGINT ignored, and so would every process it starts: the trainer, the sweep and the workflow keep an
+    # ignored Ctrl-C ignored, as they should, and the tests of Ctrl-C would fail on the machine, not the code.
+    # So the suite takes Ctrl-C back for itself and its processes (in the controller and in each xdist worker).
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_GUARD), os.environ.get("PYTHONPATH")]))
     config.guard_records = Path(tempfile.mkdtemp(prefix="tfk8s-guard-"))
     config.guard_flagged = set()
