@@ -261,7 +261,7 @@ def test_a_replica_that_ended_as_the_job_did_is_reported_as_it_ended_and_not_sto
         watchdog.close()
     said = [line for line in capsys.readouterr().out.splitlines()
             if line.startswith("[tfjob]") and not line.startswith("[tfjob] started") and " -> " not in line]
-    assert said == ["[tfjob] worker-0 succeeded (exit code 0)", "[tfjob] worker-1 exited with code 3",
+    assert said == ["[tfjob] worker-0 succeeded (exit code 0)", "[tfjob] worker-1 failed (exit code 3)",
                     "[tfjob] cleanPodPolicy Running: stopping chief-0"], said
     assert {r.name: r.state for r in replicas} == {"chief-0": "running", "worker-0": "succeeded",
                                                    "worker-1": "failed"}

@@ -359,7 +359,7 @@ def stop(replicas, why, watchdog):
     for r in [r for r in running if r.exit_code() is not None]:
         code = r.exit_code()
         r.state = "succeeded" if code == 0 else "failed"
-        say(f"{r.name} succeeded (exit code 0)" if code == 0 else f"{r.name} {r.ended(code)}")
+        say(f"{r.name} {r.state} (exit code {code})")  # as supervise() says it of a replica it saw end
         finish(r, watchdog)
         running.remove(r)
     if any(reaper.group_members(r.process.pid) for r in running):
