@@ -6,6 +6,7 @@ mutations are the mistakes the API server or the operator's webhook reject.
 import copy
 
 import pytest
+import yaml
 
 from support import REPO, assert_one_line_error, run_script
 from tfk8s import yamlfile
@@ -164,3 +165,9 @@ def test_cli_refuses_a_file_that_is_not_yaml(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("spec: [unclosed\n")
     assert_one_line_error(run_script("tfjob_check.py", bad), "is not valid YAML")
+
+
+def test_the_crd_is_read_with_libyaml_and_reads_as_the_pure_python_parser_reads_it():
+    assert tfjob_check.CRD_LOADER is yaml.CSafeLoader  # the lock's PyYAML wheel carries libyaml
+    text = tfjob_check.CRD.read_text()
+    assert yaml.load(text, Loader=tfjob_check.CRD_LOADER) == yaml.load(text, Loader=yaml.SafeLoader)

@@ -111,10 +111,16 @@ VALIDATOR = jsonschema.validators.extend(jsonschema.Draft7Validator,
                                          {"x-kubernetes-list-map-keys": unique_map_keys})
 
 
+# The CRD is this package's own file (576 kB), not a user's: it is read with libyaml's parser where PyYAML has
+# it (0.07 s of CPU against 0.44 s for the pure-Python parser, the same objects), which every command that
+# checks a TFJob pays once.
+CRD_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @functools.cache
 def schema_validator():
     """The validator for the CRD's served version (kubeflow.org/v1), built once."""
-    crd = yaml.safe_load(CRD.read_text())
+    crd = yaml.load(CRD.read_text(), Loader=CRD_LOADER)
     version = next(v for v in crd["spec"]["versions"] if v["name"] == API_VERSION.split("/")[1])
     schema = closed(version["schema"]["openAPIV3Schema"])
     schema["properties"]["metadata"] = OBJECT_META
