@@ -43,6 +43,11 @@ def test_a_note_that_cannot_be_written_changes_nothing_the_process_prints(tmp_pa
     assert log.read_text() == "x" * 100
 
 
+def report(*args):
+    return subprocess.run([sys.executable, REPORT, *map(str, args)], capture_output=True, text=True, timeout=60,
+                          env=child_env())
+
+
 def note(cpu, tensorflow, test, command):
     return json.dumps({"cpu": cpu, "tensorflow": tensorflow, "test": test, "command": command})
 
@@ -56,8 +61,7 @@ def test_the_report_sums_by_test_file_and_by_what_ran(tmp_path):
         note(0.75, False, "tests/test_b.py::test_three", "/v/bin/python /tmp/t/bin/kubectl get pods"),
         note(2.0, False, "", "/v/bin/python -c import sys;exec(eval(sys.stdin.readline()))"),
     ]) + "\n")
-    result = subprocess.run([sys.executable, REPORT, log], capture_output=True, text=True, timeout=60,
-                            env=child_env())
+    result = report(log)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "13.0 s of CPU in 5 processes that ended on their own (2 loaded TensorFlow: 10.0 s)",
@@ -76,13 +80,10 @@ def test_the_report_sums_by_test_file_and_by_what_ran(tmp_path):
 def test_a_line_that_is_not_a_note_is_one_line_naming_it(tmp_path):
     log = tmp_path / "cpu.jsonl"
     log.write_text(note(1.0, False, "", "python x.py") + "\n[1, 2]\n")
-    result = subprocess.run([sys.executable, REPORT, log], capture_output=True, text=True, timeout=60,
-                            env=child_env())
+    result = report(log)
     assert_one_line_error(result, f"{log} line 2 is not a line of TFK8S_TEST_CPU_LOG: '[1, 2]'")
-    missing = subprocess.run([sys.executable, REPORT, tmp_path / "none"], capture_output=True, text=True,
-                             timeout=60, env=child_env())
+    missing = report(tmp_path / "none")
     assert_one_line_error(missing, f"cannot read {tmp_path / 'none'}: No such file or directory")
-    no_rows = subprocess.run([sys.executable, REPORT, log, "--top", "0"], capture_output=True, text=True,
-                             timeout=60, env=child_env())
+    no_rows = report(log, "--top", 0)
     assert_one_line_error(no_rows, "--top must be at least 1, not 0")
     assert no_rows.returncode == 2

@@ -57,7 +57,6 @@ def test_where_ctrl_c_is_ignored_it_stays_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
-
 def test_the_suite_sees_ctrl_c_even_when_it_is_started_with_ctrl_c_ignored(tmp_path):
     """`make test > log &` in a script starts pytest with SIGINT ignored: the suite (conftest.py) takes Ctrl-C
     back, for its tests and for the processes they start, or every test of Ctrl-C fails on how it was started."""

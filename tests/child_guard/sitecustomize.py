@@ -16,6 +16,12 @@ _RECORD = os.environ.get("TFK8S_TEST_GUARD")
 _CPU_LOG = os.environ.get("TFK8S_TEST_CPU_LOG")
 
 
+def _command():
+    """This process's command line, its arguments joined by spaces."""
+    with open("/proc/self/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
 class _TensorFlowRuntimeWatch:
     """A meta path finder that finds nothing: it only notes the first import of tensorflow.python."""
 
@@ -25,16 +31,13 @@ class _TensorFlowRuntimeWatch:
     def find_spec(cls, name, path=None, target=None):
         if name == "tensorflow.python" and not cls.noted:
             cls.noted = True
-            with open("/proc/self/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
             with open(_RECORD, "a") as f:
-                f.write(f"{command}\n")
+                f.write(f"{_command()}\n")
         return None
 
 
 if _RECORD:
     sys.meta_path.insert(0, _TensorFlowRuntimeWatch)
-
 
 
 def _note_cpu():
@@ -43,11 +46,9 @@ def _note_cpu():
         import resource
 
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        with open("/proc/self/cmdline", "rb") as f:
-            command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         line = json.dumps({"cpu": round(usage.ru_utime + usage.ru_stime, 3), "tensorflow": "tensorflow" in sys.modules,
                            "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0],
-                           "command": command[:500]})
+                           "command": _command()[:500]})
         with open(_CPU_LOG, "a") as f:  # one short write in append mode: lines of processes at once stay whole
             f.write(line + "\n")
     except OSError:
