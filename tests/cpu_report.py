@@ -11,6 +11,7 @@ import collections
 import json
 from pathlib import Path
 
+from tfk8s import yamlfile
 from tfk8s.cli import ArgumentParser, entry_point, fail
 
 
@@ -30,10 +31,7 @@ def what_ran(command):
 
 
 def read(path):
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        fail(f"cannot read {path}: {e.strerror}")
+    lines = yamlfile.read_text(path).splitlines()  # a missing, unreadable or binary file: one line
     records = []
     for number, line in enumerate(lines, 1):
         try:

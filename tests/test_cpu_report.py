@@ -84,6 +84,9 @@ def test_a_line_that_is_not_a_note_is_one_line_naming_it(tmp_path):
     assert_one_line_error(result, f"{log} line 2 is not a line of TFK8S_TEST_CPU_LOG: '[1, 2]'")
     missing = report(tmp_path / "none")
     assert_one_line_error(missing, f"cannot read {tmp_path / 'none'}: No such file or directory")
+    (tmp_path / "binary").write_bytes(b"\xff\xfe")
+    assert_one_line_error(report(tmp_path / "binary"),
+                          f"{tmp_path / 'binary'} is not a text file (byte 0 is not UTF-8)")
     no_rows = report(log, "--top", 0)
     assert_one_line_error(no_rows, "--top must be at least 1, not 0")
     assert no_rows.returncode == 2
