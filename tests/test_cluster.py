@@ -48,6 +48,20 @@ def test_without_a_chief_worker_0_writes_checkpoints_and_exports():
     assert not cluster.read_role({"TF_CONFIG": json.dumps(config)}).is_chief
 
 
+def test_an_evaluator_in_the_cluster_is_not_a_training_replica():
+    # The operator lists an Evaluator replica in every replica's TF_CONFIG (the Evaluator itself is refused).
+    (doc,) = yamlfile.documents(REPO / "kube" / "tfjob.yaml")
+    doc["spec"]["tfReplicaSpecs"]["Evaluator"] = doc["spec"]["tfReplicaSpecs"]["Worker"]
+    chief = cluster.read_role({"TF_CONFIG": tfjob_local.operator_tf_config(doc, "Chief", 0)})
+    assert (chief.mode, chief.is_chief) == ("multi_worker", True)
+    assert sorted(chief.cluster) == ["chief", "evaluator", "worker"]
+    del doc["spec"]["tfReplicaSpecs"]["Worker"]
+    alone = cluster.read_role({"TF_CONFIG": tfjob_local.operator_tf_config(doc, "Chief", 0)})
+    assert (alone.mode, alone.is_chief) == ("single", True)
+    with pytest.raises(UsageError, match="an Evaluator replica is not supported"):
+        cluster.read_role({"TF_CONFIG": tfjob_local.operator_tf_config(doc, "Evaluator", 0)})
+
+
 def test_a_single_replica_tfjob_gets_no_tf_config_and_trains_alone():
     (doc,) = yamlfile.documents(REPO / "kube" / "tfjob.yaml")
     del doc["spec"]["tfReplicaSpecs"]["Worker"]
@@ -60,6 +74,9 @@ def test_a_single_replica_tfjob_gets_no_tf_config_and_trains_alone():
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', "task chief-0 does not fit"),
     ('{"cluster": {"learner": ["a:1"]}, "task": {"type": "learner", "index": 0}}', "does not fit its cluster"),
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "evaluator", "index": 0}}', "Evaluator replica is not"),
+    # The operator accepts a Master replica and names the task `master`; TensorFlow 2 refuses it.
+    ('{"cluster": {"master": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}',
+     "TF_CONFIG has a master task, which TensorFlow 2 does not know"),
     ('{"cluster": ["a:1"], "task": {}}', "TF_CONFIG is not valid JSON"),
 ])
 def test_malformed_tf_config_is_a_usage_error(tf_config, message):

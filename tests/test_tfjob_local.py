@@ -67,10 +67,11 @@ sys.exit(int(code))
 FAKE_DEADLINE = 60  # seconds; a fake job's replicas end in about 1 s, 5 s with the machine loaded
 
 
-def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake", commands=None, grace=None):
+def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake", commands=None, grace=None, tmp=False):
     """Write a valid TFJob whose replicas run FAKE_REPLICA; replicas: {type: (count, restartPolicy)}.
 
-    commands: {type: command} replaces a replica type's command; grace: its pods' terminationGracePeriodSeconds.
+    commands: {type: command} replaces a replica type's command; grace: its pods' terminationGracePeriodSeconds;
+    tmp: an emptyDir mounted at /tmp, as in kube/tfjob.yaml.
     The job has an activeDeadlineSeconds of FAKE_DEADLINE unless run_policy sets one: where a rule is broken so
     that the job would never end (restarts without end, a success nobody sees), the runner ends it itself and
     the test fails on its lines, which show what ran and how often, not on a subprocess timeout.
@@ -78,8 +79,10 @@ def fake_tfjob(tmp_path, replicas, run_policy=None, name="fake", commands=None, 
     specs = {rtype: {"replicas": count, "restartPolicy": policy, "template": {"spec": {
         "containers": [{"name": "tensorflow", "image": IMAGE,
                         "command": (commands or {}).get(rtype, ["python", "-c", FAKE_REPLICA]),
-                        "args": ["/mnt/nfs"], "volumeMounts": [{"name": "nfs", "mountPath": "/mnt/nfs"}]}],
-        "volumes": [{"name": "nfs", "persistentVolumeClaim": {"claimName": "mnist-nfs"}}],
+                        "args": ["/mnt/nfs"], "volumeMounts": [{"name": "nfs", "mountPath": "/mnt/nfs"},
+                                                               *[{"name": "tmp", "mountPath": "/tmp"}] * tmp]}],
+        "volumes": [{"name": "nfs", "persistentVolumeClaim": {"claimName": "mnist-nfs"}},
+                    *[{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}] * tmp],
         **({"terminationGracePeriodSeconds": grace} if grace is not None else {})}}}
         for rtype, (count, policy) in replicas.items()}
     doc = {"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "metadata": {"name": name},
@@ -185,7 +188,8 @@ def test_tf_config_is_exactly_the_operators():
         '"task":{"type":"worker","index":1},"environment":"cloud"}')
 
 
-def test_tf_config_uses_the_namespace_and_the_tfjob_port_and_leaves_out_the_evaluator():
+def test_tf_config_uses_the_namespace_and_the_tfjob_port_and_lists_the_evaluator_too():
+    # genClusterSpec (pkg/controller.v1/tensorflow/tensorflow.go, v1.9.4) puts every replica type in the cluster.
     (doc,) = yamlfile.documents(REPO / "kube" / "tfjob.yaml")
     doc = json.loads(json.dumps(doc))  # independent replicas (the manifest shares one template)
     doc["metadata"]["namespace"] = "alice"
@@ -193,6 +197,7 @@ def test_tf_config_uses_the_namespace_and_the_tfjob_port_and_leaves_out_the_eval
     doc["spec"]["tfReplicaSpecs"]["Evaluator"] = doc["spec"]["tfReplicaSpecs"]["Chief"]
     config = json.loads(tfjob_local.operator_tf_config(doc, "Evaluator", 0))
     assert config == {"cluster": {"chief": ["mnist-tfjob-chief-0.alice.svc:2222"],
+                                  "evaluator": ["mnist-tfjob-evaluator-0.alice.svc:2222"],
                                   "worker": ["mnist-tfjob-worker-0.alice.svc:3333",
                                              "mnist-tfjob-worker-1.alice.svc:3333"]},
                       "task": {"type": "evaluator", "index": 0}, "environment": "cloud"}
@@ -375,11 +380,64 @@ def test_a_permanent_failure_fails_the_job_naming_the_replica_and_its_last_lines
 
 
 def test_backoff_limit_caps_the_restarts_in_place_of_on_failure(tmp_path):
+    # Operator v1.9 fails the job once the restart counts of its running pods reach backoffLimit: the second
+    # restart in place is the last, cut short, so two runs end.
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "OnFailure")}, run_policy={"backoffLimit": 2})
     result = run_local(manifest, tmp_path / "run", "chief-0=138")
     assert_one_line_error(result, "chief-0 exited with code 138 and runPolicy.backoffLimit 2 is spent")
+    assert "[tfjob] chief-0 exited with code 138; restartPolicy OnFailure: restart 1 (1 of runPolicy.backoffLimit " \
+           "2 in running pods)" in result.stdout
     assert [line for line in replica_lines(result.stdout, "chief-0") if " run " in line] == [
-        "chief-0 run 0", "chief-0 run 1", "chief-0 run 2"]
+        "chief-0 run 0", "chief-0 run 1"]
+
+
+def test_a_backoff_limit_of_one_fails_the_job_at_the_first_restart_in_place_even_if_the_rerun_would_succeed(
+        tmp_path):
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "OnFailure")}, run_policy={"backoffLimit": 1})
+    result = run_local(manifest, tmp_path / "run", "chief-0=1,0")
+    assert_one_line_error(result, "chief-0 exited with code 1 and runPolicy.backoffLimit 1 is spent")
+    assert "chief-0 run 1" not in result.stdout
+
+
+def counting_runs(name, body):
+    """A replica's script: `run` is how many times it ran before (counted in the shared volume), then `body`."""
+    return (f"import os, sys, time\nruns = os.path.join(sys.argv[1], {name + '.runs'!r})\n"
+            "run = len(open(runs).read()) if os.path.exists(runs) else 0\n"
+            f"open(runs, 'a').write('x')\nprint(f'{name} run {{run}}', flush=True)\n{body}")
+
+
+# A worker that fails once, then writes its pid and succeeds; a chief that fails once, after that worker has
+# ended and the runner has reaped it (its pid is gone), then succeeds.
+WORKER_FAILS_ONCE = counting_runs("worker", """
+if run == 0:
+    sys.exit(138)
+open(os.path.join(sys.argv[1], "worker.pid.tmp"), "w").write(str(os.getpid()))
+os.rename(os.path.join(sys.argv[1], "worker.pid.tmp"), os.path.join(sys.argv[1], "worker.pid"))
+""")
+CHIEF_FAILS_ONCE_AFTER_THE_WORKER = counting_runs("chief", """
+if run == 0:
+    pid_file = os.path.join(sys.argv[1], "worker.pid")
+    while not os.path.exists(pid_file):
+        time.sleep(0.05)
+    while os.path.exists(f"/proc/{open(pid_file).read()}"):
+        time.sleep(0.05)
+    sys.exit(138)
+""")
+
+
+def test_the_restarts_of_a_replica_that_completed_no_longer_count_against_the_backoff_limit(tmp_path):
+    # PastBackoffLimit sums the restart counts of Running pods only: the worker's restart stops counting once
+    # its pod has succeeded, so the chief's own first restart (1 of 2) is allowed.
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "OnFailure"), "Worker": (1, "OnFailure")},
+                          run_policy={"backoffLimit": 2},
+                          commands={"Chief": ["python", "-c", CHIEF_FAILS_ONCE_AFTER_THE_WORKER],
+                                    "Worker": ["python", "-c", WORKER_FAILS_ONCE]})
+    result = run_local(manifest, tmp_path / "run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[tfjob] worker-0 succeeded (exit code 0)" in result.stdout
+    assert "[tfjob] chief-0 exited with code 138; restartPolicy OnFailure: restart 2 (1 of runPolicy.backoffLimit " \
+           "2 in running pods)" in result.stdout, result.stdout
+    assert replica_lines(result.stdout, "chief-0") == ["chief run 0", "chief run 1"]
 
 
 def test_under_exit_code_only_the_deadline_bounds_retries_as_in_operator_v1_9(tmp_path):
@@ -500,12 +558,54 @@ def test_a_restart_delay_out_of_range_is_one_line(tmp_path, delay):
 
 
 def test_a_failed_replica_starts_again_after_the_restart_delay(tmp_path):
-    manifest = fake_tfjob(tmp_path, {"Chief": (1, "OnFailure")}, run_policy={"backoffLimit": 1})
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "OnFailure")}, run_policy={"backoffLimit": 2})
     started = time.monotonic()
     result = run_local(manifest, tmp_path / "run", "chief-0=138", restart_delay=5)
-    assert_one_line_error(result, "runPolicy.backoffLimit 1 is spent")
+    assert_one_line_error(result, "runPolicy.backoffLimit 2 is spent")
     # The runner waited 5 s before the second run; with its default of 1 s the whole test took 3.0 s here.
     assert time.monotonic() - started >= 5
+
+
+# A replica that lists its temporary directory, leaves a file there, and fails (137, retryable) on its first run.
+TMP_LISTER = counting_runs("chief", """
+import tempfile
+tmp = tempfile.gettempdir()
+print(f"run {run} in {tmp}: {sorted(os.listdir(tmp))}", flush=True)
+open(os.path.join(tmp, f"left-by-run-{run}"), "w").close()
+sys.exit(137 if run == 0 else 0)
+""")
+
+
+@pytest.mark.parametrize("policy, second_run_finds", [("ExitCode", []), ("OnFailure", ["left-by-run-0"])])
+def test_a_volume_at_tmp_is_the_replicas_own_and_a_new_pod_under_exit_code_finds_it_empty(tmp_path, policy,
+                                                                                          second_run_finds):
+    # Under ExitCode the operator deletes the failed pod and creates another, with a new emptyDir; under
+    # OnFailure the kubelet restarts the container in its pod, whose emptyDir keeps what the first run left.
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, policy)}, commands={"Chief": ["python", "-c", TMP_LISTER]},
+                          tmp=True)
+    host_tmp = tmp_path / "host-tmp"
+    host_tmp.mkdir()
+    result = run_local(manifest, tmp_path / "run", env={"TMPDIR": str(host_tmp)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    pod_tmp = tmp_path / "run" / "pods" / "fake-chief-0" / "tmp"
+    assert replica_lines(result.stdout, "chief-0") == ["chief run 0", f"run 0 in {pod_tmp}: []",
+                                                       "chief run 1", f"run 1 in {pod_tmp}: {second_run_finds}"], \
+        result.stdout
+    assert not any(host_tmp.iterdir())  # this machine's TMPDIR is not the pod's
+
+
+def test_a_new_pod_whose_volume_cannot_be_emptied_stops_the_job_in_one_line_and_leaves_no_replica(tmp_path):
+    # The replica puts a file where its emptyDir's directory was: the new pod's volume cannot be made.
+    breaker = ("import os, sys, tempfile; tmp = tempfile.gettempdir(); os.rmdir(tmp); open(tmp, 'w').close(); "
+               "sys.exit(137)")
+    mark = f"new-pod-{os.getpid()}"
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "ExitCode"), "Worker": (1, "Never")},
+                          commands={"Chief": ["python", "-c", breaker]}, grace=1, tmp=True)
+    result = run_local(manifest, tmp_path / "run", "worker-0=family", env={MARK: mark})
+    pod_tmp = tmp_path / "run" / "pods" / "fake-chief-0" / "tmp"
+    assert_one_line_error(result, f"cannot empty {pod_tmp} for chief-0's new pod: Not a directory")
+    assert "[tfjob] cannot go on: stopping worker-0" in result.stdout, result.stdout
+    assert_nothing_left(mark, timeout=2)
 
 
 # ---------------------------------------------------------------- what the runner is given: its output, disk, sizes
@@ -646,6 +746,10 @@ def test_a_replica_killed_mid_training_is_restarted_and_the_job_resumes_from_the
     assert resumed and int(resumed[-1]) > 0, output
     assert re.search(r"\[chief-0\] step +60/60", output)
     assert len(exports(tmp_path)) == 1 and not (model_dir / "trainer.lock").exists()
+    # The workers' scratch checkpoints were in their pods' /tmp (an emptyDir): the killed replica's went with its
+    # pod (a new pod under restartPolicy ExitCode), the others' were removed as their trainers ended.
+    assert sorted((tmp_path / "pods").glob("*-worker-*/tmp")), sorted((tmp_path / "pods").glob("*/*"))
+    assert not sorted((tmp_path / "pods").glob("*/tmp/ckpt-*")), output
 
 
 @pytest.mark.slow

@@ -25,14 +25,22 @@ process (reaper.py) kills what is left of their groups: nothing is left behind.
 
 What stands in for the cluster: `python` is this interpreter, /app/ (the
 image's WORKDIR) is this repository, and every volume is a directory under
---root, shared by all replicas as the NFS claim is. Each replica's output is
-printed with its name (`[worker-1] ...`) and kept in <root>/logs/<pod>.log,
-where a pod is named as on the cluster: <job>-<type>-<index>.
+--root, shared by all replicas as the NFS claim is, except an emptyDir, which
+is one pod's own (<root>/pods/<pod>/<volume>). A volume mounted at /tmp is the
+replica's TMPDIR, so TensorFlow's scratch files and a worker's scratch
+checkpoints stay in its pod, not in this machine's /tmp. A replica restarted
+under restartPolicy ExitCode is a new pod, as the operator deletes the failed
+one and creates another: its emptyDir volumes start empty again (under
+OnFailure and Always the container restarts in its pod and keeps them). Each
+replica's output is printed with its name (`[worker-1] ...`) and kept in
+<root>/logs/<pod>.log, where a pod is named as on the cluster:
+<job>-<type>-<index>.
 """
 import json
 import os
 import posixpath
 import select
+import shutil
 import signal
 import stat
 import subprocess
@@ -75,9 +83,7 @@ def operator_tf_config(doc, replica_type, index):
         return None  # a single replica in total trains alone: no TF_CONFIG
     job, namespace = doc["metadata"]["name"], doc["metadata"].get("namespace", "default")
     cluster = {}
-    for rtype, spec in specs.items():
-        if rtype == "Evaluator":
-            continue  # an evaluator is not part of the training cluster
+    for rtype, spec in specs.items():  # every replica type, the Evaluator too (genClusterSpec filters none)
         port = next((p["containerPort"] for p in tensorflow_container(spec).get("ports", [])
                      if p.get("name") == PORT_NAME), DEFAULT_PORT)
         rt = rtype.lower()
@@ -126,6 +132,8 @@ class Replica:
     restart_at: float = None
     tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     output_error: str = None  # why its output could not be kept (a full --root): the run fails on it
+    empty_dirs: list = field(default_factory=list)  # its emptyDir volumes' directories: the pod's own
+    restart_count: int = 0  # its container's restarts inside its pod (OnFailure, Always), as the kubelet counts them
 
     @property
     def name(self):
@@ -196,7 +204,7 @@ def plan_replicas(doc, root, trainer_args):
             raise UserError(f"{rtype}: the tensorflow container has no command: state it "
                             "(this runner cannot read the image's ENTRYPOINT)")
         volumes = {v["name"]: v for v in spec["template"]["spec"].get("volumes", [])}
-        mounts = []
+        mounts, empty_dirs = [], []
         for mount in container.get("volumeMounts", []):
             per_pod = "emptyDir" in volumes.get(mount["name"], {})  # an emptyDir belongs to one pod; claims are shared
             local = volume_dir(root, pod, mount, per_pod)
@@ -205,6 +213,8 @@ def plan_replicas(doc, root, trainer_args):
             except OSError as err:
                 raise UserError(f"cannot create {local} for {pod}'s volume {mount['name']}: {err.strerror}") from None
             mounts.append((mount["mountPath"], local))
+            if per_pod:
+                empty_dirs.append(local)
         mounts.append((IMAGE_WORKDIR, REPO))
         mounts.sort(key=lambda m: -len(m[0]))  # the most specific mount point wins
 
@@ -212,6 +222,9 @@ def plan_replicas(doc, root, trainer_args):
         if argv[0] in PYTHONS:
             argv[0] = sys.executable
         env = dict(base_env)
+        tmp = next((local for path, local in mounts if posixpath.normpath(path) == "/tmp"), None)
+        if tmp is not None:  # the pod's /tmp, where TensorFlow and Python put their scratch files
+            env["TMPDIR"] = str(tmp)
         for var in container.get("env", []):
             if "value" in var:
                 env[var["name"]] = localize(var["value"], mounts)
@@ -224,7 +237,7 @@ def plan_replicas(doc, root, trainer_args):
         cwd = localize(container.get("workingDir", IMAGE_WORKDIR), mounts)
         grace = spec["template"]["spec"].get("terminationGracePeriodSeconds", GRACE_PERIOD)
         replicas.append(Replica(rtype, index, spec.get("restartPolicy", "Never"), argv, env, cwd,
-                                root / "logs" / f"{pod}.log", grace))
+                                root / "logs" / f"{pod}.log", grace, empty_dirs=empty_dirs))
     return replicas
 
 
@@ -380,6 +393,17 @@ def stop(replicas, why, watchdog):
         finish(r, watchdog)
 
 
+def new_pod(replica):
+    """Empty the replica's emptyDir volumes, as the new pod the operator creates under ExitCode gets new ones."""
+    for local in replica.empty_dirs:
+        try:
+            if local.exists():
+                shutil.rmtree(local)
+            local.mkdir(parents=True)
+        except OSError as err:
+            raise UserError(f"cannot empty {local} for {replica.name}'s new pod: {err.strerror}") from None
+
+
 def retried(policy, code):
     """Whether the operator recreates a replica that ended with `code` under restartPolicy `policy`."""
     return (policy == "Always" or (code != 0 and policy == "OnFailure")
@@ -410,6 +434,8 @@ def supervise(doc, replicas, watchdog, restart_delay=RESTART_DELAY):
         now = time.monotonic()
         for r in replicas:
             if r.state == "pending" and r.restart_at is not None and now >= r.restart_at:
+                if r.restart_policy == "ExitCode":
+                    new_pod(r)
                 start(r, watchdog)
             code = r.exit_code() if r.state == "running" else None
             if code is None:
@@ -423,16 +449,25 @@ def supervise(doc, replicas, watchdog, restart_delay=RESTART_DELAY):
                            else f"restartPolicy {r.restart_policy} does not retry exit code {code}")
                     return False, f"{r.name} {r.ended(code)} ({why})", r
                 continue
-            # Operator v1.9 counts backoffLimit in the restart counts of running pods' containers: a kubelet
-            # restart in place (OnFailure, Always). Under ExitCode it deletes the pod and creates a new one, whose
-            # count starts at 0: only a backoffLimit of 0 stops the job (at the first failure); otherwise
-            # activeDeadlineSeconds alone bounds the retries.
-            counted = backoff_limit is not None and (r.restart_policy != "ExitCode" or backoff_limit == 0)
-            if counted and restarts >= backoff_limit:
+            # Operator v1.9 (pkg/core/job.go, PastBackoffLimit) sums the restart counts of the containers of its
+            # Running pods, the kubelet's restarts in place (OnFailure, Always), and fails the job once the sum
+            # reaches backoffLimit (or is above 0, for a backoffLimit of 0): the restart that reaches it is the
+            # last, its run cut short. A pod that completed counts no more. Under ExitCode it deletes the pod and
+            # creates a new one, whose count starts at 0: only a backoffLimit of 0 stops the job, at the first
+            # failure (a newly failed pod, pkg/controller.v1/common/job.go); otherwise activeDeadlineSeconds
+            # alone bounds the retries.
+            if r.restart_policy == "ExitCode":
+                r.restart_count = 0
+                counted = backoff_limit == 0
+            else:
+                r.restart_count += 1
+                counted = backoff_limit is not None
+            in_running_pods = sum(x.restart_count for x in replicas if x.state in ("running", "pending"))
+            if counted and (backoff_limit == 0 or in_running_pods >= backoff_limit):
                 return False, f"{r.name} {r.ended(code)} and runPolicy.backoffLimit {backoff_limit} is spent", r
             restarts += 1
             r.state, r.restart_at = "pending", now + restart_delay
-            budget = f" of {backoff_limit}" if counted else ""
+            budget = f" ({in_running_pods} of runPolicy.backoffLimit {backoff_limit} in running pods)" * counted
             say(f"{r.name} {r.ended(code)}; restartPolicy {r.restart_policy}: restart {restarts}{budget}")
 
         if chief:
@@ -506,6 +541,9 @@ def run_job(doc, replicas, restart_delay=RESTART_DELAY):
             if OUTPUT_ERROR:
                 fail(f"job {name} stopped: cannot write its output ({OUTPUT_ERROR[0]}); stopped every replica")
             sys.exit(141)  # as a shell tool whose reader went away (128 + SIGPIPE), every replica stopped
+        except UserError:  # the runner cannot go on (a restarted replica's directories): its one line, none left
+            stop(replicas, "cannot go on", watchdog)
+            raise
         stop(replicas, cleanup if succeeded else f"job failed; {cleanup}", watchdog)
     finally:
         watchdog.close()

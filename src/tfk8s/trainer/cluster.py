@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tfk8s.cli import UsageError
 
-KNOWN_TYPES = ("chief", "master", "worker", "ps", "evaluator")
+KNOWN_TYPES = ("chief", "worker", "ps", "evaluator")
 
 
 @dataclass
@@ -27,17 +27,17 @@ class Role:
         """'single', 'multi_worker' or 'parameter_server'."""
         if "ps" in self.cluster:
             return "parameter_server"
-        if sum(len(hosts) for hosts in self.cluster.values()) > 1:
+        # The operator lists an Evaluator in every replica's cluster; TensorFlow leaves it out of the training.
+        if sum(len(hosts) for job, hosts in self.cluster.items() if job != "evaluator") > 1:
             return "multi_worker"
         return "single"
 
     @property
     def is_chief(self):
         """The chief (or worker 0 when there is none) writes summaries, checkpoints and exports."""
-        if self.task_type in ("chief", "master"):
+        if self.task_type == "chief":
             return True
-        has_chief = any(t in self.cluster for t in ("chief", "master"))
-        return self.task_type == "worker" and self.task_index == 0 and not has_chief
+        return self.task_type == "worker" and self.task_index == 0 and "chief" not in self.cluster
 
     @property
     def name(self):
@@ -56,8 +56,11 @@ def read_role(environ=os.environ):
         role = Role(cluster=cluster, task_type=str(task.get("type", "")), task_index=int(task.get("index", 0)))
     except (ValueError, TypeError, AttributeError) as err:
         raise UsageError(f"TF_CONFIG is not valid JSON of the form {{cluster, task}}: {err}") from None
-    if role.task_type == "evaluator":  # the operator leaves evaluators out of the cluster
+    if role.task_type == "evaluator":
         raise UsageError("an Evaluator replica is not supported: the chief evaluates as it trains")
+    if "master" in cluster:  # the operator accepts a Master replica; TensorFlow 2's strategies refuse the task type
+        raise UsageError("TF_CONFIG has a master task, which TensorFlow 2 does not know (chief, worker, ps and "
+                         "evaluator): name the replica type Chief in the TFJob")
     unknown = set(cluster) - set(KNOWN_TYPES)
     if unknown or role.task_type not in cluster or not 0 <= role.task_index < len(cluster[role.task_type]):
         raise UsageError(f"TF_CONFIG task {role.name} does not fit its cluster {sorted(cluster)}")
