@@ -438,7 +438,7 @@ def test_create_applies_namespace_then_server_then_volume_on_its_clusterip_then_
              "create token attendee --namespace alice --duration 12h"]
     assert [s for s in alice if s in order] == order
     # The admission policies first (they hold for every attendee namespace by its label), then storage.
-    assert steps[:4] == [f"apply {kind}//{name}" for name in ("workshop-experiment-template-own-namespace",
+    assert steps[:4] == [f"apply {kind}//{name}" for name in ("workshop-experiment-trials-are-tfjobs",
                                                               "workshop-disruption-allowed")
                          for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")]
     assert steps[4] == f"apply Namespace//{STORAGE}"

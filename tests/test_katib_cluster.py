@@ -159,7 +159,11 @@ def test_make_instructor_katib_installs_the_pinned_katib_after_the_operator_then
     made = [c["args"] for c in calls()]
     index = lambda *words: next(i for i, args in enumerate(made) if args[:len(words)] == list(words))
     pinned = "github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=v0.19.0"
+    # Katib's install labels kubeflow for its fail-closed pod webhook: the label goes before katib-controller's pods
+    # are made again, or its next pod would be refused with nothing left to answer the webhook.
     assert index("get", "crd", "tfjobs.kubeflow.org") < index("apply", "-k", pinned) \
+        < index("label", "namespace", "kubeflow", "katib.kubeflow.org/metrics-collector-injection-") \
+        < index("--namespace", "kubeflow", "rollout", "restart", "deployment/katib-controller") \
         < index("--namespace", "kubeflow", "rollout", "status", "deployment/katib-controller") \
         < index("apply", "--server-side", "--field-manager", "instructor-katib", "-f",
                 str(tmp_path / "alice-katib.yaml"))

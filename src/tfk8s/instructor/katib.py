@@ -4,11 +4,14 @@
 
 Katib's controller watches TFJobs only if their CRD exists when it starts, so
 the training operator must be there first (one line otherwise). Then Katib's
-standalone manifests, pinned; the workshop's katib-config over the stock one
+standalone manifests, pinned, and the label that puts Katib's pod webhook over its
+own namespace taken off again (the webhook would refuse katib-controller's own
+next pod); the workshop's katib-config over the stock one
 (templated/instructor/katib-config.yaml.j2: what Katib builds in an attendee's
-namespace passes Pod Security `restricted`, trials are TFJobs only) and
+namespace passes Pod Security `restricted`, it watches TFJobs only) and
 katib-controller restarted to read it; the workshop's admission policies
-(templated/instructor/admission.yaml.j2); its four Deployments rolled out; and per
+(templated/instructor/admission.yaml.j2: an attendee's trials are inline TFJobs); its
+four Deployments rolled out; and per
 attendee templated/instructor/katib.yaml.j2, rendered to
 <output_dir>/<name>-katib.yaml and applied server-side with a field manager of
 its own: the namespace label Katib's webhooks need (the namespace's other
@@ -18,7 +21,7 @@ kubectl's context it only renders the files.
 """
 from tfk8s.cli import UserError
 from tfk8s.instructor import namespaces
-from tfk8s.kube import cluster_model, kubectl
+from tfk8s.kube import cluster_model, katib_check, kubectl
 from tfk8s.sweep.katib import ALGORITHMS
 
 # Katib v0.19.0, its standalone install (controller, DB, UI, webhooks in the namespace kubeflow).
@@ -58,6 +61,13 @@ def install(names, out, manifests=STANDALONE):
         raise UserError("no TFJob CRD: install the training operator first (make instructor-operator); Katib "
                         "watches TFJobs only if their CRD exists when it starts")
     print(kubectl.run("apply", "-k", manifests, timeout=600).strip())
+    # The standalone install labels its own namespace for Katib's pod webhook (v0.19.0,
+    # manifests/v1beta1/components/namespace/namespace.yaml), which fails closed (webhooks.yaml: no failurePolicy,
+    # so Fail) and exempts only katib-controller's own requests. A katib-controller pod made by its ReplicaSet
+    # (the first one, if the webhook is registered first; the one after an eviction, a node drain, the down-resize,
+    # a GKE upgrade) would be refused, with nothing left to answer the webhook, and then every pod in kubeflow and
+    # in every attendee namespace. Nobody runs Experiments in kubeflow: the label goes, after every apply -k.
+    print(kubectl.run("label", "namespace", "kubeflow", f"{katib_check.NAMESPACE_LABEL[0]}-").strip())
     print(kubectl.run("apply", "--server-side", "--force-conflicts", "--field-manager", FIELD_MANAGER,
                       "-f", out / "katib-config.yaml").strip())
     print(kubectl.run("apply", "--server-side", "--field-manager", FIELD_MANAGER, "-f", out / "admission.yaml").strip())
