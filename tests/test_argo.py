@@ -282,6 +282,14 @@ def test_each_step_pod_is_the_step_wrapped_by_argos_executor(pipeline, pods):
     assert init["command"][:2] == ["argoexec", "init"] and wait["command"][:2] == ["argoexec", "wait"]
     token = {"name": "exec-sa-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True}
     assert token in init["volumeMounts"] and token in wait["volumeMounts"] and token not in main["volumeMounts"]
+    # addOutputArtifactsVolumes (workflowpod.go 1685-1736): wait mounts each of main's volumes again, under
+    # /mainctrfs and never read-only, after the token and before its /tmp; then /var/run/argo, as every container.
+    assert "nfs" in [m["name"] for m in step["volumeMounts"]]  # the attendee's claim, read-write in wait too
+    assert wait["volumeMounts"] == [token, *({**m, "mountPath": "/mainctrfs" + m["mountPath"]}
+                                             for m in step["volumeMounts"]),
+                                    {"name": "tmp-dir-argo", "mountPath": "/tmp", "subPath": "0"},
+                                    {"name": "var-run-argo", "mountPath": "/var/run/argo"}]
+    assert main["volumeMounts"] == [*step["volumeMounts"], {"name": "var-run-argo", "mountPath": "/var/run/argo"}]
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["exec-sa-token"] == {"name": "exec-sa-token",
                                         "secret": {"secretName": "pipeline-executor.service-account-token"}}

@@ -69,6 +69,7 @@ class Argo:
         self.step_of = {}                     # a step's pod -> the step
         self.emitted = {}                     # pod -> [(time, line)] its main container has written so far
         self.drop = set()                     # steps whose first log stream ends while they run (a lost connection)
+        self.quota_waits = {}                 # step -> reads of the Workflow its pod is refused by the quota
 
     # ---------------------------------------------------------------- the controller
 
@@ -112,8 +113,13 @@ class Argo:
                     self.emit(pod, self.lines(step)[1:])
                     node["finishedAt"] = self.stamp()
                     self.set_main(pod, "terminated")
+            elif node["phase"] == "Pending" and node["ticks"] < self.quota_waits.get(step, 0):
+                node["ticks"] += 1  # Argo keeps it Pending with the API server's refusal, and tries again
+                node["message"] = (f'pods "{pod}" is forbidden: exceeded quota: workshop, requested: '
+                                   "limits.cpu=2, used: limits.cpu=5, limited: limits.cpu=6")
             elif node["phase"] == "Pending":
-                node["phase"] = "Running"
+                node.pop("message", None)
+                node["phase"], node["ticks"] = "Running", 0
                 self.emit(pod, self.lines(step)[:1])
                 self.set_main(pod, "running")
         failed = any(n["phase"] in ("Failed", "Error") for n in steps.values())
@@ -319,6 +325,19 @@ def test_a_pipeline_runs_states_and_logs_as_they_come(api):
     assert f"kubectl get workflow pipeline-test-1 -n {NAMESPACE}" in result.stdout
     assert result.stderr == ""
     assert set(argo.requests) == rights.COMMAND_RIGHTS - {("patch", "argoproj.io", "workflows")}
+
+
+def test_a_step_the_quota_holds_back_says_why_it_waits_once_then_runs(api):
+    api.argo.quota_waits = {"s1-echo": 4}
+    result = flow(api, "--name", "pipeline-test-7", text="echo one")
+    assert result.returncode == 0, result.stdout + result.stderr
+    pod = api.argo.pod_of({"metadata": {"name": "pipeline-test-7"}}, "s1-echo")
+    states = [line for line in result.stdout.splitlines()
+              if line.startswith("[s1-echo] ") and "] s1-echo line " not in line]
+    assert states == ["[s1-echo] Pending",
+                      f'[s1-echo] Pending: pods "{pod}" is forbidden: exceeded quota: workshop, requested: '
+                      "limits.cpu=2, used: limits.cpu=5, limited: limits.cpu=6",
+                      "[s1-echo] Running", "[s1-echo] Succeeded"], result.stdout
 
 
 def test_a_log_stream_lost_while_the_step_runs_is_opened_again_without_repeating_a_line(api):

@@ -27,8 +27,8 @@ COMMAND_RIGHTS = frozenset({
 # (verb, API group, resource) Argo's executor (the init and wait containers of a step pod) uses with the token of
 # EXECUTOR_SERVICE_ACCOUNT: it reports each step's outputs and exit as a WorkflowTaskResult
 # (docs/workflow-rbac.md and manifests/quick-start/base/executor/emissary/executor-role.yaml, v4.1.2;
-# workflow/executor/taskresult.go createTaskResult and patchTaskResult*). Nothing else: its pod annotations
-# (executor.go AddAnnotation) are patched only for a progress file the workshop's steps never write.
+# workflow/executor/taskresult.go createTaskResult and patchTaskResult*). Nothing else: it never patches its pod
+# (executor.go AddAnnotation has no caller); progress, outputs and the exit all go through the task result.
 EXECUTOR_RIGHTS = frozenset({
     ("create", "argoproj.io", "workflowtaskresults"),
     ("patch", "argoproj.io", "workflowtaskresults"),

@@ -139,10 +139,13 @@ def follow(client, wf_name, stages, poll=POLL):
                  if n.get("type") == "Pod" and n.get("displayName") in order]
         for node in sorted(nodes, key=lambda n: order.index(n["displayName"])):
             step, phase = node["displayName"], node.get("phase") or "Pending"
-            if phases.get(step) != phase:
-                phases[step] = phase
-                message = node.get("message")
-                say(phase + (f": {message}" if message and phase in FAILED else ""), step)
+            # A failed step's reason, and why a step still waits: Argo keeps a step whose pod the namespace's
+            # quota refuses Pending and tries again (v4.1.2 util/errors/errors.go: exceeded quota is transient;
+            # workflow/controller/operator.go requeueIfTransientErr), with the API server's words as its message.
+            shown = (node.get("message") or "") if phase in FAILED or phase == "Pending" else ""
+            if phases.get(step) != (phase, shown):
+                phases[step] = (phase, shown)
+                say(phase + (f": {shown}" if shown else ""), step)
             if step not in logs and phase != "Pending":
                 logs[step] = StepLog(client, step, pod_name(wf, node), done)
                 logs[step].start()

@@ -28,7 +28,8 @@ Sources (each field below names its file):
     workflow/controller/workflowpod.go build (lines 398-966), newInitContainers/standardInitContainer (1027-1116),
     newWaitContainer (1118-1122), getExecutorLogOpts (1206-1210), createEnvVars (1212-1252), createVolumes
     (1261-1278), newExecContainer (1280-1322), addSchedulingConstraints (1348-1406, the securityContext),
-    addVolumeReferences (1444-1558), setupServiceAccount (1824-1862); workflow/controller/workflowpod_layout.go
+    addVolumeReferences (1444-1543), addOutputArtifactsVolumes (1685-1736), setupServiceAccount (1823-1859);
+    workflow/controller/workflowpod_layout.go
     legacyLayout; workflow/controller/dag.go taskNodeName (118-120); workflow/util/pod_name.go GeneratePodName
     (POD_NAMES v2, the default); pkg/apis/workflow/v1alpha1/workflow_types.go Workflow.NodeID (3870-3877);
     workflow/common/common.go (names, labels, paths); workflow/controller/controller.go (progress ticks, 237-238);
@@ -36,6 +37,7 @@ Sources (each field below names its file):
 """
 import copy
 import json
+import posixpath
 from pathlib import Path
 
 import yaml
@@ -361,6 +363,7 @@ def serving_at_maximum(deployment, hpa):
 
 ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"    # common.go LabelKeyWorkflow
 VAR_RUN_ARGO = "/var/run/argo"                             # common.go VarRunArgoPath
+MAIN_FILESYSTEM_DIR = "/mainctrfs"                          # common.go ExecutorMainFilesystemDir
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # common.go ServiceAccountTokenMountPath
 TOKEN_VOLUME = "exec-sa-token"                             # common.go ServiceAccountTokenVolumeName
 # The controller's flags at their defaults (main.go: --loglevel info, --log-format text, --gloglevel 0), as
@@ -472,8 +475,13 @@ def workflow_pods(workflow, argo_config):
         main["volumeMounts"] = [*(main.get("volumeMounts") or []), {"name": "var-run-argo", "mountPath": VAR_RUN_ARGO}]
         wait = exec_container("wait", executor, name, executor_account)
         wait["env"] += [{"name": "ARGO_CONTAINER_NAME", "value": "wait"}, *copy.deepcopy(env)]
-        wait["volumeMounts"] = [*wait.get("volumeMounts", []), {"name": "tmp-dir-argo", "mountPath": "/tmp",
-                                                                 "subPath": "0"},
+        # addOutputArtifactsVolumes: each mount of main again, under /mainctrfs and never read-only, for the wait
+        # container to collect output artifacts from (it mounts the step's volumes, the attendee's claim too).
+        mirrored = [{**{k: v for k, v in m.items() if k != "readOnly"},
+                     "mountPath": posixpath.join(MAIN_FILESYSTEM_DIR, m["mountPath"].lstrip("/"))}
+                    for m in template["container"].get("volumeMounts") or []]
+        wait["volumeMounts"] = [*wait.get("volumeMounts", []), *mirrored,
+                                {"name": "tmp-dir-argo", "mountPath": "/tmp", "subPath": "0"},
                                 {"name": "var-run-argo", "mountPath": VAR_RUN_ARGO}]
         init = exec_container("init", executor, name, executor_account)
         template_env = {k: v for k, v in template.items() if k != "inputs"}
