@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from support import katib_experiment as experiment
+from support import run_script
 from tfk8s.instructor import katib as katib_access
 from tfk8s.instructor import namespaces
 from tfk8s.kube import katib_check
@@ -156,3 +157,36 @@ def test_the_namespace_needs_katibs_label_which_the_instructors_template_gives(d
     (namespace,) = [d for d in access if d["kind"] == "Namespace"]
     assert katib_check.namespace_problems(default, {**plain["metadata"]["labels"],
                                                     **namespace["metadata"]["labels"]}) == []
+
+
+def with_label_reference(default, label):
+    """The workshop's Experiment with a trial parameter that takes the template's label `label`."""
+    doc = copy.deepcopy(default)
+    template = doc["spec"]["trialTemplate"]
+    template["trialSpec"].setdefault("metadata", {}).update(labels={"team": "blue"},
+                                                            annotations={"team-copy": "${trialParameters.team}"})
+    template["trialParameters"].append({"name": "team", "reference": "${trialSpec.Labels[" + label + "]}"})
+    return doc
+
+
+def test_a_trial_parameter_takes_a_label_of_the_template_as_katibs_controller_does(default):
+    doc = with_label_reference(default, "team")
+    assert katib_check.problems(doc) == []
+    assert katib_check.trial_problems(doc, katib_check.example_assignments(doc)) == []
+    job = katib_check.run_spec(katib_check.defaults(doc), "t-1", "alice", katib_check.example_assignments(doc))
+    assert job["metadata"]["annotations"] == {"team-copy": "blue"}
+
+
+def test_a_reference_to_a_label_the_template_lacks_passes_the_webhook_and_is_named_in_one_line(default, tmp_path):
+    doc = with_label_reference(default, "missing")
+    assert katib_check.problems(doc) == []  # Katib's webhook lets it through; its controller then makes no trial
+    assert katib_check.trial_problems(doc, katib_check.example_assignments(doc)) == [
+        "Katib's controller cannot make the trials: illegal reference of trial metadata: "
+        "${trialSpec.Labels[missing]}; failed to fetch Label: missing"]
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = run_script("katib_check.py", path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        f"{path}: Katib's controller cannot make the trials: illegal reference of trial metadata: "
+        "${trialSpec.Labels[missing]}; failed to fetch Label: missing"]

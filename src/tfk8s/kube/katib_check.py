@@ -574,17 +574,46 @@ def problems(doc, config=STANDALONE):
 
 # ---------------------------------------------------------------- a trial, as Katib makes it
 
+class TrialSpecError(ValueError):
+    """What Katib's controller says when it cannot make a trial's object from the template."""
+
+
+def meta_value(reference, trial, namespace, trial_spec):
+    """A ${trialSpec.X} reference's value for a trial (v0.19.0 manifest/generator.go GetRunSpecWithHyperParameters):
+    Name, Namespace, Kind, APIVersion, or Labels[key] / Annotations[key] of the template's own metadata."""
+    key = re.search(r"\$\{trialSpec\.(.+?)\}", reference)[1]
+    index = None
+    indexed = re.search(r"(.+)\[(.+)]", key)
+    if indexed:
+        key, index = indexed[1], indexed[2]
+    metadata = trial_spec.get("metadata") or {}
+    simple = {"Name": trial, "Namespace": namespace, "Kind": trial_spec.get("kind", ""),
+              "APIVersion": trial_spec.get("apiVersion", "")}
+    if key in simple:
+        return simple[key]
+    if key in ("Labels", "Annotations"):
+        found = (metadata.get(key.lower()) or {})
+        if index not in found:
+            raise TrialSpecError(f"illegal reference of trial metadata: {reference}; failed to fetch "
+                                 f"{key[:-1]}: {index}")
+        return found[index]
+    raise TrialSpecError(f"illegal reference of trial metadata: {reference}")
+
+
 def run_spec(doc, trial, namespace, assignments):
     """The object Katib creates for a trial: the template's JSON with ${trialParameters.x} replaced as text (as its
-    manifest generator does), named after the trial, in the trial's namespace."""
+    manifest generator does), named after the trial, in the trial's namespace. TrialSpecError where Katib's
+    controller could not make it."""
     template = doc["spec"]["trialTemplate"]
     text = template_text(template)
-    meta = {"${trialSpec.Name}": trial, "${trialSpec.Namespace}": namespace,
-            "${trialSpec.Kind}": template["trialSpec"].get("kind", ""),
-            "${trialSpec.APIVersion}": template["trialSpec"].get("apiVersion", "")}
     for parameter in template["trialParameters"]:
         reference = parameter["reference"]
-        value = meta[reference] if reference in meta else assignments[reference]
+        if is_meta_key(reference):
+            value = meta_value(reference, trial, namespace, template["trialSpec"])
+        elif reference in assignments:
+            value = assignments[reference]
+        else:
+            raise TrialSpecError(f"unable to find parameter: {reference} in parameter assignment: {assignments}")
         text = text.replace(placeholder(parameter["name"]), value)
     job = json.loads(text)
     job["metadata"] = {"name": trial, "namespace": namespace, **(job.get("metadata") or {})}
@@ -603,7 +632,10 @@ def trial_problems(doc, assignments, trial=None):
     defaulted = defaults(doc)
     template, spec = defaulted["spec"]["trialTemplate"], defaulted["spec"]
     name, namespace = doc["metadata"].get("name", "x"), doc["metadata"].get("namespace", "default")
-    job = run_spec(defaulted, trial or f"{name}-abcdefgh", namespace, assignments)
+    try:
+        job = run_spec(defaulted, trial or f"{name}-abcdefgh", namespace, assignments)
+    except TrialSpecError as err:  # the webhook lets it through; the controller then makes no trial
+        return [f"Katib's controller cannot make the trials: {err}"]
     found = [f"the trial's TFJob: {p}" for p in tfjob_check.problems(job)]
     if job.get("kind") != "TFJob":
         return found
