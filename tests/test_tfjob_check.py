@@ -107,6 +107,16 @@ def test_name_must_be_a_dns_1035_label(tfjob):
     assert problem.startswith("metadata.name: 'MNIST_tfjob' is not a DNS-1035 label")
 
 
+def test_a_name_whose_replica_services_would_be_too_long_is_refused(tfjob):
+    # The operator names worker 1's Service <job>-worker-1: 63 characters at most, as any Service name.
+    tfjob["metadata"]["name"] = "m" * 54
+    assert tfjob_check.problems(tfjob) == []
+    tfjob["metadata"]["name"] = "m" * 55
+    assert tfjob_check.problems(tfjob) == [
+        f"metadata.name: '{'m' * 55}' is too long: the operator names a replica's Service '{'m' * 55}-worker-1' "
+        "(64 characters), and a Service name has at most 63"]
+
+
 def test_wrong_types_and_kubernetes_formats_are_refused(tfjob):
     worker = tfjob["spec"]["tfReplicaSpecs"]["Worker"]
     worker["replicas"] = "2"

@@ -201,6 +201,15 @@ def operator_problems(doc):
             if not container.get("image"):
                 found.append(f"{path}.template.spec.containers[{i}].image: is required")
 
+    if isinstance(name, str) and DNS_1035_LABEL.fullmatch(name):
+        # The operator names each replica's headless Service <job>-<type>-<index> (pkg/core/service.go): the API
+        # server refuses a Service name that is not a DNS-1035 label, and the replica never gets its address.
+        counts = {t: r.get("replicas", 1) for t, r in specs.items() if isinstance(r, dict)}
+        longest = max((f"{name}-{t.lower()}-{max(n, 1) - 1}" for t, n in counts.items() if isinstance(n, int)),
+                      key=len, default="")
+        if len(longest) > 63:
+            found.append(f"metadata.name: {name!r} is too long: the operator names a replica's Service {longest!r} "
+                         f"({len(longest)} characters), and a Service name has at most 63")
     for canonical, names in by_type.items():
         if len(names) > 1:
             found.append(f"spec.tfReplicaSpecs: {' and '.join(map(repr, names))} are the same replica type {canonical}")
