@@ -51,6 +51,17 @@ def test_unknown_field_is_named_by_its_full_path(tfjob):
     ]
 
 
+def test_the_crd_is_the_pinned_operators_v1_9_4(tfjob):
+    # Fields v1.9.4's CRD added to the pod template (Kubernetes 1.34's): an earlier v1.9 CRD calls them unknown.
+    spec = tfjob["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+    spec["resources"] = {"limits": {"cpu": "2"}}
+    spec["containers"][0]["lifecycle"] = {"stopSignal": "SIGTERM"}
+    assert tfjob_check.problems(tfjob) == []
+    spec["resourcez"] = {}
+    (problem,) = tfjob_check.problems(tfjob)
+    assert "resourcez" in problem
+
+
 def test_unknown_field_in_metadata_is_an_error(tfjob):
     tfjob["metadata"]["label"] = {"app": "mnist-train"}
     assert tfjob_check.problems(tfjob) == ['unknown field "metadata.label"']

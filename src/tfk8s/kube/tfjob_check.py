@@ -1,11 +1,12 @@
 """Check a TFJob before it reaches a cluster: the CRD's schema, strictly, then the operator's rules.
 
 `kubectl apply` checks a TFJob against the openAPIV3Schema of the
-CustomResourceDefinition that the Kubeflow training operator (v1.9) installs
-(copied in src/schemas/), then the operator's admission webhook adds what a
-schema cannot say: a container named `tensorflow` in every replica, one
-Chief at most. This does both offline, so a typo costs a second on a laptop
-instead of a failed job on the cluster:
+CustomResourceDefinition that the Kubeflow training operator installs (v1.9.4's,
+manifests/base/crds/kubeflow.org_tfjobs.yaml, copied in src/tfk8s/kube/schemas/),
+then the operator's admission webhook adds what a schema cannot say: a
+container named `tensorflow` in every replica, one Chief at most. This does
+both offline, so a typo costs a second on a laptop instead of a failed job on
+the cluster:
 
     python src/tfjob_check.py kube/tfjob.yaml kube/tfjob-ps.yaml
 
