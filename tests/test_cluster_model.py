@@ -53,6 +53,26 @@ def test_the_operator_makes_a_pod_and_a_headless_service_per_replica_with_tf_con
         assert [n for n, p in pods.items() if selector.items() <= p["metadata"]["labels"].items()] == [name]
 
 
+def test_a_tensorflow_container_without_the_port_gets_the_operators_default_and_so_does_its_service():
+    tfjob = render.render(render.load([KUBE / "tfjob.yaml"]), "r.example.com/alice-mnist", "v1", "alice")[0]
+    for spec in tfjob["spec"]["tfReplicaSpecs"].values():
+        spec["template"] = json.loads(json.dumps(spec["template"]))  # the manifest shares one template
+        spec["template"]["spec"]["containers"][0].pop("ports")
+    made = cluster_model.tfjob_objects(tfjob)
+    for pod in by_name(made, "Pod").values():  # tensorflow_defaults.go setTensorflowDefaultPort
+        assert pod["spec"]["containers"][0]["ports"] == [{"name": "tfjob-port", "containerPort": 2222}]
+    for service in by_name(made, "Service").values():
+        assert service["spec"]["ports"] == [{"name": "tfjob-port", "port": 2222}]
+
+
+@pytest.mark.parametrize("run_policy", [{"suspend": True}, {"managedBy": "kueue.x-k8s.io/multikueue"}])
+def test_the_operator_makes_nothing_for_a_suspended_tfjob_or_one_another_controller_manages(run_policy):
+    tfjob = render.render(render.load([KUBE / "tfjob.yaml"]), "r.example.com/alice-mnist", "v1", "alice")[0]
+    assert cluster_model.tfjob_objects(tfjob)
+    tfjob["spec"]["runPolicy"].update(run_policy)
+    assert cluster_model.tfjob_objects(tfjob) == []
+
+
 def test_katibs_chief_gets_the_collector_its_volume_and_the_wrapped_command(made, experiment):
     pods = by_name(made["katib.yaml"], "Pod")
     chief, worker = pods["mnist-sweep-abcdefgh-chief-0"], pods["mnist-sweep-abcdefgh-worker-0"]

@@ -128,6 +128,16 @@ def test_a_name_whose_replica_services_would_be_too_long_is_refused(tfjob):
         "(64 characters), and a Service name has at most 63"]
 
 
+def test_run_policy_managed_by_takes_the_operators_two_values_only(tfjob):
+    for manager in ("kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue"):
+        tfjob["spec"]["runPolicy"]["managedBy"] = manager
+        assert tfjob_check.problems(tfjob) == []
+    tfjob["spec"]["runPolicy"]["managedBy"] = "example.com/mine"
+    assert tfjob_check.problems(tfjob) == [
+        "spec.runPolicy.managedBy: Unsupported value: 'example.com/mine': supported values: "
+        "'kubeflow.org/training-operator', 'kueue.x-k8s.io/multikueue'"]
+
+
 def test_wrong_types_and_kubernetes_formats_are_refused(tfjob):
     worker = tfjob["spec"]["tfReplicaSpecs"]["Worker"]
     worker["replicas"] = "2"

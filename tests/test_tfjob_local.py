@@ -203,6 +203,19 @@ def test_tf_config_uses_the_namespace_and_the_tfjob_port_and_lists_the_evaluator
                       "task": {"type": "evaluator", "index": 0}, "environment": "cloud"}
 
 
+def test_with_dynamic_workers_tf_config_is_the_operators_sparse_form():
+    # tensorflow.go convertClusterSpecToSparseClusterSpec (v1.9.4): no environment, only the hosts a task needs.
+    (doc,) = yamlfile.documents(REPO / "kube" / "tfjob-ps.yaml")
+    doc["spec"]["enableDynamicWorker"] = True
+    ps, host = '["mnist-tfjob-ps-ps-0.default.svc:2222"]', "mnist-tfjob-ps-worker-1.default.svc:2222"
+    assert tfjob_local.operator_tf_config(doc, "Worker", 1) == (
+        f'{{"cluster":{{"worker":{{"1":"{host}"}},"ps":{ps}}},"task":{{"type":"worker","index":1}}}}')
+    assert tfjob_local.operator_tf_config(doc, "PS", 0) == (
+        f'{{"cluster":{{"worker":{{}},"ps":{ps}}},"task":{{"type":"ps","index":0}}}}')
+    assert tfjob_local.operator_tf_config(doc, "Chief", 0) == (
+        '{"cluster":{"worker":{},"ps":[]},"task":{"type":"chief","index":0}}')
+
+
 def test_the_real_manifest_becomes_local_commands(tmp_path):
     (doc,) = yamlfile.documents(REPO / "kube" / "tfjob.yaml")
     replicas = tfjob_local.plan_replicas(doc, tmp_path, ["--steps", "5", "--model_dir=/mnt/nfs/runs/other"])
@@ -366,6 +379,38 @@ def test_restart_policy_decides_which_exit_codes_are_retried(tmp_path, policy, c
                        f"chief-0={codes}", "worker-0=block")
     assert (result.returncode == 0) == restarted, result.stdout + result.stderr
     assert ("chief-0 run 1" in result.stdout) == restarted
+
+
+def test_with_dynamic_workers_a_failed_worker_does_not_fail_the_job(tmp_path):
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")})
+    doc = yaml.safe_load(manifest.read_text())
+    doc["spec"]["enableDynamicWorker"] = True
+    manifest.write_text(yaml.safe_dump(doc))
+    result = run_local(manifest, tmp_path / "run", "worker-1=1", "chief-0=last")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[tfjob] worker-1 failed (exit code 1); enableDynamicWorker: the job goes on" in result.stdout
+    assert "[tfjob] job fake succeeded" in result.stdout
+
+
+def test_all_workers_without_a_worker_never_succeeds_as_in_the_operator(tmp_path):
+    # tfjob_controller.go UpdateJobStatus: without a Chief, only the Worker replicas' count can make it succeed.
+    manifest = fake_tfjob(tmp_path, {"PS": (2, "Never")}, run_policy={"activeDeadlineSeconds": 2})
+    doc = yaml.safe_load(manifest.read_text())
+    doc["spec"]["successPolicy"] = "AllWorkers"
+    manifest.write_text(yaml.safe_dump(doc))
+    result = run_local(manifest, tmp_path / "run", timeout=60)
+    assert_one_line_error(result, "runPolicy.activeDeadlineSeconds (2s) passed")
+    assert "[tfjob] ps-0 succeeded (exit code 0)" in result.stdout
+
+
+@pytest.mark.parametrize("run_policy, why", [({"suspend": True}, "spec.runPolicy.suspend is true"),
+                                             ({"managedBy": "kueue.x-k8s.io/multikueue"},
+                                              "spec.runPolicy.managedBy is kueue.x-k8s.io/multikueue")])
+def test_a_suspended_tfjob_or_one_another_controller_manages_is_not_run(tmp_path, run_policy, why):
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never")}, run_policy=run_policy)
+    result = run_local(manifest, tmp_path / "run")
+    assert_one_line_error(result, f"TFJob fake: {why}: the operator creates no pods for it, nor does this runner")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_permanent_failure_fails_the_job_naming_the_replica_and_its_last_lines(tmp_path):

@@ -46,7 +46,7 @@ from tfk8s.cli import ArgumentParser, UserError, entry_point
 from tfk8s.flow.workflow import fnv32a
 from tfk8s.flow.workflow import pod_name as argo_pod_name
 from tfk8s.kube import katib_check, render
-from tfk8s.kube.tfjob_local import operator_tf_config, replica_specs
+from tfk8s.kube.tfjob_local import DEFAULT_PORT, PORT_NAME, not_run_by_the_operator, operator_tf_config, replica_specs
 from tfk8s.paths import KUBE, TEMPLATED
 
 KATIB_NAMESPACE = "kubeflow"
@@ -122,7 +122,11 @@ def operator_labels(job):
 
 
 def tfjob_objects(tfjob):
-    """The pods and headless Services the operator creates for a TFJob: [(kind, doc)] with kind Pod/Service."""
+    """The pods and headless Services the operator creates for a TFJob: [(kind, doc)] with kind Pod/Service.
+
+    None for a suspended TFJob or one another controller manages."""
+    if not_run_by_the_operator(tfjob):
+        return []
     meta = tfjob["metadata"]
     job, namespace = meta["name"], meta.get("namespace", "default")
     specs = replica_specs(tfjob)
@@ -133,8 +137,12 @@ def tfjob_objects(tfjob):
     for rtype, spec in specs.items():
         rt = rtype.lower()
         template = copy.deepcopy(spec["template"])
-        # core/service.go GetPortsFromJob: the `tensorflow` container's ports, by name.
-        ports = [p for c in template["spec"]["containers"] if c["name"] == "tensorflow" for p in c.get("ports", [])]
+        # tensorflow_defaults.go setTensorflowDefaultPort: tfjob-port 2222 on the `tensorflow` container, unless
+        # it names that port itself; core/service.go GetPortsFromJob: that container's ports, by name.
+        container = next(c for c in template["spec"]["containers"] if c["name"] == "tensorflow")
+        if not any(p.get("name") == PORT_NAME for p in container.get("ports", [])):
+            container["ports"] = [*container.get("ports", []), {"name": PORT_NAME, "containerPort": DEFAULT_PORT}]
+        ports = container["ports"]
         for index in range(spec.get("replicas", 1)):
             name = f"{job}-{rt}-{index}"  # util.go GenGeneralName
             labels = {**operator_labels(job), "training.kubeflow.org/replica-type": rt,
@@ -161,7 +169,7 @@ def tfjob_objects(tfjob):
                         "metadata": {"name": name, "namespace": namespace, "labels": labels,
                                      "ownerReferences": owner},
                         "spec": {"clusterIP": "None", "selector": labels,
-                                 "ports": [{"name": p["name"], "port": p["containerPort"]} for p in ports]}})
+                                 "ports": [{"name": p.get("name", ""), "port": p["containerPort"]} for p in ports]}})
     return out
 
 

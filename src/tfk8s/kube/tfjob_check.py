@@ -31,6 +31,7 @@ REPLICA_TYPES = ("Chief", "Master", "Worker", "PS", "Evaluator")
 RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
 CLEAN_POD_POLICIES = ("All", "Running", "None")
 SUCCESS_POLICIES = ("", "AllWorkers")
+OPERATOR, MULTIKUEUE = "kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue"  # common_types.go, v1.9.4
 DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
 # The API server checks a resource's own metadata as an ObjectMeta, not with the CRD's schema.
@@ -218,6 +219,10 @@ def operator_problems(doc):
     if len(chiefs) > 1:
         found.append(f"spec.tfReplicaSpecs: at most one Chief or Master, not {' and '.join(chiefs)}")
     run_policy = spec.get("runPolicy") if isinstance(spec.get("runPolicy"), dict) else {}
+    manager = run_policy.get("managedBy")
+    if manager is not None and manager not in (OPERATOR, MULTIKUEUE):  # pkg/common/util/webhooks.go ValidateRunPolicy
+        found.append(f"spec.runPolicy.managedBy: Unsupported value: {manager!r}: supported values: {OPERATOR!r}, "
+                     f"{MULTIKUEUE!r}")
     if run_policy.get("cleanPodPolicy", "None") not in CLEAN_POD_POLICIES:
         found.append(f"spec.runPolicy.cleanPodPolicy: {run_policy['cleanPodPolicy']!r} is not one of "
                      f"{', '.join(CLEAN_POD_POLICIES)}")

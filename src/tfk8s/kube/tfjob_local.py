@@ -11,7 +11,10 @@ restarts a replica that fails according to its restartPolicy (runPolicy.backoffL
 bounds restarts in place, OnFailure and Always; under ExitCode only activeDeadlineSeconds
 does, as in operator v1.9), and ends when the Chief (or, without one, worker 0)
 succeeds or a replica fails for good, then stops the replicas still running
-(as cleanPodPolicy Running does; Ctrl-C or SIGTERM stops them all too).
+(as cleanPodPolicy Running does; Ctrl-C or SIGTERM stops them all too). With
+enableDynamicWorker, TF_CONFIG is the operator's sparse form and a failed Worker
+does not fail the job. A suspended TFJob, or one another controller manages
+(runPolicy.managedBy), is refused: the operator creates no pods for it.
 
 A replica is a pod here: its process leads a process group of its own, and
 whatever it starts belongs to that group. Stopping a replica signals its
@@ -88,8 +91,17 @@ def operator_tf_config(doc, replica_type, index):
                      if p.get("name") == PORT_NAME), DEFAULT_PORT)
         rt = rtype.lower()
         cluster[rt] = [f"{job}-{rt}-{i}.{namespace}.svc:{port}" for i in range(spec.get("replicas", 1))]
+    rt = replica_type.lower()
+    if doc["spec"].get("enableDynamicWorker"):
+        # convertClusterSpecToSparseClusterSpec: a PS knows itself, a worker the PS and itself, others nothing.
+        sparse = {"worker": {}, "ps": []}
+        if rt == "ps":
+            sparse["ps"] = [cluster["ps"][index]]
+        elif rt == "worker":
+            sparse = {"worker": {str(index): cluster["worker"][index]}, "ps": cluster.get("ps") or []}
+        return json.dumps({"cluster": sparse, "task": {"type": rt, "index": index}}, separators=(",", ":"))
     config = {"cluster": dict(sorted(cluster.items())),  # Go's json.Marshal sorts map keys
-              "task": {"type": replica_type.lower(), "index": index}, "environment": "cloud"}
+              "task": {"type": rt, "index": index}, "environment": "cloud"}
     return json.dumps(config, separators=(",", ":"))
 
 
@@ -416,6 +428,7 @@ def supervise(doc, replicas, watchdog, restart_delay=RESTART_DELAY):
     backoff_limit = run_policy.get("backoffLimit")
     deadline = run_policy.get("activeDeadlineSeconds")
     success_policy = doc["spec"].get("successPolicy", "")
+    dynamic = bool(doc["spec"].get("enableDynamicWorker"))  # a failed Worker does not fail the job
     chief = next((r for r in replicas if r.type in ("Chief", "Master")), None)
     workers = [r for r in replicas if r.type == "Worker"]
     started, restarts = time.monotonic(), 0
@@ -443,8 +456,9 @@ def supervise(doc, replicas, watchdog, restart_delay=RESTART_DELAY):
             finish(r, watchdog)
             if not retried(r.restart_policy, code):
                 r.state = "succeeded" if code == 0 else "failed"
-                say(f"{r.name} {r.state} (exit code {code})")
-                if r.state == "failed":
+                spared = r.state == "failed" and dynamic and r.type == "Worker"
+                say(f"{r.name} {r.state} (exit code {code})" + "; enableDynamicWorker: the job goes on" * spared)
+                if r.state == "failed" and not spared:
                     why = ("restartPolicy Never" if r.restart_policy == "Never"
                            else f"restartPolicy {r.restart_policy} does not retry exit code {code}")
                     return False, f"{r.name} {r.ended(code)} ({why})", r
@@ -472,8 +486,8 @@ def supervise(doc, replicas, watchdog, restart_delay=RESTART_DELAY):
 
         if chief:
             done = chief.state == "succeeded"
-        elif success_policy == "AllWorkers":
-            done = all(w.state == "succeeded" for w in workers)
+        elif success_policy == "AllWorkers":  # without a Worker (and a Chief) the operator never sees success
+            done = bool(workers) and all(w.state == "succeeded" for w in workers)
         else:
             done = any(w.index == 0 and w.state == "succeeded" for w in workers)
         if done:
@@ -501,10 +515,25 @@ def main(argv=None):
 
     doc = load_tfjob(args.manifest)
     name = doc["metadata"]["name"]
+    idle = not_run_by_the_operator(doc)
+    if idle:
+        raise UserError(f"TFJob {name}: {idle}: the operator creates no pods for it, nor does this runner")
     count_replicas(doc)
     root = (args.root or RUNS / "tfjob-local" / name).resolve()
     say(f"TFJob {name}: volumes and logs under {root}")
     run_job(doc, plan_replicas(doc, root, trainer_args), args.restart_delay)
+
+
+def not_run_by_the_operator(doc):
+    """Why the training operator (v1.9.4) creates no pods for this TFJob, or None: another controller manages it
+    (tfjob_controller.go Reconcile skips it), or it is suspended (common/job.go ReconcileJobs)."""
+    run_policy = doc["spec"].get("runPolicy") or {}
+    manager = run_policy.get("managedBy", tfjob_check.OPERATOR)
+    if manager != tfjob_check.OPERATOR:
+        return f"spec.runPolicy.managedBy is {manager}"
+    if run_policy.get("suspend"):
+        return "spec.runPolicy.suspend is true"
+    return None
 
 
 def load_tfjob(manifest):
