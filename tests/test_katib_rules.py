@@ -5,8 +5,8 @@ import copy
 import pytest
 import yaml
 
+from support import REPO, run_script
 from support import katib_experiment as experiment
-from support import run_script
 from tfk8s.instructor import katib as katib_access
 from tfk8s.instructor import namespaces
 from tfk8s.kube import katib_check
@@ -190,3 +190,19 @@ def test_a_reference_to_a_label_the_template_lacks_passes_the_webhook_and_is_nam
     assert result.stderr.splitlines() == [
         f"{path}: Katib's controller cannot make the trials: illegal reference of trial metadata: "
         "${trialSpec.Labels[missing]}; failed to fetch Label: missing"]
+
+
+def test_the_command_checks_against_the_katib_config_the_instructor_installs(default, tmp_path):
+    # Katib's webhook looks an algorithm up in the installed katib-config: the workshop's has no tpe.
+    doc = copy.deepcopy(default)
+    doc["spec"]["algorithm"] = {"algorithmName": "tpe"}
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    refused = run_script("katib_check.py", path)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr.splitlines() == [
+        f'{path}: spec.algorithm.algorithmName: Invalid value: "tpe": unable to get Suggestion config data for '
+        "algorithm tpe: failed to find suggestion config for algorithm: tpe in ConfigMap: katib-config"]
+    stock = run_script("katib_check.py", "--katib_config", "standalone", path)
+    assert stock.returncode == 0 and "is valid (tpe," in stock.stdout, stock.stdout + stock.stderr
+    assert run_script("katib_check.py", REPO / "runs" / "no-such.yaml").returncode == 1

@@ -41,6 +41,18 @@ STANDALONE = {
     "collectors": ("StdOut", "File", "TensorFlowEvent"),
 }
 NAMESPACE_LABEL = ("katib.kubeflow.org/metrics-collector-injection", "enabled")
+
+
+def workshop_config():
+    """What the katib-config `make instructor-katib` installs offers (templated/instructor/katib-config.yaml.j2):
+    Katib's webhook reads the installed one on every request (v0.19.0 validator.go, GetSuggestionConfigData)."""
+    from tfk8s.kube import cluster_model  # which imports this module
+    runtime = cluster_model.katib_config()["runtime"]
+    return {"suggestions": tuple(s["algorithmName"] for s in runtime.get("suggestions") or []),
+            "early_stoppings": tuple(e["algorithmName"] for e in runtime.get("earlyStoppings") or []),
+            "collectors": tuple(c["kind"] for c in runtime.get("metricsCollectors") or [])}
+
+
 KUBEFLOW_JOBS = ("TFJob", "PyTorchJob", "XGBoostJob", "MPIJob")
 SUCCEEDED = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
 FAILED = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
@@ -674,11 +686,15 @@ def main(argv=None):
                                         "defaults), its suggestion services after it, and the training operator "
                                         "the trials' TFJobs.")
     parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("--katib_config", choices=("workshop", "standalone"), default="workshop",
+                        help="the katib-config Katib reads: the workshop's (what make instructor-katib installs: "
+                             "its algorithms, no early stopping) or the stock katib-standalone one")
     args = parser.parse_args(argv)
+    config = workshop_config() if args.katib_config == "workshop" else STANDALONE
     failed = False
     for path in args.files:
         for doc in yamlfile.documents(path, must_hold="a Katib Experiment"):
-            found = problems(doc)
+            found = problems(doc, config)
             if not found and (doc["spec"].get("trialTemplate") or {}).get("trialSpec"):
                 found = trial_problems(doc, example_assignments(doc))
             for line in found:
