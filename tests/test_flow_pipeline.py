@@ -120,3 +120,9 @@ def test_python_is_the_given_interpreter_without_path(tmp_path, monkeypatch):
     with pytest.raises(UsageError):
         pipeline.steps_of("python a.py", tmp_path)
     pipeline.steps_of("python a.py", tmp_path, python=sys.executable)
+
+
+def test_a_pipeline_has_at_most_the_steps_argos_workflow_crd_holds():
+    assert sum(map(len, pipeline.parse(" & ".join(["echo"] * 199)))) == 199
+    with pytest.raises(UsageError, match="^200 steps: a pipeline has at most 199 "):
+        pipeline.parse(" >> ".join(["echo"] * 100) + " & " + " & ".join(["echo"] * 100))

@@ -28,6 +28,8 @@ OPERATOR_CHARS = "><|;&"
 PYTHONS = re.compile(r"python(3(\.\d+)?)?")
 PYTHON_OPTIONS_WITH_VALUE = ("-W", "-X")   # python's own options that take the next word (-c and -m end them)
 MAX_WORD = 40  # characters of a step's word in its name; Argo's limit on a task name is 128 (validate.go)
+# Argo v4.1.2's Workflow CRD (manifests/base/crds/full): spec.templates maxItems 200, one per step and the DAG.
+MAX_STEPS = 199
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,10 @@ def parse(text):
         if value != PARALLEL:  # '>>' or the end
             stages.append(steps)
             steps = []
+    count = sum(map(len, stages))
+    if count > MAX_STEPS:
+        raise UsageError(f"{count} steps: a pipeline has at most {MAX_STEPS} (Argo's Workflow CRD holds 200 "
+                         "templates, and the DAG is one of them)")
     return stages
 
 
