@@ -41,18 +41,6 @@ STANDALONE = {
     "collectors": ("StdOut", "File", "TensorFlowEvent"),
 }
 NAMESPACE_LABEL = ("katib.kubeflow.org/metrics-collector-injection", "enabled")
-
-
-def workshop_config():
-    """What the katib-config `make instructor-katib` installs offers (templated/instructor/katib-config.yaml.j2):
-    Katib's webhook reads the installed one on every request (v0.19.0 validator.go, GetSuggestionConfigData)."""
-    from tfk8s.kube import cluster_model  # which imports this module
-    runtime = cluster_model.katib_config()["runtime"]
-    return {"suggestions": tuple(s["algorithmName"] for s in runtime.get("suggestions") or []),
-            "early_stoppings": tuple(e["algorithmName"] for e in runtime.get("earlyStoppings") or []),
-            "collectors": tuple(c["kind"] for c in runtime.get("metricsCollectors") or [])}
-
-
 KUBEFLOW_JOBS = ("TFJob", "PyTorchJob", "XGBoostJob", "MPIJob")
 SUCCEEDED = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
 FAILED = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
@@ -73,6 +61,16 @@ SUBDOMAIN_MESSAGE = ("a lowercase RFC 1123 subdomain must consist of lower case 
 NAME_MESSAGE = ("name must consist of lower case alphanumeric characters or '-', start with an alphabetic "
                 "character, and end with an alphanumeric character (e.g. 'my-name', or 'abc-123', regex used for "
                 "validation is '^[a-z]([-a-z0-9]*[a-z0-9])?)') and may not be longer than 40 characters. ")
+
+
+def workshop_config():
+    """What the katib-config `make instructor-katib` installs offers (templated/instructor/katib-config.yaml.j2):
+    Katib's webhook reads the installed one on every request (v0.19.0 validator.go, GetSuggestionConfigData)."""
+    from tfk8s.kube import cluster_model  # which imports this module
+    runtime = cluster_model.katib_config()["runtime"]
+    return {"suggestions": tuple(s["algorithmName"] for s in runtime.get("suggestions") or []),
+            "early_stoppings": tuple(e["algorithmName"] for e in runtime.get("earlyStoppings") or []),
+            "collectors": tuple(c["kind"] for c in runtime.get("metricsCollectors") or [])}
 
 
 # ---------------------------------------------------------------- errors as the API server prints them
@@ -594,7 +592,7 @@ def meta_value(reference, trial, namespace, trial_spec):
     """A ${trialSpec.X} reference's value for a trial (v0.19.0 manifest/generator.go GetRunSpecWithHyperParameters):
     Name, Namespace, Kind, APIVersion, or Labels[key] / Annotations[key] of the template's own metadata."""
     key = re.search(r"\$\{trialSpec\.(.+?)\}", reference)[1]
-    index = None
+    index = ""  # Go's zero value: ${trialSpec.Labels} asks for the label ""
     indexed = re.search(r"(.+)\[(.+)]", key)
     if indexed:
         key, index = indexed[1], indexed[2]
@@ -625,7 +623,8 @@ def run_spec(doc, trial, namespace, assignments):
         elif reference in assignments:
             value = assignments[reference]
         else:
-            raise TrialSpecError(f"unable to find parameter: {reference} in parameter assignment: {assignments}")
+            raise TrialSpecError("unable to find non-meta parameter from TrialParameters in ParameterAssignment: "
+                             f"parameter: {reference}, parameter assignment: {assignments}")
         text = text.replace(placeholder(parameter["name"]), value)
     job = json.loads(text)
     job["metadata"] = {"name": trial, "namespace": namespace, **(job.get("metadata") or {})}
