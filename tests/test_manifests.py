@@ -42,7 +42,7 @@ from support import (
     run_script,
     validate,
 )
-from tfk8s.kube import katib_check, pod_security, render
+from tfk8s.kube import cluster_model, katib_check, pod_security, render
 from tfk8s.ports import free_port
 
 
@@ -123,6 +123,18 @@ def test_every_pod_meets_pod_security_restricted_and_has_requests_limits_and_no_
             for bound in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(c.get("resources", {}).get(bound, {})), f"{name}: no {bound}"
             assert effective(template, c, "runAsUser") == 1000, name
+
+
+# A namespace's `enforce-version: latest` is the API server's own version: the workshop runs on 1.30 and newer.
+SUPPORTED_VERSIONS = [f"v1.{minor}" for minor in range(30, pod_security.LATEST[1] + 1)]
+
+
+def test_every_pod_the_workshop_writes_or_the_cluster_makes_is_restricted_at_every_supported_version():
+    made = [d for docs in cluster_model.cluster_made(NAMESPACE).values() for d in docs]
+    pods = [written for _, written in DOCUMENTS] + made
+    assert len(made) > 20
+    for version in SUPPORTED_VERSIONS:
+        assert pod_security.violations(pods, "restricted", version) == [], version
 
 
 @pytest.mark.parametrize("label,doc", DOCUMENTS, ids=[label for label, _ in DOCUMENTS])

@@ -229,6 +229,11 @@ def test_selinux_comes_before_seccomp_in_go_byte_order():
     assert [reason for reason, _ in failures(pod, "baseline")] == ["seLinuxOptions", "seccompProfile"]
 
 
+def test_a_null_selinux_type_is_the_empty_type_which_is_allowed():
+    # Go decodes "type": null as "", one of the allowed types (check_seLinuxOptions.go).
+    assert failures(breaks(lambda p: sc(p, "a").update(seLinuxOptions={"type": None})), "restricted") == []
+
+
 # ---------------------------------------------------------------- versions
 
 def test_versions_follow_the_checks_minimum_versions():

@@ -156,8 +156,9 @@ def se_linux_options(allowed_types):
         def valid(options):
             nonlocal user, role
             ok = True
-            if options.get("type", "") not in allowed_types:
-                types.add(options.get("type", ""))
+            kind = options.get("type") or ""  # Go decodes a JSON null as ""
+            if kind not in allowed_types:
+                types.add(kind)
                 ok = False
             if options.get("user"):
                 user, ok = True, False
