@@ -9,7 +9,7 @@ def main(argv=None):
     args = parse_args(argv)  # before TensorFlow is imported: a bad flag answers at once
     if args.version:
         from importlib.metadata import version
-        print(f"TensorFlow ModelServer: serve.py, a development twin of 2.21\nTensorFlow Library: "
+        print(f"TensorFlow ModelServer: serve.py, a development twin of 2.20.0\nTensorFlow Library: "
               f"{version('tensorflow')}")
         return
     for what, port in (("gRPC", args.port), ("REST", args.rest_api_port)):  # checked again when it listens

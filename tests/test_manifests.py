@@ -394,3 +394,15 @@ def test_tensorboard_command_serves_the_runs_and_answers_its_probe(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_serving_pod_leaves_the_service_before_it_is_killed():
+    # TensorFlow Serving 2.20.0 has no SIGTERM handler (tensorflow/serving#1853), and a container's first process
+    # ignores a signal it does not handle: the pod is killed when its grace period ends. First a pause, for the
+    # Service to stop sending it requests; then a grace period only a little longer than the pause.
+    (deployment,) = [d for d in load(KUBE / "serving.yaml") if d["kind"] == "Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    (server,) = spec["containers"]
+    assert server["command"] == ["tensorflow_model_server"]  # the first process: SIGTERM does not stop it
+    pause = server["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 5 <= pause < spec["terminationGracePeriodSeconds"] <= 15
