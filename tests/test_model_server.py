@@ -26,7 +26,7 @@ from tfk8s.serving.grpc_api import start_grpc
 from tfk8s.serving.models import ModelServer, ServedModel
 from tfk8s.serving.protocol import Code, ServingError, State
 from tfk8s.serving.rest_api import Api, start_rest
-from tfk8s.serving.server import options_from
+from tfk8s.serving.server import options_from, wait_for_first_versions
 from tfk8s.serving.tensors import DT, apis, to_ndarray, to_tensor_proto
 
 SIGNATURES = """
@@ -165,6 +165,44 @@ def test_a_version_is_loading_while_it_loads_then_available_and_unknown_versions
     empty = ServedModel("e", tmp_path / "e", options(base))
     assert refusal(empty.status) == (Code.NOT_FOUND, "Could not find any versions of model e")
     assert refusal(empty.resolve) == (Code.NOT_FOUND, "Servable not found for request: Latest(e)")
+
+
+def started(server):
+    """wait_for_first_versions(server) in a thread: None once it returned, its error, or "still waiting" after 10 s."""
+    outcome = ["still waiting"]
+
+    def wait():
+        try:
+            wait_for_first_versions(server)
+            outcome[0] = None
+        except Exception as err:  # noqa: BLE001 - the outcome is what the test looks at
+            outcome[0] = err
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    thread.join(10)
+    return outcome[0]
+
+
+def test_start_up_waits_for_one_version_of_each_model_not_for_every_version_the_policy_asks_for(tmp_path):
+    # ServerCore waits for ServableRequest::Latest: the first version of the stream AVAILABLE (or END). A broken
+    # newest version, retried once a minute, does not hold the ports closed while an older one answers.
+    base = tmp_path / "m"
+    put(base, 1)
+    put(base, 2, broken=True)
+    model = ServedModel("m", base, options(base, "--load_retry_interval_micros", 60_000_000), ("latest", 2))
+    server = ModelServer([model])
+    assert started(server) is None
+    assert states(model) == {2: ("LOADING", "OK"), 1: ("AVAILABLE", "OK")} and y(server) == 2.0
+
+
+def test_start_up_fails_when_a_model_has_no_version_that_loads(tmp_path):
+    base = tmp_path / "m"
+    put(base, 1, broken=True)
+    model = ServedModel("m", base, options(base, "--max_num_load_retries", 0), ("latest", 1))
+    error = started(ModelServer([model]))
+    assert str(error) == ("Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: "
+                          "{{name: m version: 1} due to error: UNKNOWN: not a SavedModel}, ")
 
 
 def test_a_version_that_fails_is_retried_then_end_and_the_served_one_answers_until_another_is_available(tmp_path):

@@ -289,12 +289,15 @@ def test_a_refused_model_config_changes_nothing(exports, tmp_path):
         wait_for(lambda: "Request to assign label to version 3" in server.log(), "the refusal", server)
         polled_since(server, "Request to assign label to version 3")  # the policy in force had its poll
         assert answer(server, label="stable") == (1.5, 1) and answer(server, version=1) == (1.5, 1)
-        # The same over gRPC (HandleReloadConfigRequest): the status says why, nothing changes.
+        # The same over gRPC (HandleReloadConfigRequest): the call fails with the refusal's code and words,
+        # as TensorFlow Serving's does (model_service_impl.cc: ToGRPCStatus), and nothing changes.
         request = apis.model_management_pb2.ReloadConfigRequest()
         text_format.Parse(config_text(base, [2], {"stable": 7}), request.config)
-        status = stubs(server)[1].HandleReloadConfigRequest(request, timeout=30).status
-        assert (status.error_code, status.error_message) == (9, "Request to assign label to version 7 of model m, "
-                                                                "which is not currently available for inference")
+        with pytest.raises(grpc.RpcError) as refused:
+            stubs(server)[1].HandleReloadConfigRequest(request, timeout=30)
+        assert (refused.value.code(), refused.value.details()) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "Request to assign label to version 7 of model m, which is not currently available for inference")
         assert answer(server, version=1) == (1.5, 1)
         # A byte that is not UTF-8: refused, logged once, nothing changes.
         path.write_bytes(config_text(base, [1, 2], {"stable": 1}).encode() + b"\xff")

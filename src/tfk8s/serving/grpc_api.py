@@ -133,11 +133,10 @@ class ModelService(apis.model_service_pb2_grpc.ModelServiceServicer):
         if self.config_file is None:
             raise ServingError(Code.FAILED_PRECONDITION, "this server serves --model_base_path, not a model config; "
                                                          "start it with --model_config_file to reload one")
-        try:
-            self.config_file.apply(request.config)
-            self.server.poll()
-        except ServingError as err:
-            response.status.error_code, response.status.error_message = ERROR_CODE[err.code], err.message
+        # A config refused fails the call with its code, as TensorFlow Serving's does (model_service_impl.cc
+        # returns ToGRPCStatus(status)); the config in force stays.
+        self.config_file.apply(request.config)
+        self.server.poll()
         return response
 
 

@@ -118,10 +118,12 @@ class ServedModel:
             f"{time.time() - began:.1f} s (signatures: {', '.join(sorted(loaded.signatures))})")
 
     def settled(self):
-        """True once the newest aspired version answers or failed for good (start-up waits for this)."""
+        """True once an aspired version answers or one failed for good: start-up waits for this, as ServerCore
+        waits for ServableRequest::Latest, met by the first version of the stream AVAILABLE or END (2.20.0
+        servable_state_monitor.cc HasAnyServableInStreamReachedState); the others go on loading after."""
         on_disk = versions.listing(self.base_path)
         aspired = self.aspired(on_disk)
-        return bool(aspired) and all(v in self.loaded or v in self.failed for v in aspired)
+        return any(v in self.loaded or v in self.failed for v in aspired)
 
     def resolve(self, version=None, label=None):
         """The LoadedVersion a request names: a number, a label, or (neither) the newest."""

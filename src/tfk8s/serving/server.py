@@ -72,7 +72,8 @@ def options_from(args):
 
 
 def wait_for_first_versions(server):
-    """As ServerCore::Create: block until every model's newest version is AVAILABLE or failed for good."""
+    """As ServerCore::Create: block until each model has a version AVAILABLE, or one failed for good (then the
+    start fails, as load_servables_fast.cc's "N servable(s) did not become available")."""
     waiting_logged = set()
     while True:
         server.poll()
