@@ -97,9 +97,11 @@ def states(model):
 
 def y(server, x=1.0, version=None, label=None):
     """What the server answers for x (y = x + version), as ModelServer.resolve picks the version."""
-    spec = apis.model_pb2.ModelSpec(name="m", version_label=label or "")
+    spec = apis.model_pb2.ModelSpec(name="m")
     if version is not None:
         spec.version.value = version
+    if label is not None:
+        spec.version_label = label
     loaded = server.resolve(spec)
     return float(loaded.signatures["serving_default"].run({"x": np.array([x], np.float32)}, ["y"])["y"][0])
 
@@ -275,6 +277,8 @@ def test_a_label_goes_only_on_an_available_version_and_a_refused_config_changes_
                                                      {"stable": 1, "canary": 2})))
     assert (y(server, label="stable"), y(server, label="canary")) == (2.0, 3.0)
     assert refusal(y, server, 1.0, None, "beta") == (Code.INVALID_ARGUMENT, "Unrecognized servable version label: beta")
+    # A label set to "" is still a label (the version_choice oneof), not the latest version: unknown, as upstream.
+    assert refusal(y, server, 1.0, None, "") == (Code.INVALID_ARGUMENT, "Unrecognized servable version label: ")
     # A label on a version not loaded: the whole config is refused, its policy (drop 1) and labels too.
     put(base, 3)
     refused = model_config.parse_text(config_text(base, "specific { versions: 2 versions: 3 }", {"stable": 3}))

@@ -128,7 +128,7 @@ class ServedModel:
     def resolve(self, version=None, label=None):
         """The LoadedVersion a request names: a number, a label, or (neither) the newest."""
         with self.lock:
-            if label:
+            if label is not None:
                 if label not in self.labels:
                     raise invalid(f"Unrecognized servable version label: {label}")
                 version = self.labels[label]
@@ -178,10 +178,11 @@ class ModelServer:
         if not name:
             raise invalid("ModelSpec has no name specified.")
         version = spec.version.value if spec.HasField("version") else None
-        label = spec.version_label or None
+        # A label set, even to "", is a label (the version_choice oneof): "" is an unknown one, as upstream.
+        label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else None
         model = self.models.get(name)
         if model is None:
-            if label:
+            if label is not None:
                 raise invalid(f"Unrecognized servable version label: {label}")
             which = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
             raise ServingError(Code.NOT_FOUND, f"Servable not found for request: {which}")

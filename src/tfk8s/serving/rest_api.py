@@ -59,8 +59,13 @@ class PathSpec:
         self.name, self.version_label = name, label or ""
         self.version = types.SimpleNamespace(value=version)
 
-    def HasField(self, field):  # the protobuf method ModelServer.resolve calls
+    def HasField(self, field):  # the protobuf methods ModelServer.resolve calls
         return field == "version" and self.version.value is not None
+
+    def WhichOneof(self, group):
+        if group != "version_choice":
+            return None
+        return "version_label" if self.version_label else "version" if self.version.value is not None else None
 
 
 def utf8(text):
