@@ -184,10 +184,12 @@ def describe(m):
 
 
 # ---------------------------------------------------------------- the moves of an A/B rollout
-# TensorFlow Serving accepts a label only on a version it has loaded (AVAILABLE):
-# a config that points a label at any other version is refused as a whole
+# TensorFlow Serving moves a label only onto a version it has loaded (AVAILABLE):
+# a config that moves one to any other version is refused as a whole
 # ("Request to assign label to version N ... not currently available"), and
-# the server keeps serving the previous one. So a new version is loaded first
+# the server keeps serving the previous one (with
+# --allow_version_labels_for_unavailable_models, server_core.cc, a new label may
+# name a version not loaded yet; moving one may not). So a new version is loaded first
 # (`load`), and labelled once the server has it (`canary`, `promote`).
 
 def check_version(version, flag="--version"):
