@@ -249,13 +249,19 @@ def placeholder(name):
     return "${trialParameters." + name + "}"
 
 
-def is_meta_key(reference):
+def meta_reference(reference):
+    """A ${trialSpec.X} or ${trialSpec.X[k]} reference as (X, k), k "" without one (Go's zero value); None for a
+    reference to a parameter (consts.go TrialTemplateMetaReplaceFormatRegex, TrialTemplateMetaParseFormatRegex)."""
     match = re.search(r"\$\{trialSpec\.(.+?)\}", reference)
     if not match:
-        return False
-    key = match[1]
-    sub = re.search(r"(.+)\[(.+)]", key)
-    return key in META_KEYS or bool(sub and sub[1] in META_KEYS)
+        return None
+    indexed = re.search(r"(.+)\[(.+)]", match[1])
+    return (indexed[1], indexed[2]) if indexed else (match[1], "")
+
+
+def is_meta_key(reference):
+    parsed = meta_reference(reference)
+    return parsed is not None and parsed[0] in META_KEYS
 
 
 def template_text(template):
@@ -591,18 +597,14 @@ class TrialSpecError(ValueError):
 def meta_value(reference, trial, namespace, trial_spec):
     """A ${trialSpec.X} reference's value for a trial (v0.19.0 manifest/generator.go GetRunSpecWithHyperParameters):
     Name, Namespace, Kind, APIVersion, or Labels[key] / Annotations[key] of the template's own metadata."""
-    key = re.search(r"\$\{trialSpec\.(.+?)\}", reference)[1]
-    index = ""  # Go's zero value: ${trialSpec.Labels} asks for the label ""
-    indexed = re.search(r"(.+)\[(.+)]", key)
-    if indexed:
-        key, index = indexed[1], indexed[2]
+    key, index = meta_reference(reference)
     metadata = trial_spec.get("metadata") or {}
     simple = {"Name": trial, "Namespace": namespace, "Kind": trial_spec.get("kind", ""),
               "APIVersion": trial_spec.get("apiVersion", "")}
     if key in simple:
         return simple[key]
     if key in ("Labels", "Annotations"):
-        found = (metadata.get(key.lower()) or {})
+        found = metadata.get(key.lower()) or {}
         if index not in found:
             raise TrialSpecError(f"illegal reference of trial metadata: {reference}; failed to fetch "
                                  f"{key[:-1]}: {index}")
