@@ -1,11 +1,12 @@
 """What every command-line tool shares (src/tfk8s/cli.py), in real processes: help, one-line errors, quiet pipes."""
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from support import REPO, SRC
-from tfk8s.cli import child_env
+from tfk8s.cli import child_env, signals_held
 
 TOOL = """
 from tfk8s.cli import entry_point
@@ -174,3 +175,40 @@ def test_a_huge_replica_count_is_refused_before_any_pod_is_planned(tmp_path, nam
     result = run_command(name, *MANIFEST_READERS[name], path)  # planned pod by pod, it took minutes
     said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
     assert result.returncode in (1, 2) and len(said) == 1 and "1000000000 replicas" in said[0], said
+
+
+# ---------------------------------------------------------------- signals_held: starting a child that must be stopped
+
+class StopError(Exception):
+    pass
+
+
+def raise_stop(signum, frame):
+    raise StopError(signum)
+
+
+@pytest.fixture
+def sigterm_raises_stop():
+    previous = signal.signal(signal.SIGTERM, raise_stop)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_signal_inside_the_held_block_reaches_its_handler_as_the_block_ends_not_before(sigterm_raises_stop):
+    reached = []
+    with pytest.raises(StopError):
+        with signals_held():
+            signal.raise_signal(signal.SIGTERM)  # handled at once, were it not held
+            reached.append("the rest of the block ran")
+    assert reached == ["the rest of the block ran"]
+    assert signal.getsignal(signal.SIGTERM) is raise_stop
+
+
+def test_a_block_without_a_signal_ends_quietly_and_an_ignored_signal_stays_ignored(sigterm_raises_stop):
+    with signals_held():
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with signals_held():
+        signal.raise_signal(signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN

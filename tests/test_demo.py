@@ -13,6 +13,8 @@ import time
 import pytest
 
 from support import REPO, SRC, assert_one_line_error, run_script, server_processes
+from tfk8s import demo
+from tfk8s.serving import process as serve
 
 STEPS = 300  # shorter runs vary a lot: one 100-step run reached 35% test accuracy, 150-step runs 93-96%
 ROW = re.compile(r"^data/(\d)\.png\s+(\d)\s+(\d+\.\d+)%", re.M)
@@ -116,3 +118,34 @@ def test_an_export_the_server_cannot_load_is_a_one_line_error_and_no_server_is_l
 
 def test_demo_rejects_a_non_positive_step_count():
     assert_one_line_error(run_script("demo.py", "--steps", 0), "--steps must be positive")
+
+
+@pytest.mark.slow  # the children are the real trainer and model server, stopped as they start
+@pytest.mark.parametrize("child", ["model server", "trainer"])
+def test_a_kill_that_arrives_while_a_child_starts_still_stops_the_child(tmp_path, monkeypatch, child):
+    """SIGTERM taken inside subprocess.Popen, the child already running but its Popen object not yet returned:
+    the demo must stop that child all the same (under load, an interrupted demo once exited and left its model
+    server running). The signal is raised at that very point, so the window is hit every time."""
+    started, real_popen = [], subprocess.Popen
+
+    def popen_then_signalled(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        signal.raise_signal(signal.SIGTERM)  # the demo's handler raises here, unless the signal is held
+        return started[-1]
+
+    previous = signal.signal(signal.SIGTERM, demo.terminated)
+    monkeypatch.setattr(subprocess, "Popen", popen_then_signalled)
+    try:
+        with pytest.raises(demo.TerminatedError):
+            if child == "model server":
+                with serve.running(tmp_path / "export", "mnist", timeout=60):
+                    pass
+            else:
+                demo.relay("main.py", ["--steps", 1, "--model_dir", tmp_path / "model", "--export_dir", tmp_path / "e"])
+        assert len(started) == 1
+        assert started[0].poll() is not None, f"the {child} (pid {started[0].pid}) was left running"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for process in started:
+            process.kill()
+            process.wait()

@@ -7,10 +7,13 @@ traceback. Exit codes follow the Kubeflow training operator's rules for
 138 is the code it reserves for "retry me" (a lost peer, for example).
 """
 import argparse
+import contextlib
 import functools
 import math
 import os
+import signal
 import sys
+import threading
 
 EXIT_FAILURE = 1     # permanent: bad data, a failed request
 EXIT_USAGE = 2       # permanent: bad flags
@@ -69,6 +72,34 @@ def child_env():
     make its child join that replica's cluster.
     """
     return {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+
+
+@contextlib.contextmanager
+def signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Within the block, `signums` are noted, not acted on; as the block ends, each noted one is handed to the
+    handler that was in place. For starting a child that must be stopped however we end: a Ctrl-C or `kill`
+    arriving inside subprocess.Popen (the child already running, its Popen object not yet ours) would leave
+    it behind. Python-level handlers only, so the child starts with the usual dispositions. A signal this
+    process ignores stays ignored; off the main thread (where handlers cannot be set), nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted = []
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, lambda number, frame: noted.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(noted):
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            else:  # SIG_DFL (or None: set outside Python): what the signal would have done
+                signal.raise_signal(signum)
 
 
 class ArgumentParser(argparse.ArgumentParser):

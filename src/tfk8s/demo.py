@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from tfk8s import versions
-from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point
+from tfk8s.cli import ArgumentParser, UsageError, UserError, child_env, entry_point, signals_held
 from tfk8s.noise import is_no_gpu_notice
 from tfk8s.paths import REPO, RUNS, SRC
 
@@ -71,23 +71,33 @@ def relay(script, argv):
     print(command_line(script, argv), flush=True)
     env = child_env()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with subprocess.Popen([sys.executable, str(SRC / script), *map(str, argv)], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace") as process:
-        def copy(lines):
-            for line in lines:
-                if not is_no_gpu_notice(line):
-                    print(line, end="", flush=True)
-        try:
-            copy(process.stdout)
-        except KeyboardInterrupt:  # the child has its SIGINT too: let it say where it stopped
+
+    def copy(lines):
+        for line in lines:
+            if not is_no_gpu_notice(line):
+                print(line, end="", flush=True)
+
+    process = None
+    try:
+        with signals_held():  # a Ctrl-C or `kill` arriving inside Popen is taken here, the child ours to stop
+            process = subprocess.Popen([sys.executable, str(SRC / script), *map(str, argv)], env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        copy(process.stdout)
+    except KeyboardInterrupt:  # the child has its SIGINT too: let it say where it stopped
+        if process is not None:
             try:
                 copy(process.communicate(timeout=60)[0].splitlines(keepends=True))
             except subprocess.TimeoutExpired:
                 process.kill()
-            raise
-        except BaseException:
+        raise
+    except BaseException:
+        if process is not None:
             process.kill()
-            raise
+        raise
+    finally:
+        if process is not None:
+            process.stdout.close()
+            process.wait()
     return process.returncode
 
 

@@ -11,7 +11,7 @@ import types
 
 import grpc
 
-from tfk8s.cli import child_env
+from tfk8s.cli import child_env, signals_held
 from tfk8s.paths import SRC
 from tfk8s.ports import free_ports
 from tfk8s.serving.protocol import State
@@ -40,8 +40,10 @@ def running(model_base_path=None, model_name="mnist", args=(), timeout=120, mode
             return output.read()
 
         env = {**child_env(), "TFK8S_SERVE_DEBUG": "1" if debug else "0"}
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, env=env)
+        process = None
         try:
+            with signals_held():  # a Ctrl-C or `kill` now is taken once `process` can be stopped below
+                process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, env=env)
             stub = apis.model_service_pb2_grpc.ModelServiceStub(channel)
             request = apis.get_model_status_pb2.GetModelStatusRequest(model_spec={"name": model_name})
             deadline = time.time() + timeout
@@ -59,7 +61,7 @@ def running(model_base_path=None, model_name="mnist", args=(), timeout=120, mode
                 time.sleep(0.2)
             yield types.SimpleNamespace(grpc_port=grpc_port, rest_port=rest_port, process=process, log=read_log)
         finally:
-            if process.poll() is None:
+            if process is not None and process.poll() is None:
                 process.terminate()
                 try:
                     process.wait(timeout=15)
