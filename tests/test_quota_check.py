@@ -154,3 +154,28 @@ def test_finished_pods_free_their_quota(fake_kubectl, tmp_path):
     kubectl_objects(tmp_path, objects)
     result = make("tfjob", *EXAMPLE, pushed(tmp_path), path=path, env={"FAKE_CONTEXT_NAMESPACE": "alice"})
     assert result.returncode == 0, result.stderr
+
+
+def test_a_pods_usage_is_counted_as_kubernetes_counts_it():
+    """PodRequests/PodLimits: a limit without a request is the request too (the API server's defaulting); init
+    containers run one at a time, a sidecar (restartPolicy: Always) beside what follows it; plus the overhead."""
+    spec = {
+        "containers": [
+            {"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}},
+            {"name": "b", "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "500m"}}}],
+        "initContainers": [
+            {"name": "setup", "resources": {"requests": {"cpu": "2", "memory": "64Mi"},
+                                            "limits": {"cpu": "2", "memory": "64Mi"}}},
+            {"name": "proxy", "restartPolicy": "Always",
+             "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "32Mi"}}},
+            {"name": "late", "resources": {"limits": {"cpu": "3"}}}],
+        "overhead": {"cpu": "10m", "memory": "8Mi"}}
+    usage = pod_usage(spec)
+    mi = 2**20
+    assert (usage.requests_cpu, usage.limits_cpu) == (3000 + 100 + 10, 3000 + 200 + 10)  # "late" beside the proxy
+    assert usage.requests_memory == (1024 + 128 + 32 + 8) * mi  # the containers and the proxy outweigh "setup"
+    assert usage.limits_memory == (1024 + 32 + 8) * mi
+    assert (usage.pods, usage.requests_ephemeral) == (1, 0)
+    # Without the init containers: the containers' sum, the limit-only container counted at its limit.
+    plain = pod_usage({"containers": spec["containers"]})
+    assert (plain.requests_cpu, plain.requests_memory) == (1250, (1024 + 128) * mi)

@@ -330,6 +330,15 @@ def test_local_sweep_trains_every_trial_into_its_own_directories(local_sweep):
     assert b"_hparams_/experiment" in config.read_bytes()
 
 
+def test_a_trials_result_is_its_newest_evaluation_of_its_highest_step_in_whatever_order_the_events_come():
+    # (step, wall_time, value): a trial restarted after step 200 evaluated step 200 again; a reader may hand the
+    # event files' scalars over file by file, so not in step or time order.
+    events = [(200, 1009.0, 0.962), (100, 1000.0, 0.90), (200, 1004.0, 0.955), (150, 1002.0, 0.93)]
+    assert results.last(events) == (200, 0.962)
+    assert results.last(list(reversed(events))) == (200, 0.962)
+    assert results.last([]) == (None, None)
+
+
 def test_rank_orders_by_validation_accuracy_alone_then_unfinished_failed_and_missing_trials():
     def trial(name, status, validation=None, test=None):
         return results.Result(name, name, {}, "", "", status=status, validation=validation, test=test)

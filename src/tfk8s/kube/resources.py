@@ -2,8 +2,9 @@
 
 A pod's request (or limit) of a resource is the larger of the sum over its
 containers and the largest of its init containers (which run one at a time,
-before the others), plus the pod's overhead: Kubernetes' PodRequests and
-PodLimits. A quota adds that up over the namespace's pods that are not
+before the others; a sidecar, `restartPolicy: Always`, counts in both), plus
+the pod's overhead: Kubernetes' PodRequests and PodLimits. A limit without a
+request is the request too, as the API server defaults it. A quota adds that up over the namespace's pods that are not
 finished; the scheduler needs it free on one node. Quantities are Kubernetes
 quantities ("500m", "2", "2Gi", "1e3"); CPU is counted in millicores and
 memory and storage in bytes, as whole numbers, rounded up as the API server
@@ -120,11 +121,21 @@ def container_amount(container, bound, resource):
 
 
 def pod_usage(spec, name=""):
-    """One pod's Usage from its spec: PodRequests and PodLimits (init containers run before the others)."""
+    """One pod's Usage from its spec: PodRequests and PodLimits (k8s.io/component-helpers resource/helpers.go).
+    Init containers run one at a time before the others; a sidecar (an init container with `restartPolicy:
+    Always`) runs on beside every init container after it and beside the pod's containers."""
     figures = {}
     for key, bound, resource in AMOUNTS:
         running = sum(container_amount(c, bound, resource) for c in spec.get("containers") or [])
-        init = max((container_amount(c, bound, resource) for c in spec.get("initContainers") or []), default=0)
+        init = sidecars = 0
+        for c in spec.get("initContainers") or []:
+            amount = container_amount(c, bound, resource)
+            if c.get("restartPolicy") == "Always":
+                sidecars += amount
+                running += amount
+                init = max(init, sidecars)
+            else:
+                init = max(init, amount + sidecars)
         overhead = (spec.get("overhead") or {}).get(resource)
         extra = 0 if overhead is None else (millicores(overhead) if resource == "cpu" else whole(overhead))
         figures[key] = max(running, init) + extra
