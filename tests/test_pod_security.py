@@ -196,6 +196,30 @@ def test_ephemeral_containers_are_checked_too():
         ("unrestricted capabilities", 'container "debug" must set securityContext.capabilities.drop=["ALL"]')]
 
 
+# Every capability of linux/capability.h (41, CAP_CHOWN to CAP_CHECKPOINT_RESTORE), as a pod spells it.
+LINUX_CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE")
+
+
+def test_restricted_lets_a_container_add_net_bind_service_alone_and_baseline_its_thirteen_defaults():
+    # check_capabilities_restricted.go: anything but NET_BIND_SERVICE; check_capabilities_baseline.go: anything
+    # outside the container runtimes' default set (AUDIT_WRITE ... SYS_CHROOT, without NET_RAW since v1.0).
+    admitted = {level: [] for level in LEVELS}
+    for capability in LINUX_CAPABILITIES:
+        pod = breaks(lambda p, cap=capability: sc(p, "a")["capabilities"].update(add=[cap]))
+        for level in LEVELS:
+            if not failures(pod, level):
+                admitted[level].append(capability)
+    assert admitted["restricted"] == ["NET_BIND_SERVICE"]
+    assert admitted["baseline"] == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+                                    "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "MKNOD", "AUDIT_WRITE", "SETFCAP"]
+
+
 def test_reasons_come_baseline_first_then_restricted_each_in_the_librarys_order():
     """The NFS server of the workshop's storage namespace, as the API server would refuse it in an attendee's."""
     spec = {"initContainers": [{"name": "export-owner", "image": "i", "securityContext": {
