@@ -125,9 +125,10 @@ def test_a_trial_is_kube_tfjob_yaml_but_for_its_name_labels_image_and_trainer_fl
     ("- just\n- a list\n", ["expected a mapping"]),
     ("name: s\ngrid: {learning_rate: [0.1]\n", ["is not valid YAML"]),
     ("name: s\nworkers: 1000000000\ngrid: {learning_rate: [0.1]}\n", ["workers 1000000000 is more than 15"]),
+    ("name: s\ngrid: {learning_rate: [0.1, 0.05, 0.10]}\n", ["grid.learning_rate lists a value twice"]),
 ], ids=["unknown-key", "unknown-grid-flag", "unknown-fixed-flag", "empty-list", "negative-learning-rate",
         "hidden-layers-7", "not-an-int", "sweep-owned-flag", "metrics-dir", "illegal-name", "help", "a-list",
-        "bad-yaml", "huge-workers"])
+        "bad-yaml", "huge-workers", "same-value-twice"])
 def test_a_mistake_in_the_values_file_is_one_line_and_renders_nothing(tmp_path, text, fragments):
     values = write_values(tmp_path, text)
     result = run_sweep("--values", values, "--dry_run", "--output_dir", tmp_path / "out")
