@@ -126,6 +126,13 @@ def test_each_ported_rule_refuses_what_katib_refuses_with_its_message(default, c
     assert any(expected in line for line in found), found
 
 
+def test_the_counts_may_reach_max_trial_count_and_no_failure_may_be_allowed(default):
+    """Katib refuses a count only past maxTrialCount (validator.go compares with >), and 0 failed trials is valid."""
+    assert mutated(default, lambda d: d["spec"].update(maxTrialCount=4, parallelTrialCount=4,
+                                                       maxFailedTrialCount=4)) == []
+    assert mutated(default, lambda d: d["spec"].update(maxFailedTrialCount=0)) == []
+
+
 def test_an_objective_error_stops_katibs_validation_there(default):
     """Katib returns at once after an objective error: the algorithm's is not reported with it."""
     found = mutated(default, lambda d: (d["spec"]["objective"].update(type=""),
