@@ -94,10 +94,10 @@ def test_load_test_reports_no_errors_and_the_accuracy(server):
                       r"error rate 0\.00% \(0 failed\), accuracy ([\d.]+)%", result.stdout)
     assert match, result.stdout
     # A share of the 200 answers (at most 100%, a whole number of them). The first 200 test images, through the
-    # trained_model fixture's export: 99.5-100% in six measured runs (seeds 0-4, seed 0 again); threshold 2 points
-    # under the lowest (one image is half a point).
+    # trained_model fixture's export: 99.5-100% in six measured runs; the fixture once scored only 96.57% of the
+    # whole test set (test_trainer.py), so the threshold is that set's, 95% (one image is half a point).
     whole_share(match[2], 200)
-    assert float(match[2]) > 97.5, result.stdout
+    assert float(match[2]) > 95.0, result.stdout
 
 
 @pytest.mark.slow

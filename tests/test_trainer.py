@@ -22,10 +22,10 @@ def test_short_run_learns_far_above_chance(trained_model):
     # summary holds.
     whole_share(printed, int(images))
     assert f"{tf_events(trained_model['model_dir'] / 'test')[-1][1]:.2%}" == f"{printed}%"
-    # Measured: the trained_model fixture's command (300 steps, 2 hidden layers) with seeds 0-4, and seed 0 again
-    # (CPU kernels are not bit-for-bit repeatable): 98.27-98.60% on the 10,000 test images. Threshold: 1.5 points
-    # under the lowest.
-    assert float(printed) > 96.7, trained_model["stdout"]
+    # Measured: the trained_model fixture's command (300 steps, 2 hidden layers; the weights' initial values are
+    # not seeded), eleven runs: ten at 98.24-98.60% on the 10,000 test images, and one, in a CI run, at 96.57%
+    # (test loss 0.109 against 0.05-0.06). Threshold: 1.5 points under the lowest.
+    assert float(printed) > 95.0, trained_model["stdout"]
     progress = re.findall(r"^step +(\d+)/300 .*validation loss [\d.]+ acc ([\d.]+)%", trained_model["stdout"], re.M)
     assert [int(step) for step, _ in progress] == [150, 300]
     # A line at least every PROGRESS_EVERY (100) steps between evaluations, with the time left.
@@ -54,8 +54,9 @@ def test_export_has_the_serving_signatures_with_exact_names_dtypes_and_shapes(tr
     test_x, test_y = mnist.load("mini")["test"]
     result = loaded.signatures["predict"](image=tf.constant(test_x[:500, ..., None], tf.float32))
     assert result["classes"].numpy().dtype == np.int64
-    # The first 500 test images, the same six runs: 98.2-99.0%; threshold 1.5 points under the lowest.
-    assert np.mean(result["classes"].numpy() == test_y[:500]) > 0.967
+    # The first 500 test images, six of the runs above: 98.2-99.0%; the threshold is the whole test set's, as the
+    # run at 96.57% was not scored on these alone.
+    assert np.mean(result["classes"].numpy() == test_y[:500]) > 0.95
     np.testing.assert_allclose(result["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
 
 
