@@ -285,6 +285,33 @@ def test_a_replica_that_ended_as_the_job_did_is_reported_as_it_ended_and_not_sto
                                                    "worker-1": "failed"}
 
 
+def test_a_replica_that_ends_while_the_job_ends_is_reported_as_it_ended_and_not_stopped(tmp_path, capsys):
+    """As above, but each worker ends between the job's two looks at it: running when its exit code is asked,
+    nothing of it alive when its process group is (seen once under load: a worker neither reported nor
+    stopped). The first look answers "running"; by then the workers have exited, not yet collected."""
+    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")},
+                          commands={"Chief": ["python", "-c", "import time; time.sleep(60)"],
+                                    "Worker": ["python", "-c", "import json, os, sys; "
+                                               "sys.exit(3 * json.loads(os.environ['TF_CONFIG'])['task']['index'])"]})
+    replicas = tfjob_local.plan_replicas(yaml.safe_load(manifest.read_text()), tmp_path / "run", [])
+    watchdog = tfjob_local.reaper.Watchdog(5)
+    try:
+        for replica in replicas:
+            tfjob_local.start(replica, watchdog)
+        for replica in replicas:
+            if replica.type == "Worker":
+                os.waitid(os.P_PID, replica.process.pid, os.WEXITED | os.WNOWAIT)  # ended; a zombie is left
+                answers, real = [None], replica.exit_code
+                replica.exit_code = lambda answers=answers, real=real: answers.pop() if answers else real()
+        tfjob_local.stop(replicas, "cleanPodPolicy Running", watchdog)
+    finally:
+        watchdog.close()
+    said = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("[tfjob]") and not line.startswith("[tfjob] started") and " -> " not in line]
+    assert said == ["[tfjob] worker-0 succeeded (exit code 0)", "[tfjob] worker-1 failed (exit code 3)",
+                    "[tfjob] cleanPodPolicy Running: stopping chief-0"], said
+
+
 # A worker that starts a child (which ignores SIGTERM), writes its pid to the shared volume and exits 0.
 WORKER_LEAVING_A_CHILD = """
 import os, subprocess, sys

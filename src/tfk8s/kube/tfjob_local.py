@@ -379,15 +379,19 @@ def stop(replicas, why, watchdog):
     """Stop the running replicas as Kubernetes deletes pods: SIGTERM to each group, then SIGKILL to a group
     left after its grace period (terminationGracePeriodSeconds). A second signal meanwhile kills them at once.
     A replica whose main process ended since the job's last look at it (a worker finishing as its chief does)
-    is reported as it ended, and not stopped: its pod completed on its own."""
+    is reported as it ended, and not stopped: its pod completed on its own. So is one whose main process ends
+    while we look: nothing left alive in its group, its exit not yet collected."""
     running = [r for r in replicas if r.state == "running" and r.process is not None]
-    for r in [r for r in running if r.exit_code() is not None]:
+    for r in list(running):
+        if r.exit_code() is None and reaper.group_members(r.process.pid):
+            continue  # still running: stopped below
+        r.process.wait()  # it has ended (at most a zombie is left): its exit code, at once
         code = r.exit_code()
         r.state = "succeeded" if code == 0 else "failed"
         say(f"{r.name} {r.state} (exit code {code})")  # as supervise() says it of a replica it saw end
         finish(r, watchdog)
         running.remove(r)
-    if any(reaper.group_members(r.process.pid) for r in running):
+    if running:
         say(f"{why}: stopping {', '.join(r.name for r in running)}")
         began, left = time.monotonic(), list(running)
         try:
