@@ -259,9 +259,14 @@ def test_every_replica_gets_its_tf_config_and_the_chief_decides_success(tmp_path
     assert (tmp_path / "run" / "logs" / "fake-ps-0.log").read_text().startswith("ps-0 run 0\n")
 
 
-def test_a_replica_that_ended_as_the_job_did_is_reported_as_it_ended_and_not_stopped(tmp_path, capsys):
+@pytest.mark.parametrize("between_looks", [False, True], ids=["before-the-last-look", "between-the-two-looks"])
+def test_a_replica_that_ended_as_the_job_did_is_reported_as_it_ended_and_not_stopped(tmp_path, capsys,
+                                                                                     between_looks):
     """The chief succeeds; a worker finishing at the same moment ends after the job's last look at it. The job's
-    end reports it as it ended (its pod completed), and stops only what still runs (cleanPodPolicy Running)."""
+    end reports it as it ended (its pod completed), and stops only what still runs (cleanPodPolicy Running).
+    between_looks: each worker ends between the end's own two looks at it, running when its exit code is asked,
+    nothing of it alive when its process group is (seen once under load: a worker neither reported nor stopped);
+    the first look is made to answer "running", the workers having exited, not yet collected."""
     manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")},
                           commands={"Chief": ["python", "-c", "import time; time.sleep(60)"],
                                     "Worker": ["python", "-c", "import json, os, sys; "
@@ -272,34 +277,9 @@ def test_a_replica_that_ended_as_the_job_did_is_reported_as_it_ended_and_not_sto
         for replica in replicas:
             tfjob_local.start(replica, watchdog)
         for replica in replicas:
-            if replica.type == "Worker":
+            if replica.type == "Worker" and not between_looks:
                 replica.process.wait(timeout=60)
-        tfjob_local.stop(replicas, "cleanPodPolicy Running", watchdog)
-    finally:
-        watchdog.close()
-    said = [line for line in capsys.readouterr().out.splitlines()
-            if line.startswith("[tfjob]") and not line.startswith("[tfjob] started") and " -> " not in line]
-    assert said == ["[tfjob] worker-0 succeeded (exit code 0)", "[tfjob] worker-1 failed (exit code 3)",
-                    "[tfjob] cleanPodPolicy Running: stopping chief-0"], said
-    assert {r.name: r.state for r in replicas} == {"chief-0": "running", "worker-0": "succeeded",
-                                                   "worker-1": "failed"}
-
-
-def test_a_replica_that_ends_while_the_job_ends_is_reported_as_it_ended_and_not_stopped(tmp_path, capsys):
-    """As above, but each worker ends between the job's two looks at it: running when its exit code is asked,
-    nothing of it alive when its process group is (seen once under load: a worker neither reported nor
-    stopped). The first look answers "running"; by then the workers have exited, not yet collected."""
-    manifest = fake_tfjob(tmp_path, {"Chief": (1, "Never"), "Worker": (2, "Never")},
-                          commands={"Chief": ["python", "-c", "import time; time.sleep(60)"],
-                                    "Worker": ["python", "-c", "import json, os, sys; "
-                                               "sys.exit(3 * json.loads(os.environ['TF_CONFIG'])['task']['index'])"]})
-    replicas = tfjob_local.plan_replicas(yaml.safe_load(manifest.read_text()), tmp_path / "run", [])
-    watchdog = tfjob_local.reaper.Watchdog(5)
-    try:
-        for replica in replicas:
-            tfjob_local.start(replica, watchdog)
-        for replica in replicas:
-            if replica.type == "Worker":
+            elif replica.type == "Worker":
                 os.waitid(os.P_PID, replica.process.pid, os.WEXITED | os.WNOWAIT)  # ended; a zombie is left
                 answers, real = [None], replica.exit_code
                 replica.exit_code = lambda answers=answers, real=real: answers.pop() if answers else real()
@@ -310,6 +290,8 @@ def test_a_replica_that_ends_while_the_job_ends_is_reported_as_it_ended_and_not_
             if line.startswith("[tfjob]") and not line.startswith("[tfjob] started") and " -> " not in line]
     assert said == ["[tfjob] worker-0 succeeded (exit code 0)", "[tfjob] worker-1 failed (exit code 3)",
                     "[tfjob] cleanPodPolicy Running: stopping chief-0"], said
+    assert {r.name: r.state for r in replicas} == {"chief-0": "running", "worker-0": "succeeded",
+                                                   "worker-1": "failed"}
 
 
 # A worker that starts a child (which ignores SIGTERM), writes its pid to the shared volume and exits 0.
